@@ -1,0 +1,70 @@
+"""Rondevu's sans-IO core: protocol rules and state machines, with no I/O at all.
+
+Nothing in this package touches a socket, a clock or a random source.  Time arrives as
+``now`` (Unix milliseconds) on every input that can move a deadline, and randomness as an
+injected function, so every behaviour replays exactly under test.  Drivers
+(``rondevu`` and friends, in ``drivers/``) perform the I/O the core asks for.
+
+Modules:
+- `errors`: the two error families (local misuse vs. remote misbehaviour).
+- `usernames`, `fqn`, `signing`, `offer_id`: the wire protocol's pure rules (§3-§6).
+- `backoff`, `buffer`: reconnection spacing and the message buffer (§15.4).
+"""
+
+from rondevu_core.backoff import Backoff, BackoffPolicy, backoff_delay
+from rondevu_core.buffer import BufferedMessage, MessageBuffer, Payload
+from rondevu_core.errors import ProtocolError, RondevuError, ValidationError
+from rondevu_core.fqn import (
+    ServiceFqn,
+    Version,
+    is_version_compatible,
+    parse_service_fqn,
+    parse_version,
+    validate_service_fqn,
+)
+from rondevu_core.offer_id import offer_id_for_sdp
+from rondevu_core.signing import (
+    AuthMessage,
+    KeyPair,
+    build_message,
+    check_timestamp,
+    expected_context,
+    parse_auth_message,
+    sign_message,
+    verify_signature,
+)
+from rondevu_core.usernames import (
+    generate_anonymous_username,
+    is_valid_username,
+    validate_username,
+)
+
+__all__ = [
+    "AuthMessage",
+    "Backoff",
+    "BackoffPolicy",
+    "BufferedMessage",
+    "KeyPair",
+    "MessageBuffer",
+    "Payload",
+    "ProtocolError",
+    "RondevuError",
+    "ServiceFqn",
+    "ValidationError",
+    "Version",
+    "backoff_delay",
+    "build_message",
+    "check_timestamp",
+    "expected_context",
+    "generate_anonymous_username",
+    "is_valid_username",
+    "is_version_compatible",
+    "offer_id_for_sdp",
+    "parse_auth_message",
+    "parse_service_fqn",
+    "parse_version",
+    "sign_message",
+    "validate_service_fqn",
+    "validate_username",
+    "verify_signature",
+]
