@@ -1,0 +1,83 @@
+"""RPC calls as the core sees them, and the signed envelope they travel in (§2, §3).
+
+The core never performs a call: a state machine emits an `RpcRequest` inside an action,
+and the driver feeds back an `RpcOutcome` (`RpcOk` or `RpcFailed`) for it.  `envelope`
+turns a request into the JSON object of PROTOCOL.md §2, signed as §3 prescribes; it is
+pure because the caller passes the key pair and ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rondevu_core.signing import KeyPair, build_message, expected_context
+
+__all__ = ["Method", "RpcFailed", "RpcOk", "RpcOutcome", "RpcRequest", "envelope"]
+
+
+class Method(StrEnum):
+    """The nine RPC methods of server 0.5.4 (§6)."""
+
+    GET_USER = "getUser"
+    PUBLISH_SERVICE = "publishService"
+    GET_SERVICE = "getService"
+    DELETE_SERVICE = "deleteService"
+    ANSWER_OFFER = "answerOffer"
+    GET_OFFER_ANSWER = "getOfferAnswer"
+    POLL = "poll"
+    ADD_ICE_CANDIDATES = "addIceCandidates"
+    GET_ICE_CANDIDATES = "getIceCandidates"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcRequest:
+    """One call: the method and its JSON params (already in wire shape, camelCase keys)."""
+
+    method: Method
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcOk:
+    """The server answered ``{"success": true, "result": …}``."""
+
+    result: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcFailed:
+    """The call failed: the server's ``error`` text, or a transport failure's description.
+
+    ``transport`` is True when no server answer exists for this call (HTTP error, network
+    failure, malformed reply), False when the server itself reported the error.
+    """
+
+    error: str
+    transport: bool = False
+
+
+RpcOutcome = RpcOk | RpcFailed
+
+
+def envelope(
+    request: RpcRequest, *, username: str, keypair: KeyPair, now_ms: int
+) -> dict[str, Any]:
+    """The signed call object of §2 for ``request``, as the 0.18.9 client builds it.
+
+    Every method except ``getUser`` carries ``publicKey`` so the server can auto-claim the
+    username (§3, §4).
+    """
+    context = expected_context(request.method.value, request.params)
+    message = build_message(request.method.value, username, context, now_ms)
+    body: dict[str, Any] = {
+        "method": request.method.value,
+        "message": message,
+        "signature": keypair.sign(message),
+    }
+    if request.method is not Method.GET_USER:
+        body["publicKey"] = keypair.public_key
+    body["params"] = dict(request.params)
+    return body
