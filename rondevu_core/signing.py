@@ -209,7 +209,7 @@ _JS_SPACE = (
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
 _DEC_PREFIX = re.compile(r"[+-]?[0-9]+")
-_HEX_PREFIX = re.compile(r"([+-]?)0[xX]([0-9a-fA-F]+)")
+_HEX_PREFIX = re.compile(r"([+-]?)0[xX]([0-9a-fA-F]*)")
 
 
 def js_parse_int(text: str) -> int | None:
@@ -222,6 +222,8 @@ def js_parse_int(text: str) -> int | None:
     hex_match = _HEX_PREFIX.match(stripped)
     if hex_match:
         sign, digits = hex_match.groups()
+        if not digits:
+            return None  # "0x" with no hex digit is NaN in JavaScript
         digits = digits[:64]  # a realistic timestamp has 12 digits; bound the work
         value = int(digits, 16)
         return -value if sign == "-" else value
