@@ -1,0 +1,1 @@
+"""In-memory fakes for the sans-IO core's harness tests (never used by drivers)."""
