@@ -1,0 +1,84 @@
+"""The bodies of the HTTP routes around ``POST /rpc`` (PROTOCOL.md §1).
+
+``GET /`` and ``GET /health`` describe the server; any other route gets the 404 body; a
+``POST /rpc`` body that cannot be used as a request gets one of three 400 bodies.  Their
+texts are fixed, so each is both a constant (for the server to send) and a ``Literal``
+field (so a client, or the JSON Schema, recognises exactly that body).  Two of the 400
+bodies have no ``success`` key, exactly as the original sends them.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from rondevu_schemas._base import Timestamp, WireModel
+
+__all__ = [
+    "BATCH_TOO_LARGE_ERROR",
+    "DEFAULT_VERSION",
+    "EMPTY_BATCH_ERROR",
+    "INVALID_REQUEST_FORMAT_ERROR",
+    "NOT_FOUND_ERROR",
+    "SERVER_DESCRIPTION",
+    "SERVER_NAME",
+    "BatchTooLargeBody",
+    "EmptyBatchBody",
+    "HealthStatus",
+    "InvalidRequestBody",
+    "NotFoundBody",
+    "ServerInfo",
+]
+
+SERVER_NAME: Final = "Rondevu"
+SERVER_DESCRIPTION: Final = "WebRTC signaling with RPC interface and Ed25519 authentication"
+DEFAULT_VERSION: Final = "unknown"
+"""The version ``GET /`` and ``GET /health`` report when none is configured."""
+
+NOT_FOUND_ERROR: Final = "Not found. Use POST /rpc for all API calls."
+INVALID_REQUEST_FORMAT_ERROR: Final = "Invalid request format"
+EMPTY_BATCH_ERROR: Final = "Empty request array"
+BATCH_TOO_LARGE_ERROR: Final = "Too many requests in batch (max 100)"
+
+
+class ServerInfo(WireModel):
+    """``GET /`` (200)."""
+
+    version: str
+    """The server's ``VERSION`` setting, or ``"unknown"``."""
+    name: Literal["Rondevu"]
+    description: Literal["WebRTC signaling with RPC interface and Ed25519 authentication"]
+
+
+class HealthStatus(WireModel):
+    """``GET /health`` (200)."""
+
+    status: Literal["ok"]
+    timestamp: Timestamp
+    """The server's clock when it answered, in Unix milliseconds."""
+    version: str
+    """The server's ``VERSION`` setting, or ``"unknown"``."""
+
+
+class NotFoundBody(WireModel):
+    """Any route other than ``/``, ``/health``, ``POST /rpc`` and ``OPTIONS`` (404)."""
+
+    error: Literal["Not found. Use POST /rpc for all API calls."]
+
+
+class InvalidRequestBody(WireModel):
+    """``POST /rpc`` whose body is not JSON (400)."""
+
+    success: Literal[False]
+    error: Literal["Invalid request format"]
+
+
+class EmptyBatchBody(WireModel):
+    """``POST /rpc`` whose body is ``[]`` (400); note there is no ``success`` key."""
+
+    error: Literal["Empty request array"]
+
+
+class BatchTooLargeBody(WireModel):
+    """``POST /rpc`` whose body is an array of more than 100 calls (400)."""
+
+    error: Literal["Too many requests in batch (max 100)"]
