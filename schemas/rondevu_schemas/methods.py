@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from rondevu_core.fqn import parse_service_fqn
 from rondevu_core.rpc import Method
@@ -120,12 +120,26 @@ class GetUserParams(WireModel):
     """The name to look up.  Any JSON value: the original echoes back whatever it got."""
 
 
+_CLAIM_FIELDS: Final = frozenset({"claimed_at", "expires_at", "public_key"})
+
+
+def _claim_fields_not_null(schema: dict[str, Any]) -> None:
+    """JSON Schema of `GetUserResult`: the claim fields are omitted, never ``null``."""
+    for name in ("claimedAt", "expiresAt", "publicKey"):
+        prop = schema["properties"][name]
+        prop.pop("default", None)
+        prop.update(next(s for s in prop.pop("anyOf") if s.get("type") != "null"))
+
+
 class GetUserResult(WireModel):
     """``getUser``'s result: ``{"username","available":true}`` or the claimed record.
 
     An unclaimed name echoes ``username`` unchanged (absent when the params had none); a
-    claimed one carries all three of ``claimedAt``, ``expiresAt`` and ``publicKey``.
+    claimed one carries all three of ``claimedAt``, ``expiresAt`` and ``publicKey``, which
+    are otherwise absent (never ``null``).
     """
+
+    model_config = ConfigDict(json_schema_extra=_claim_fields_not_null)
 
     username: Any = None
     """The name looked up; a valid username when ``available`` is false."""
@@ -138,13 +152,14 @@ class GetUserResult(WireModel):
     """The owner's public key, exactly as it was claimed with; claimed names only."""
 
     @model_validator(mode="after")
-    def _claimed_fields(self) -> Self:
-        claim = (self.claimed_at, self.expires_at, self.public_key)
+    def _claim_fields(self) -> Self:
         if self.available:
-            if claim != (None, None, None):
-                raise ValueError("an available username has no claim fields")
-        elif None in claim or not isinstance(self.username, str):
-            raise ValueError("a claimed username needs username, claimedAt, expiresAt, publicKey")
+            if self.model_fields_set & _CLAIM_FIELDS:
+                raise ValueError("an available username has no claimedAt, expiresAt, publicKey")
+        elif None in (self.claimed_at, self.expires_at, self.public_key):
+            raise ValueError("a claimed username has claimedAt, expiresAt and publicKey")
+        elif not isinstance(self.username, str):
+            raise ValueError("a claimed username has a username")
         else:
             validate_username(self.username)
         return self
