@@ -1,0 +1,334 @@
+"""The RPC batcher as a pure state machine (PROTOCOL.md §2, §15.6; fixes B9 and B10).
+
+Role: collect the calls a client makes and decide when each HTTP body goes out and what
+it holds; the driver performs the POST and feeds the reply back.  The rules are those of
+the 0.18.9 ``RpcBatcher`` with its two bugs removed:
+
+- A call waits at most ``max_wait_ms`` after its submission; a queue that reaches
+  ``max_batch_size`` is due at once.  Either way two sends are at least
+  ``throttle_interval_ms`` apart (a due batch held back by the throttle arms the timer).
+- A batch takes up to ``max_batch_size`` calls from the head of the queue.  Whatever
+  remains is due on its own schedule, so the timer is re-armed after every flush and no
+  call is ever stranded (B10).
+- Each call settles on *its own* item of the reply (B9): a failing sibling, even an
+  earlier one, never changes another call's outcome.
+- With ``enabled=False`` (the client's ``batching: false``) every call goes out alone, at
+  once, as a single JSON object rather than an array, and no throttle applies.
+
+Several batches may be in flight at once, as in the original: a flush never waits for
+an earlier reply.  The server runs each HTTP request on its own, so callers whose calls
+depend on each other submit the second only after the first has settled.
+
+Remote misbehaviour never raises: a reply that is not an array, has the wrong length, or
+holds an item that is not ``{"success": true, "result": …}`` /
+``{"success": false, "error": "…"}`` settles the affected calls as
+``RpcFailed(transport=True)`` with a message that says what was wrong.  Local misuse
+(submitting after `RpcBatcher.close`, a reply for a batch never sent or already settled)
+raises `BatcherUsageError` at the caller.
+
+Invariants: every submitted call settles exactly once (a `CallSettled` event); after
+`RpcBatcher.close` there is no timer, no further action, and every call has settled.
+Time is the ``now`` argument (Unix ms); the machine reads no clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rondevu_core.errors import RondevuError
+from rondevu_core.rpc import RpcFailed, RpcOk, RpcOutcome, RpcRequest
+
+__all__ = [
+    "MAX_SERVER_BATCH",
+    "BatchFailed",
+    "BatchReply",
+    "BatchResult",
+    "BatchedCall",
+    "BatcherAction",
+    "BatcherEvent",
+    "BatcherOptions",
+    "BatcherUsageError",
+    "CallSettled",
+    "RpcBatcher",
+    "SendBatch",
+    "outcome_of_item",
+]
+
+MAX_SERVER_BATCH = 100
+"""The server refuses HTTP bodies with more calls than this (§2)."""
+
+ERR_QUEUE_CLEARED = "Batch queue cleared"
+ERR_CLOSED_IN_FLIGHT = "Batcher closed before the server replied"
+ERR_NOT_ARRAY = "Server returned invalid batch response (not an array)"
+ERR_NOT_OBJECT = "Server returned invalid response (not a single object)"
+ERR_MALFORMED_ITEM = "Server returned a malformed reply for this call"
+
+
+class BatcherUsageError(RondevuError):
+    """The caller misused the batcher (submitted after close, replied to an unknown batch)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatcherOptions:
+    """How the batcher groups calls; the defaults are the 0.18.9 client's (§15.6)."""
+
+    max_batch_size: int = 10
+    """Most calls in one HTTP body (1 to `MAX_SERVER_BATCH`)."""
+    max_wait_ms: int = 50
+    """Longest a call waits in the queue for companions."""
+    throttle_interval_ms: int = 10
+    """Least time between two sends."""
+    enabled: bool = True
+    """False sends every call alone and at once, as a single object (``batching: false``)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch_size <= MAX_SERVER_BATCH:
+            raise ValueError(f"max_batch_size must be 1 to {MAX_SERVER_BATCH}")
+        if self.max_wait_ms < 0 or self.throttle_interval_ms < 0:
+            raise ValueError("max_wait_ms and throttle_interval_ms must not be negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchedCall:
+    """One call inside a batch: the id `RpcBatcher.submit` returned, and the request."""
+
+    call_id: int
+    request: RpcRequest
+
+
+class BatcherAction:
+    """Base class of what the batcher asks its driver to do."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendBatch(BatcherAction):
+    """POST these calls to ``/rpc`` now, then report with `RpcBatcher.batch_sent_result`."""
+
+    batch_id: int
+    """Names this batch in the result the driver feeds back."""
+    calls: tuple[BatchedCall, ...]
+    """The calls, in body order (the server answers by position)."""
+    as_array: bool
+    """True: the body is a JSON array of call objects (even of one).  False: the body is
+    the single call object of ``calls[0]`` (batching disabled)."""
+
+
+class BatcherEvent:
+    """Base class of what the batcher reports to the application."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallSettled(BatcherEvent):
+    """Call ``call_id`` has its final outcome; it is emitted exactly once per call."""
+
+    call_id: int
+    outcome: RpcOutcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchReply:
+    """The server answered with HTTP 2xx; ``body`` is the parsed JSON, unchecked."""
+
+    body: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchFailed:
+    """No usable answer: network error, non-2xx status, body that is not JSON."""
+
+    error: str
+    """Why, for the application (e.g. ``HTTP 502: Bad Gateway``)."""
+
+
+BatchResult = BatchReply | BatchFailed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Queued:
+    call: BatchedCall
+    submitted_at: int
+
+
+def outcome_of_item(item: Any) -> RpcOutcome:
+    """The outcome one reply object stands for (§2).
+
+    ``{"success": true, "result": …}`` is `RpcOk`, ``{"success": false, "error": "…"}`` is
+    the server's `RpcFailed`; anything else is a malformed reply, a transport failure.
+    """
+    if isinstance(item, dict):
+        success = item.get("success")
+        if success is True and "result" in item:
+            return RpcOk(result=item["result"])
+        if success is False and isinstance(item.get("error"), str):
+            return RpcFailed(error=item["error"])
+    return RpcFailed(error=ERR_MALFORMED_ITEM, transport=True)
+
+
+def _settle_batch(
+    calls: Sequence[BatchedCall], as_array: bool, result: BatchResult
+) -> list[RpcOutcome]:
+    """One outcome per call, in order, each from its own item (B9)."""
+    if isinstance(result, BatchFailed):
+        return [RpcFailed(error=result.error, transport=True)] * len(calls)
+    body = result.body
+    if not as_array:
+        if not isinstance(body, dict):
+            return [RpcFailed(error=ERR_NOT_OBJECT, transport=True)]
+        return [outcome_of_item(body)]
+    if not isinstance(body, list):
+        return [RpcFailed(error=ERR_NOT_ARRAY, transport=True)] * len(calls)
+    if len(body) != len(calls):
+        # Replies match calls by position only (§2); with a count mismatch none can be trusted.
+        error = f"Server returned {len(body)} replies for a batch of {len(calls)} calls"
+        return [RpcFailed(error=error, transport=True)] * len(calls)
+    return [outcome_of_item(item) for item in body]
+
+
+class RpcBatcher:
+    """Groups RPC calls into HTTP bodies; see the module docstring for the rules.
+
+    Inputs: `submit`, `batch_sent_result`, `handle_timer`, `clear`, `close`.  Output:
+    `next_action` (what to send) and `next_event` (settled calls), each None when empty.
+    `get_timer` is the next deadline at which the driver must call `handle_timer`.
+    """
+
+    def __init__(self, options: BatcherOptions | None = None) -> None:
+        self.options = options or BatcherOptions()
+        self._queue: deque[_Queued] = deque()
+        self._in_flight: dict[int, SendBatch] = {}
+        self._abandoned: set[int] = set()  # in flight when closed: replies are dropped
+        self._last_send_at: int | None = None
+        self._next_call_id = 1
+        self._next_batch_id = 1
+        self._closed = False
+        self._actions: deque[BatcherAction] = deque()
+        self._events: deque[BatcherEvent] = deque()
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def submit(self, request: RpcRequest, now: int) -> int:
+        """Queue ``request``; returns the call id its `CallSettled` event will carry."""
+        if self._closed:
+            raise BatcherUsageError("submit() after close()")
+        call = BatchedCall(call_id=self._next_call_id, request=request)
+        self._next_call_id += 1
+        self._queue.append(_Queued(call=call, submitted_at=now))
+        self._pump(now)
+        return call.call_id
+
+    def batch_sent_result(self, batch_id: int, result: BatchResult, now: int) -> None:
+        """Report how the POST of batch ``batch_id`` ended; settles each of its calls."""
+        if batch_id in self._abandoned:
+            self._abandoned.discard(batch_id)  # its calls settled when we closed
+            return
+        batch = self._in_flight.pop(batch_id, None)
+        if batch is None:
+            raise BatcherUsageError(f"no batch {batch_id} is in flight")
+        outcomes = _settle_batch(batch.calls, batch.as_array, result)
+        for call, outcome in zip(batch.calls, outcomes, strict=True):
+            self._events.append(CallSettled(call_id=call.call_id, outcome=outcome))
+        self._pump(now)
+
+    def handle_timer(self, now: int) -> None:
+        """Send whatever is due at ``now``; harmless when nothing is."""
+        self._pump(now)
+
+    def clear(self) -> None:
+        """Fail every queued call with ``Batch queue cleared`` (as the original's clear()).
+
+        Calls already in flight are not touched: their reply settles them, so they are
+        not stranded, and the server may well have run them.
+        """
+        while self._queue:
+            self._fail(self._queue.popleft().call, ERR_QUEUE_CLEARED)
+
+    def close(self) -> None:
+        """Settle everything as failed and stop: queued calls, then calls in flight.
+
+        A `SendBatch` not yet drained is withdrawn (its calls fail like those in flight).
+        A reply arriving later for a batch that was in flight is accepted and ignored.
+        Idempotent.
+        """
+        self.clear()
+        self._actions.clear()  # sends not yet drained never happen: no action after close
+        for batch_id, batch in self._in_flight.items():
+            self._abandoned.add(batch_id)
+            for call in batch.calls:
+                self._fail(call, ERR_CLOSED_IN_FLIGHT)
+        self._in_flight.clear()
+        self._closed = True
+
+    # -- outputs -------------------------------------------------------------------------
+
+    def next_action(self) -> BatcherAction | None:
+        """The next thing to send, or None."""
+        return self._actions.popleft() if self._actions else None
+
+    def next_event(self) -> BatcherEvent | None:
+        """The next settled call, or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> int | None:
+        """When `handle_timer` must run next (Unix ms), or None when nothing waits."""
+        if self._closed or not self._queue:
+            return None
+        if len(self._queue) >= self.options.max_batch_size:
+            # Full: due since the call that filled it arrived.
+            due = self._queue[self.options.max_batch_size - 1].submitted_at
+        else:
+            due = self._queue[0].submitted_at + self.options.max_wait_ms
+        return max(due, self._throttle_until())
+
+    @property
+    def queued(self) -> int:
+        """How many calls wait in the queue."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """How many calls have been sent and await their reply."""
+        return sum(len(batch.calls) for batch in self._in_flight.values())
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` has run."""
+        return self._closed
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _throttle_until(self) -> int:
+        if self._last_send_at is None or not self.options.enabled:
+            return -1
+        return self._last_send_at + self.options.throttle_interval_ms
+
+    def _pump(self, now: int) -> None:
+        """Send every batch that is due at ``now``; what remains keeps its own deadline."""
+        if not self.options.enabled:
+            while self._queue:
+                self._send([self._queue.popleft().call], now, as_array=False)
+            return
+        while True:
+            deadline = self.get_timer()
+            if deadline is None or deadline > now:
+                return
+            size = min(len(self._queue), self.options.max_batch_size)
+            self._send([self._queue.popleft().call for _ in range(size)], now, as_array=True)
+
+    def _send(self, calls: list[BatchedCall], now: int, *, as_array: bool) -> None:
+        batch = SendBatch(batch_id=self._next_batch_id, calls=tuple(calls), as_array=as_array)
+        self._next_batch_id += 1
+        self._in_flight[batch.batch_id] = batch
+        self._last_send_at = now
+        self._actions.append(batch)
+
+    def _fail(self, call: BatchedCall, error: str) -> None:
+        self._events.append(
+            CallSettled(call_id=call.call_id, outcome=RpcFailed(error=error, transport=True))
+        )

@@ -1,0 +1,386 @@
+"""The RPC batcher: each rule of §15.6 alone, then a state machine over all of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from rondevu_core.batcher import (
+    ERR_MALFORMED_ITEM,
+    ERR_NOT_ARRAY,
+    BatcherOptions,
+    BatcherUsageError,
+    BatchFailed,
+    BatchReply,
+    CallSettled,
+    RpcBatcher,
+    SendBatch,
+)
+from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
+
+POLL = RpcRequest(method=Method.POLL, params={"since": 0})
+
+
+def sends(batcher: RpcBatcher) -> list[SendBatch]:
+    out: list[SendBatch] = []
+    while (action := batcher.next_action()) is not None:
+        assert isinstance(action, SendBatch)
+        out.append(action)
+    return out
+
+
+def settled(batcher: RpcBatcher) -> dict[int, RpcOutcome]:
+    out: dict[int, RpcOutcome] = {}
+    while (event := batcher.next_event()) is not None:
+        assert isinstance(event, CallSettled)
+        assert event.call_id not in out
+        out[event.call_id] = event.outcome
+    return out
+
+
+def ok(result: Any) -> dict[str, Any]:
+    return {"success": True, "result": result}
+
+
+def test_lone_call_waits_max_wait_then_goes_as_an_array() -> None:
+    batcher = RpcBatcher()
+    call = batcher.submit(POLL, now=1000)
+    assert sends(batcher) == []
+    assert batcher.get_timer() == 1050
+    batcher.handle_timer(1049)
+    assert sends(batcher) == []
+    batcher.handle_timer(1050)
+    [batch] = sends(batcher)
+    assert batch.as_array
+    assert [c.call_id for c in batch.calls] == [call]
+    assert batcher.get_timer() is None
+
+
+def test_full_queue_goes_at_once() -> None:
+    batcher = RpcBatcher()
+    ids = [batcher.submit(POLL, now=0) for _ in range(10)]
+    [batch] = sends(batcher)
+    assert [c.call_id for c in batch.calls] == ids
+    assert batcher.queued == 0
+
+
+def test_throttle_holds_a_full_batch_and_arms_the_timer() -> None:
+    batcher = RpcBatcher()
+    for _ in range(10):
+        batcher.submit(POLL, now=0)
+    assert len(sends(batcher)) == 1
+    for _ in range(10):
+        batcher.submit(POLL, now=3)
+    assert sends(batcher) == []
+    assert batcher.get_timer() == 10
+    batcher.handle_timer(10)
+    assert [len(b.calls) for b in sends(batcher)] == [10]
+
+
+def test_remainder_after_a_flush_is_never_stranded() -> None:
+    """B10: 25 calls at once go as 10 + 10 + 5; the timer stays armed until all left."""
+    batcher = RpcBatcher()
+    for _ in range(25):
+        batcher.submit(POLL, now=0)
+    timeline = [(0, len(b.calls)) for b in sends(batcher)]
+    while (deadline := batcher.get_timer()) is not None:
+        batcher.handle_timer(deadline)
+        timeline += [(deadline, len(b.calls)) for b in sends(batcher)]
+    # The last five were submitted at 0, so their max wait ends at 50.
+    assert timeline == [(0, 10), (10, 10), (50, 5)]
+    assert batcher.queued == 0
+
+
+def test_each_call_settles_on_its_own_item() -> None:
+    """B9: a failing sibling does not poison the others."""
+    batcher = RpcBatcher(BatcherOptions(max_batch_size=3))
+    ids = [batcher.submit(POLL, now=0) for _ in range(3)]
+    [batch] = sends(batcher)
+    reply = [ok(1), {"success": False, "error": "Offer not found"}, ok(3)]
+    batcher.batch_sent_result(batch.batch_id, BatchReply(body=reply), now=5)
+    assert settled(batcher) == {
+        ids[0]: RpcOk(result=1),
+        ids[1]: RpcFailed(error="Offer not found"),
+        ids[2]: RpcOk(result=3),
+    }
+    assert batcher.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "expected_errors"),
+    [
+        ({"success": True, "result": 1}, [ERR_NOT_ARRAY] * 2),
+        ([ok(1)], ["Server returned 1 replies for a batch of 2 calls"] * 2),
+        ([ok(1), {"success": True}], [None, "Server returned a malformed reply for this call"]),
+        ([{"success": False, "error": 5}, ok(None)], ["malformed", None]),
+        (["x", None], ["malformed", "malformed"]),
+    ],
+)
+def test_malformed_replies_fail_only_what_they_must(
+    body: Any, expected_errors: list[str | None]
+) -> None:
+    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    ids = [batcher.submit(POLL, now=0) for _ in range(2)]
+    [batch] = sends(batcher)
+    batcher.batch_sent_result(batch.batch_id, BatchReply(body=body), now=1)
+    outcomes = settled(batcher)
+    for call_id, expected in zip(ids, expected_errors, strict=True):
+        outcome = outcomes[call_id]
+        if expected is None:
+            assert isinstance(outcome, RpcOk)
+        else:
+            assert isinstance(outcome, RpcFailed)
+            assert outcome.transport
+            assert expected in outcome.error
+
+
+def test_transport_failure_fails_every_call_of_the_batch() -> None:
+    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    ids = [batcher.submit(POLL, now=0) for _ in range(2)]
+    [batch] = sends(batcher)
+    batcher.batch_sent_result(batch.batch_id, BatchFailed(error="HTTP 502: Bad Gateway"), now=1)
+    failure = RpcFailed(error="HTTP 502: Bad Gateway", transport=True)
+    assert settled(batcher) == dict.fromkeys(ids, failure)
+
+
+def test_disabled_sends_each_call_alone_as_an_object() -> None:
+    batcher = RpcBatcher(BatcherOptions(enabled=False))
+    first, second = batcher.submit(POLL, now=0), batcher.submit(POLL, now=0)
+    batches = sends(batcher)
+    assert [(b.as_array, [c.call_id for c in b.calls]) for b in batches] == [
+        (False, [first]),
+        (False, [second]),
+    ]
+    assert batcher.get_timer() is None
+    batcher.batch_sent_result(batches[0].batch_id, BatchReply(body=ok("a")), now=1)
+    batcher.batch_sent_result(batches[1].batch_id, BatchReply(body=[ok("b")]), now=1)
+    outcomes = settled(batcher)
+    assert outcomes[first] == RpcOk(result="a")
+    assert outcomes[second] == RpcFailed(
+        error="Server returned invalid response (not a single object)", transport=True
+    )
+
+
+def test_clear_fails_queued_calls_and_leaves_in_flight_ones() -> None:
+    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    sent = [batcher.submit(POLL, now=0) for _ in range(2)]
+    queued = batcher.submit(POLL, now=0)
+    [batch] = sends(batcher)
+    batcher.clear()
+    assert settled(batcher) == {queued: RpcFailed(error="Batch queue cleared", transport=True)}
+    assert batcher.get_timer() is None
+    batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1), ok(2)]), now=1)
+    assert set(settled(batcher)) == set(sent)
+    batcher.submit(POLL, now=2)  # still usable
+    assert batcher.queued == 1
+
+
+def test_close_settles_everything_and_stops() -> None:
+    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    in_flight = [batcher.submit(POLL, now=0) for _ in range(2)]
+    [batch] = sends(batcher)
+    undrained = [batcher.submit(POLL, now=20) for _ in range(2)]  # SendBatch not drained
+    queued = batcher.submit(POLL, now=20)
+    batcher.close()
+    outcomes = settled(batcher)
+    assert set(outcomes) == {*in_flight, *undrained, queued}
+    assert all(isinstance(o, RpcFailed) and o.transport for o in outcomes.values())
+    assert batcher.next_action() is None
+    assert batcher.get_timer() is None
+    batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1), ok(2)]), now=30)
+    assert batcher.next_event() is None  # a late reply is dropped, not double-settled
+    with pytest.raises(BatcherUsageError):
+        batcher.submit(POLL, now=40)
+    batcher.close()  # idempotent
+
+
+def test_local_misuse_raises() -> None:
+    batcher = RpcBatcher()
+    with pytest.raises(BatcherUsageError):
+        batcher.batch_sent_result(7, BatchReply(body=[]), now=0)
+    batcher.submit(POLL, now=0)
+    batcher.handle_timer(50)
+    [batch] = sends(batcher)
+    batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1)]), now=51)
+    with pytest.raises(BatcherUsageError):  # a batch settles once
+        batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1)]), now=52)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_batch_size": 0},
+        {"max_batch_size": 101},
+        {"max_wait_ms": -1},
+        {"throttle_interval_ms": -5},
+    ],
+)
+def test_options_are_checked(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        BatcherOptions(**kwargs)
+
+
+# -- the state machine ---------------------------------------------------------------------
+
+MALFORMED_ITEMS = [{"success": True}, {"success": "yes", "result": 1}, None, 3, "x", []]
+ITEMS = st.one_of(
+    st.builds(ok, st.integers()),
+    st.builds(lambda e: {"success": False, "error": e}, st.text(max_size=5)),
+    st.sampled_from(MALFORMED_ITEMS),
+)
+
+
+def item_for(call_id: int, kind: int) -> tuple[Any, RpcOutcome]:
+    """A reply item unique to ``call_id`` and the outcome it must settle as."""
+    if kind == 0:
+        return ok(call_id), RpcOk(result=call_id)
+    if kind == 1:
+        return {"success": False, "error": f"e{call_id}"}, RpcFailed(error=f"e{call_id}")
+    malformed = MALFORMED_ITEMS[call_id % len(MALFORMED_ITEMS)]
+    return malformed, RpcFailed(error=ERR_MALFORMED_ITEM, transport=True)
+
+
+class BatcherMachine(RuleBasedStateMachine):
+    """A driver that calls `handle_timer` on time, replies in any order, clears and closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batcher = RpcBatcher()
+        self.now = 0
+        self.submitted: dict[int, int] = {}  # call id -> submit time
+        self.settled: dict[int, RpcOutcome] = {}
+        self.expected: dict[int, RpcOutcome] = {}
+        self.in_flight: dict[int, SendBatch] = {}
+        self.last_send: int | None = None
+
+    @initialize(
+        options=st.builds(
+            BatcherOptions,
+            max_batch_size=st.integers(1, 12),
+            max_wait_ms=st.integers(0, 60),
+            throttle_interval_ms=st.integers(0, 30),
+            enabled=st.booleans(),
+        )
+    )
+    def start(self, options: BatcherOptions) -> None:
+        self.batcher = RpcBatcher(options)
+
+    def drain(self) -> None:
+        options = self.batcher.options
+        while (action := self.batcher.next_action()) is not None:
+            assert not self.batcher.closed
+            assert isinstance(action, SendBatch)
+            assert 1 <= len(action.calls) <= options.max_batch_size
+            assert action.as_array is options.enabled
+            if options.enabled and self.last_send is not None:
+                assert self.now - self.last_send >= options.throttle_interval_ms
+            self.last_send = self.now
+            self.in_flight[action.batch_id] = action
+        while (event := self.batcher.next_event()) is not None:
+            assert isinstance(event, CallSettled)
+            assert event.call_id in self.submitted
+            assert event.call_id not in self.settled, "a call settled twice"
+            self.settled[event.call_id] = event.outcome
+            if event.call_id in self.expected:
+                assert event.outcome == self.expected.pop(event.call_id)
+
+    @precondition(lambda self: not self.batcher.closed)
+    @rule(count=st.integers(1, 15))
+    def submit(self, count: int) -> None:
+        for _ in range(count):
+            call_id = self.batcher.submit(POLL, self.now)
+            assert call_id not in self.submitted
+            self.submitted[call_id] = self.now
+            self.drain()
+
+    @rule(dt=st.integers(0, 70))
+    def advance(self, dt: int) -> None:
+        target = self.now + dt
+        while (deadline := self.batcher.get_timer()) is not None and deadline <= target:
+            self.now = max(self.now, deadline)
+            self.batcher.handle_timer(self.now)
+            self.drain()
+        self.now = target
+        self.batcher.handle_timer(self.now)  # an early or late wake-up is harmless
+        self.drain()
+
+    @precondition(lambda self: bool(self.in_flight))
+    @rule(data=st.data(), transport_failure=st.booleans(), well_formed=st.booleans())
+    def reply(self, data: st.DataObject, transport_failure: bool, well_formed: bool) -> None:
+        batch_id = data.draw(st.sampled_from(sorted(self.in_flight)))
+        batch = self.in_flight.pop(batch_id)
+        closed = self.batcher.closed
+        if transport_failure:
+            self.batcher.batch_sent_result(batch_id, BatchFailed(error="down"), self.now)
+        elif well_formed:
+            kinds = data.draw(st.lists(st.integers(0, 2), min_size=len(batch.calls)))
+            pairs = [item_for(c.call_id, k) for c, k in zip(batch.calls, kinds, strict=False)]
+            body: Any = [item for item, _ in pairs] if batch.as_array else pairs[0][0]
+            if not closed:
+                for call, (_, outcome) in zip(batch.calls, pairs, strict=True):
+                    self.expected[call.call_id] = outcome
+            self.batcher.batch_sent_result(batch_id, BatchReply(body=body), self.now)
+        else:
+            body = data.draw(st.one_of(st.none(), st.integers(), st.lists(ITEMS, max_size=3)))
+            self.batcher.batch_sent_result(batch_id, BatchReply(body=body), self.now)
+        self.drain()
+        if not closed:
+            assert all(call.call_id in self.settled for call in batch.calls)
+
+    @rule()
+    def clear(self) -> None:
+        self.batcher.clear()
+        self.drain()
+        assert self.batcher.queued == 0
+
+    @rule()
+    def close(self) -> None:
+        self.batcher.close()
+        self.drain()
+
+    @invariant()
+    def every_call_is_accounted_for(self) -> None:
+        b = self.batcher
+        assert len(self.settled) + b.queued + b.in_flight == len(self.submitted)
+
+    @invariant()
+    def nothing_waits_without_a_timer(self) -> None:
+        if self.batcher.queued:
+            assert self.batcher.get_timer() is not None
+
+    @invariant()
+    def closed_means_done(self) -> None:
+        if self.batcher.closed:
+            assert self.batcher.get_timer() is None
+            assert self.batcher.queued == 0
+            assert self.batcher.in_flight == 0
+            assert set(self.settled) == set(self.submitted)
+
+    def teardown(self) -> None:
+        """Run the clock out and answer everything: every call must have settled once."""
+        if not self.batcher.closed:
+            self.advance(10_000)
+            assert self.batcher.queued == 0
+            for batch_id, batch in sorted(self.in_flight.items()):
+                body = [ok(None)] * len(batch.calls) if batch.as_array else ok(None)
+                self.batcher.batch_sent_result(batch_id, BatchReply(body=body), self.now)
+            self.in_flight.clear()
+            self.drain()
+        assert set(self.settled) == set(self.submitted)
+        assert not self.expected
+
+
+TestBatcherMachine = BatcherMachine.TestCase
+TestBatcherMachine.settings = settings(
+    max_examples=60, stateful_step_count=30, suppress_health_check=[HealthCheck.too_slow]
+)
