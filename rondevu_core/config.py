@@ -1,0 +1,103 @@
+"""Configuration of the connection and offer-pool machines (PROTOCOL.md §15.1, §15.4).
+
+`ConnectionConfig` carries the 0.18.9 ``DEFAULT_CONNECTION_CONFIG`` values under Python
+names (milliseconds everywhere) plus the few knobs our machines add: the ICE
+configuration handed to `CreatePeerConnection`, the data-channel label, and how the ICE
+cursor advances (`strict_ice_timestamps`).  The 0.18.9 ``debug`` flag has no counterpart:
+the core does not log, drivers do.
+
+`PoolConfig` describes one published service (§15.2 ``publishService`` options).
+
+Both are frozen; validation happens in ``__post_init__`` so a bad value fails where it is
+written, not deep inside a transition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rondevu_core.backoff import BackoffPolicy
+from rondevu_core.fqn import ServiceFqn
+from rondevu_core.ice import DEFAULT_ICE_CONFIGURATION, IceConfiguration
+
+__all__ = ["ConnectionConfig", "PoolConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionConfig:
+    """How one durable connection behaves; defaults are those of client 0.18.9 (§15.4)."""
+
+    connection_timeout_ms: int = 30000
+    """From the start of an attempt until CONNECTED; on expiry the attempt fails."""
+    ice_gathering_timeout_ms: int = 10000
+    """Reported as ``ice:gathering:timeout`` when gathering has not completed by then."""
+    reconnect_enabled: bool = True
+    max_reconnect_attempts: int = 5
+    """0 means unlimited."""
+    reconnect_backoff_base_ms: int = 1000
+    reconnect_backoff_max_ms: int = 30000
+    reconnect_jitter: float = 0.1
+    buffer_enabled: bool = True
+    max_buffer_size: int = 100
+    max_buffer_age_ms: int = 60000
+    preserve_buffer_on_close: bool = False
+    """When True the ``closed`` event hands back the unsent messages; otherwise they are dropped."""
+    ice_polling_interval_ms: int = 500
+    ice_polling_timeout_ms: int = 30000
+    """Remote-candidate polling gives up this long after it started."""
+    ice: IceConfiguration = DEFAULT_ICE_CONFIGURATION
+    """STUN/TURN servers and transport policy for every peer connection (§15.1, B17)."""
+    data_channel_label: str = "default"
+    strict_ice_timestamps: bool = False
+    """True when the server keeps candidate ``createdAt`` strictly increasing per offer
+    (ours does): the cursor then advances to the largest ``createdAt`` seen.  False (the
+    safe default for server 0.5.4, whose timestamps collide: B5) polls with ``since=0``
+    and relies on de-duplication alone (§8)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "connection_timeout_ms",
+            "ice_gathering_timeout_ms",
+            "max_buffer_size",
+            "max_buffer_age_ms",
+            "ice_polling_timeout_ms",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.ice_polling_interval_ms <= 0:
+            raise ValueError("ice_polling_interval_ms must be > 0")
+        # BackoffPolicy validates the reconnection fields.
+        self.backoff_policy()
+
+    def backoff_policy(self) -> BackoffPolicy:
+        """The reconnection spacing as a `BackoffPolicy`."""
+        return BackoffPolicy(
+            base_ms=self.reconnect_backoff_base_ms,
+            max_ms=self.reconnect_backoff_max_ms,
+            jitter=self.reconnect_jitter,
+            max_attempts=self.max_reconnect_attempts,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolConfig:
+    """One published service: ``service`` must name its owner (``chat:1.0.0@alice``)."""
+
+    service: ServiceFqn
+    max_offers: int = 1
+    ttl_ms: int = 300000
+    """Sent as ``ttl`` with every publishService (the 0.18.9 default)."""
+    poll_interval_ms: int = 1000
+    """Spacing of the single-flight ``poll`` loop that collects answers."""
+    refresh_margin_ms: int = 30000
+    """Republish this long before the offers expire, so discovery never finds nothing."""
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+
+    def __post_init__(self) -> None:
+        if self.service.username is None or self.service.username == "":
+            raise ValueError("PoolConfig.service must include the owner's username")
+        if not 1 <= self.max_offers <= 100:
+            # 100 is the server's per-publish limit (§6.2), and the pool publishes in one call.
+            raise ValueError("max_offers must be within [1, 100]")
+        if self.ttl_ms <= 0 or self.poll_interval_ms <= 0 or self.refresh_margin_ms < 0:
+            raise ValueError("ttl_ms and poll_interval_ms must be > 0, refresh_margin_ms >= 0")

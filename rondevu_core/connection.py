@@ -1,0 +1,864 @@
+"""The durable connection: one logical link to a peer, over one peer connection at a time.
+
+Theory of operation
+-------------------
+A `Connection` consumes `rondevu_core.inputs` through `handle` and ``handle_timer``, and
+queues `rondevu_core.actions` and `rondevu_core.events` on its `Outbox`; the driver
+drains them with `next_action` / `next_event` and keeps one timer at `get_timer`.  It
+never reads a clock (``now`` comes with every input) nor a random source (the backoff
+jitter comes from the injected ``unit_random``).
+
+States (the ten of §15.3)::
+
+    INITIALIZING  no peer connection yet (answerer: fetching an offer)
+    GATHERING     the local description is being created / published
+    SIGNALING     our description is out, waiting for the peer's (or for ICE to start)
+    CHECKING      ICE is checking candidate pairs
+    CONNECTING    ICE connected but the data channel is not open yet (or the reverse)
+    CONNECTED     ICE connected *and* data channel open: messages flow
+    DISCONNECTED  an established link dropped
+    RECONNECTING  waiting for (or running) the backoff timer of the next attempt
+    FAILED        an attempt failed; terminal unless a reconnection is pending
+    CLOSED        closed for good: absorbs every report, never acts again
+
+Roles.  An **answerer** (`Connection.answerer`, started by `Connect`) fetches an offer of
+its service with getService, answers it, exchanges candidates, and reconnects after a
+failure by fetching a *fresh* offer of the same service from the same user (pinned from
+the first reply) and building a new peer connection (B13).  An **offerer** connection is
+created by `rondevu_core.pool.OfferPool`, which publishes its offer and hands it the
+answer; it never reconnects by itself (its peer comes back as a new answer to a new
+offer) and closes its peer connection on failure so the pool can replace it (B14).
+
+Transitions are data: `TRANSITIONS` maps every accepted ``(State, InputKind)`` to its
+handler.  A pair that is not in the table is a usage error for application commands
+(`UsageError` raised at the caller) and a protocol error for driver reports (a
+``protocol:error`` event; the state does not change).  Reports naming a peer connection
+other than the current one are stale (the driver raced our close) and are dropped; in
+CLOSED every report and RPC result is dropped.  `EDGES` lists every state change a
+handler may make; the tests hold the machine to it.
+
+Failures.  ICE ``failed``, a peer-connection ``failed``, an unrequested ``closed`` (how
+aiortc reports a vanished peer), the data channel closing, a failed peer operation, a
+failed signaling call or the connection timeout all end the current attempt: the peer
+connection is closed, then the machine reconnects (answerer, reconnection enabled, not
+exhausted, not paused) or stays FAILED.  ICE ``disconnected`` on an established link is
+softer: the old peer connection is kept while the backoff timer runs, and the link is
+restored at no cost if ICE recovers first (browsers recover from short outages).
+
+Messages sent while not CONNECTED are buffered (bounded, aged) and replayed in order on
+(re)connection; every message that leaves the buffer undelivered is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from rondevu_core.actions import (
+    ClosePeerConnection,
+    CreateAnswer,
+    CreateDataChannel,
+    CreateOffer,
+    CreatePeerConnection,
+    SendData,
+    SendRpc,
+    SetRemoteDescription,
+)
+from rondevu_core.backoff import Backoff
+from rondevu_core.buffer import MessageBuffer, Payload
+from rondevu_core.config import ConnectionConfig
+from rondevu_core.errors import ProtocolError, UsageError
+from rondevu_core.events import (
+    AnswerProcessed,
+    ChannelClose,
+    ChannelErrorEvent,
+    ChannelOpened,
+    CleanupComplete,
+    CleanupStarted,
+    Closed,
+    Connected,
+    Connecting,
+    ConnectionTimeout,
+    Disconnected,
+    Failed,
+    IceCandidateLocal,
+    IceConnectionState,
+    IceGatheringState,
+    IceGatheringTimeout,
+    Message,
+    MessageBuffered,
+    MessageBufferExpired,
+    MessageBufferOverflow,
+    MessageReplayed,
+    MessageSent,
+    PeerConnectionState,
+    ProtocolViolation,
+    ReconnectAttempting,
+    ReconnectExhausted,
+    ReconnectFailed,
+    ReconnectScheduled,
+    ReconnectSuccess,
+    StateChanged,
+)
+from rondevu_core.fqn import ServiceFqn
+from rondevu_core.inputs import (
+    COMMAND_KINDS,
+    ChannelError,
+    ChannelMessage,
+    IceConnectionStateChanged,
+    IceGatheringStateChanged,
+    Input,
+    InputKind,
+    LocalCandidate,
+    LocalDescriptionReady,
+    PeerConnectionStateChanged,
+    PeerError,
+    PeerInput,
+    RpcResult,
+    SendMessage,
+)
+from rondevu_core.outbox import Deadlines, Outbox
+from rondevu_core.replies import parse_fetched_offer
+from rondevu_core.rpc import Method, RpcFailed, RpcRequest
+from rondevu_core.session import SignalingSession
+
+__all__ = ["EDGES", "TRANSITIONS", "Connection", "Role", "State"]
+
+
+class State(Enum):
+    """The ten connection states of 0.18.9 (§15.3)."""
+
+    INITIALIZING = "initializing"
+    GATHERING = "gathering"
+    SIGNALING = "signaling"
+    CHECKING = "checking"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class Role(Enum):
+    """Which side of the offer/answer exchange this connection plays."""
+
+    OFFERER = "offerer"
+    ANSWERER = "answerer"
+
+
+class _Timer(Enum):
+    CONNECTION = "connection"
+    GATHERING = "gathering"
+    RECONNECT = "reconnect"
+    BUFFER = "buffer"
+
+
+class _Call(Enum):
+    FETCH_OFFER = "getService"
+    ANSWER = "answerOffer"
+
+
+class _Deferred(Enum):
+    """What a paused reconnection will do on resume."""
+
+    SCHEDULE = "schedule"
+    ATTEMPT = "attempt"
+
+
+S = State
+_HANDSHAKE = frozenset({S.GATHERING, S.SIGNALING, S.CHECKING, S.CONNECTING})
+_PC_ALIVE = _HANDSHAKE | {S.CONNECTED, S.DISCONNECTED, S.RECONNECTING}
+_LIVE = frozenset(State) - {S.CLOSED}
+
+EDGES: frozenset[tuple[State, State]] = frozenset(
+    {(S.INITIALIZING, S.GATHERING), (S.GATHERING, S.SIGNALING)}
+    | {(S.SIGNALING, S.CHECKING), (S.SIGNALING, S.CONNECTING), (S.CHECKING, S.CONNECTING)}
+    | {(a, S.CONNECTED) for a in (S.SIGNALING, S.CHECKING, S.CONNECTING)}
+    | {(S.CONNECTED, S.DISCONNECTED), (S.DISCONNECTED, S.RECONNECTING)}
+    | {(S.DISCONNECTED, S.CONNECTED), (S.RECONNECTING, S.CONNECTED)}
+    | {(S.RECONNECTING, S.INITIALIZING), (S.DISCONNECTED, S.FAILED)}
+    | {(a, S.FAILED) for a in _HANDSHAKE | {S.INITIALIZING, S.RECONNECTING}}
+    | {(S.FAILED, S.RECONNECTING)}
+    | {(a, S.CLOSED) for a in _LIVE}
+)
+"""Every state change a handler may make."""
+
+Handler = Callable[["Connection", Any], None]
+
+
+class Connection:
+    """One durable connection; see the module docstring.
+
+    Build answerers with `Connection.answerer`; offer pools build offerers with
+    `Connection.offerer`.  Drive with `handle`, `handle_timer`, `get_timer`, and drain
+    `next_action` / `next_event` (or the shared `Outbox`).
+    """
+
+    __slots__ = (
+        "_backoff",
+        "_buffer",
+        "_calls",
+        "_channel_open",
+        "_closing_pc",
+        "_deadlines",
+        "_deferred",
+        "_ice_ok",
+        "_local_sdp",
+        "_offer_id",
+        "_outbox",
+        "_paused",
+        "_pc",
+        "_random",
+        "_reconnect_attempt",
+        "_session",
+        "_stale",
+        "_started",
+        "_terminal",
+        "answer_applied",
+        "config",
+        "connection_id",
+        "role",
+        "service",
+        "state",
+    )
+
+    def __init__(
+        self,
+        *,
+        role: Role,
+        service: ServiceFqn,
+        config: ConnectionConfig,
+        unit_random: Callable[[], float],
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.role = role
+        self.service = service
+        self.config = config
+        self._random = unit_random
+        self._outbox = outbox if outbox is not None else Outbox()
+        self.connection_id = self._outbox.new_id()
+        self.state = State.INITIALIZING
+        self._deadlines: Deadlines[_Timer] = Deadlines()
+        self._backoff = Backoff(config.backoff_policy())
+        self._buffer = MessageBuffer(
+            max_size=config.max_buffer_size, max_age_ms=config.max_buffer_age_ms
+        )
+        self._calls: dict[int, _Call] = {}
+        # Calls of abandoned attempts: their late results are expected and dropped.
+        self._stale: set[int] = set()
+        self._pc: int | None = None
+        self._closing_pc = False
+        self._session: SignalingSession | None = None
+        self._ice_ok = False
+        self._channel_open = False
+        self._local_sdp: str | None = None
+        self._offer_id: str | None = None
+        self._started = False
+        self._paused = False
+        self._deferred: _Deferred | None = None
+        self._reconnect_attempt = 0
+        self._terminal = False
+        self.answer_applied = False
+
+    @classmethod
+    def answerer(
+        cls,
+        service: ServiceFqn,
+        *,
+        config: ConnectionConfig | None = None,
+        unit_random: Callable[[], float],
+        outbox: Outbox | None = None,
+    ) -> Connection:
+        """A connection that answers an offer of ``service``; start it with `Connect`.
+
+        With a username in ``service`` the offer is fetched directly from that user;
+        without one a random publisher is picked (§6.3) and then pinned, so
+        reconnections return to the same user.
+        """
+        return cls(
+            role=Role.ANSWERER,
+            service=service,
+            config=config or ConnectionConfig(),
+            unit_random=unit_random,
+            outbox=outbox,
+        )
+
+    @classmethod
+    def offerer(
+        cls,
+        service: ServiceFqn,
+        *,
+        config: ConnectionConfig,
+        unit_random: Callable[[], float],
+        outbox: Outbox,
+    ) -> Connection:
+        """A connection for one pool offer (used by `OfferPool`)."""
+        return cls(
+            role=Role.OFFERER,
+            service=service,
+            config=config,
+            unit_random=unit_random,
+            outbox=outbox,
+        )
+
+    # -- driver interface ------------------------------------------------------------
+
+    def handle(self, event: Input) -> None:
+        """Consume one input; drain the outbox afterwards."""
+        kind = event.kind
+        if self.state is State.CLOSED:
+            if kind in COMMAND_KINDS and kind is not InputKind.CLOSE:
+                raise UsageError(f"{kind.value}: the connection is closed")
+            return
+        if isinstance(event, PeerInput) and event.pc_id != self._pc:
+            return
+        if isinstance(event, RpcResult) and not self._owns_call(event.call_id):
+            if event.call_id in self._stale:
+                self._stale.discard(event.call_id)
+                return
+            raise UsageError(f"unknown call id {event.call_id}")
+        handler = TRANSITIONS.get((self.state, kind))
+        if handler is None:
+            if kind in COMMAND_KINDS:
+                raise UsageError(f"{kind.value} is not allowed in state {self.state.value}")
+            self._violation(f"{kind.value} is not expected in state {self.state.value}")
+            return
+        handler(self, event)
+
+    def get_timer(self) -> int | None:
+        """The next deadline (Unix ms), or None when nothing is pending."""
+        mine = self._deadlines.next()
+        if self._session is None:
+            return mine
+        theirs = self._session.get_timer()
+        if theirs is None:
+            return mine
+        return theirs if mine is None or theirs < mine else mine
+
+    def handle_timer(self, now: int) -> None:
+        """Run every deadline due at ``now``."""
+        if self.state is State.CLOSED:
+            return
+        for timer in self._deadlines.pop_due(now):
+            if self._is_closed():
+                return
+            if timer is _Timer.CONNECTION:
+                self._emit(ConnectionTimeout)
+                self._fail(now, "Connection timeout")
+            elif timer is _Timer.GATHERING:
+                self._emit(IceGatheringTimeout)
+            elif timer is _Timer.RECONNECT:
+                if self._paused:
+                    self._deferred = _Deferred.ATTEMPT
+                else:
+                    self._attempt(now)
+            else:
+                self._expire_buffer(now)
+        if self._session is not None and not self._is_closed():
+            self._session.handle_timer(now)
+
+    def _is_closed(self) -> bool:
+        # A method, not an inline test: handlers change ``state`` behind mypy's narrowing.
+        return self.state is State.CLOSED
+
+    def next_action(self) -> Any:
+        """The oldest queued action (an `Action`), or None."""
+        return self._outbox.next_action()
+
+    def next_event(self) -> Any:
+        """The oldest queued event (an `Event`), or None."""
+        return self._outbox.next_event()
+
+    @property
+    def outbox(self) -> Outbox:
+        """Where this connection queues its output."""
+        return self._outbox
+
+    @property
+    def pc_id(self) -> int | None:
+        """The current peer connection, if any."""
+        return self._pc
+
+    @property
+    def offer_id(self) -> str | None:
+        """The offer this attempt is built on, once known."""
+        return self._offer_id
+
+    @property
+    def offer_sdp(self) -> str | None:
+        """Offerer: the local offer, once `LocalDescriptionReady` reported it."""
+        return self._local_sdp if self.role is Role.OFFERER else None
+
+    @property
+    def terminal(self) -> bool:
+        """True once nothing more will happen without a `Close` (FAILED for good, CLOSED)."""
+        return self.state is State.CLOSED or self._terminal
+
+    @property
+    def buffered(self) -> int:
+        """How many messages wait in the buffer."""
+        return len(self._buffer)
+
+    # -- offerer interface (used by the pool) -------------------------------------------
+
+    def start_offer(self, now: int) -> None:
+        """Offerer: create the peer connection, its data channel and the offer."""
+        if self.role is not Role.OFFERER or self._started:
+            raise UsageError("start_offer: only once, on an offerer")
+        self._started = True
+        pc = self._new_pc(now, offer_id=None)
+        self._outbox.act(CreateDataChannel(pc_id=pc, label=self.config.data_channel_label))
+        self._outbox.act(CreateOffer(pc_id=pc))
+        self._set_state(State.GATHERING)
+
+    def offer_published(self, offer_id: str, now: int) -> None:
+        """Offerer: the offer is on the server as ``offer_id`` (again, after a republish)."""
+        if self._session is None or self.state is State.CLOSED:
+            return
+        first = self._offer_id is None
+        self._offer_id = offer_id
+        self._session.enable_uploads(offer_id)
+        if first:
+            if self.state is State.GATHERING:
+                self._set_state(State.SIGNALING)
+                self._maybe_connected(now)
+        else:
+            self._session.reupload()
+
+    def apply_answer(self, sdp: str, answerer_id: str, now: int) -> bool:
+        """Offerer: apply the peer's answer; False when it cannot be applied (already
+        answered, or the connection is no longer waiting for one)."""
+        if self.answer_applied or self.state is not State.SIGNALING or self._pc is None:
+            return False
+        assert self._session is not None
+        assert self._offer_id is not None
+        self.answer_applied = True
+        self._outbox.act(SetRemoteDescription(pc_id=self._pc, type="answer", sdp=sdp))
+        self._outbox.emit(
+            AnswerProcessed(
+                connection_id=self.connection_id, offer_id=self._offer_id, answerer_id=answerer_id
+            )
+        )
+        self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
+        self._session.start_polling(now)
+        return True
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _emit(self, cls: Any, **fields: Any) -> None:
+        self._outbox.emit(cls(connection_id=self.connection_id, **fields))
+
+    def _violation(self, text: str) -> None:
+        self._outbox.emit(
+            ProtocolViolation(connection_id=self.connection_id, error=ProtocolError(text))
+        )
+
+    def _set_state(self, new: State, reason: str | None = None) -> None:
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        self._outbox.emit(
+            StateChanged(
+                connection_id=self.connection_id, old=old.value, new=new.value, reason=reason
+            )
+        )
+        if new is State.CONNECTING:
+            self._emit(Connecting)
+
+    def _owns_call(self, call_id: int) -> bool:
+        if call_id in self._calls:
+            return True
+        return self._session is not None and self._session.owns(call_id)
+
+    def _call(self, purpose: _Call, request: RpcRequest) -> None:
+        call_id = self._outbox.new_id()
+        self._calls[call_id] = purpose
+        self._outbox.act(SendRpc(call_id=call_id, request=request))
+
+    def _new_pc(self, now: int, offer_id: str | None) -> int:
+        pc = self._outbox.new_id()
+        self._pc = pc
+        self._ice_ok = False
+        self._channel_open = False
+        self._local_sdp = None
+        self._outbox.act(
+            CreatePeerConnection(
+                pc_id=pc,
+                ice=self.config.ice,
+            )
+        )
+        self._session = SignalingSession(
+            outbox=self._outbox,
+            config=self.config,
+            connection_id=self.connection_id,
+            pc_id=pc,
+            service_fqn=str(self.service),
+            offer_id=offer_id,
+        )
+        self._deadlines.set(_Timer.GATHERING, now + self.config.ice_gathering_timeout_ms)
+        return pc
+
+    def _teardown(self) -> None:
+        """Close the current peer connection and forget everything tied to it."""
+        self._stale.update(self._calls)
+        self._calls.clear()
+        self._deadlines.cancel(_Timer.CONNECTION)
+        self._deadlines.cancel(_Timer.GATHERING)
+        if self._pc is None and self._session is None:
+            return
+        self._emit(CleanupStarted)
+        if self._session is not None:
+            self._stale.update(self._session.calls_in_flight())
+            self._session.close()
+            self._session = None
+        if self._pc is not None:
+            self._outbox.act(ClosePeerConnection(pc_id=self._pc))
+            self._pc = None
+        self._ice_ok = False
+        self._channel_open = False
+        self._emit(CleanupComplete)
+
+    # -- attempts, failure, reconnection ---------------------------------------------
+
+    def _attempt(self, now: int) -> None:
+        """Answerer: start an attempt (the first one, or a reconnection)."""
+        self._teardown()
+        if self._reconnect_attempt:
+            self._emit(ReconnectAttempting, attempt=self._reconnect_attempt)
+        self._set_state(State.INITIALIZING)
+        self._offer_id = None
+        self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
+        self._call(
+            _Call.FETCH_OFFER,
+            RpcRequest(method=Method.GET_SERVICE, params={"serviceFqn": str(self.service)}),
+        )
+
+    def _fail(self, now: int, error: str) -> None:
+        """End the current attempt (or established link) with ``error``."""
+        if self.state in (State.DISCONNECTED, State.RECONNECTING):
+            # The link was already lost (soft drop); finish off the old peer connection.
+            self._teardown()
+            if self.state is State.DISCONNECTED and self._deferred is None:
+                self._set_state(State.FAILED, error)
+                self._emit(Failed, error=error)
+                self._after_loss(now)
+            return
+        was_up = self.state is State.CONNECTED
+        self._teardown()
+        if was_up:
+            self._set_state(State.DISCONNECTED, error)
+            self._emit(Disconnected, reason=error)
+        elif self._reconnect_attempt:
+            self._emit(ReconnectFailed, error=error)
+        self._set_state(State.FAILED, error)
+        self._emit(Failed, error=error)
+        self._after_loss(now)
+
+    def _after_loss(self, now: int) -> None:
+        """After a failure or drop: schedule a reconnection, defer it, or give up."""
+        if self.role is Role.OFFERER or not self.config.reconnect_enabled:
+            self._give_up()
+        elif self._backoff.exhausted:
+            self._emit(ReconnectExhausted, attempts=self._backoff.attempt)
+            self._give_up()
+        elif self._paused:
+            self._deferred = _Deferred.SCHEDULE
+        else:
+            self._schedule(now)
+
+    def _give_up(self) -> None:
+        self._terminal = True
+        self._deadlines.clear()
+        self._drop_buffer()
+        if self.state is not State.FAILED:
+            self._set_state(State.FAILED, "no reconnection")
+            self._emit(Failed, error="Connection lost")
+
+    def _schedule(self, now: int) -> None:
+        delay = self._backoff.next_delay(self._random())
+        assert delay is not None  # exhaustion is checked by the caller
+        self._reconnect_attempt = self._backoff.attempt
+        self._set_state(State.RECONNECTING)
+        self._deadlines.set(_Timer.RECONNECT, now + delay)
+        self._emit(
+            ReconnectScheduled,
+            attempt=self._reconnect_attempt,
+            delay=delay,
+            max_attempts=self._backoff.policy.max_attempts,
+        )
+
+    def _soft_drop(self, now: int, reason: str) -> None:
+        """ICE disconnected on an established link: keep the pc, arm the reconnection."""
+        self._ice_ok = False
+        self._set_state(State.DISCONNECTED, reason)
+        self._emit(Disconnected, reason=reason)
+        if self.role is Role.ANSWERER and self.config.reconnect_enabled:
+            if self._backoff.exhausted:
+                self._emit(ReconnectExhausted, attempts=self._backoff.attempt)
+                self._teardown()
+                self._give_up()
+            elif self._paused:
+                self._deferred = _Deferred.SCHEDULE
+            else:
+                self._schedule(now)
+        # Otherwise wait in DISCONNECTED: ICE may recover, or fail for good.
+
+    def _maybe_connected(self, now: int) -> None:
+        if self.state in (State.GATHERING, State.CONNECTED):
+            return  # GATHERING: re-checked once our description is out
+        if not (self._ice_ok and self._channel_open):
+            if self.state in (State.SIGNALING, State.CHECKING):
+                self._set_state(State.CONNECTING)
+            return
+        recovered = self.state in (State.DISCONNECTED, State.RECONNECTING)
+        self._deadlines.cancel(_Timer.CONNECTION)
+        self._deadlines.cancel(_Timer.RECONNECT)
+        self._deferred = None
+        self._set_state(State.CONNECTED)
+        self._emit(Connected)
+        if self._reconnect_attempt and not recovered:
+            self._emit(ReconnectSuccess, attempt=self._reconnect_attempt)
+        self._reconnect_attempt = 0
+        self._backoff.reset()
+        self._replay(now)
+
+    # -- buffer ----------------------------------------------------------------------
+
+    def _replay(self, now: int) -> None:
+        fresh, expired = self._buffer.drain(now)
+        self._deadlines.cancel(_Timer.BUFFER)
+        for message in expired:
+            self._emit(MessageBufferExpired, data=message.data)
+        pc = self._pc
+        assert pc is not None
+        for message in fresh:
+            self._outbox.act(SendData(pc_id=pc, data=message.data))
+            self._emit(MessageReplayed, data=message.data, buffered_at=message.buffered_at)
+
+    def _arm_buffer_timer(self) -> None:
+        oldest = next(iter(self._buffer), None)
+        if oldest is None:
+            self._deadlines.cancel(_Timer.BUFFER)
+        else:
+            self._deadlines.set(_Timer.BUFFER, oldest.buffered_at + self._buffer.max_age_ms + 1)
+
+    def _expire_buffer(self, now: int) -> None:
+        for message in self._buffer.expire(now):
+            self._emit(MessageBufferExpired, data=message.data)
+        self._arm_buffer_timer()
+
+    def _drop_buffer(self) -> None:
+        self._buffer.clear()
+        self._deadlines.cancel(_Timer.BUFFER)
+
+    # -- command handlers ------------------------------------------------------------
+
+    def _on_connect(self, event: Input) -> None:
+        if self.role is not Role.ANSWERER or self._started:
+            raise UsageError("connect: only once, on an answerer")
+        self._started = True
+        self._attempt(event.now)
+
+    def _on_send(self, event: SendMessage) -> None:
+        data = event.data
+        if self.state is State.CONNECTED:
+            assert self._pc is not None
+            self._outbox.act(SendData(pc_id=self._pc, data=data))
+            self._emit(MessageSent, data=data, buffered=False)
+            return
+        if self._terminal:
+            raise UsageError("send: the connection has failed for good")
+        if not self.config.buffer_enabled:
+            raise UsageError("send: not connected and buffering is disabled")
+        _, evicted = self._buffer.add(data, event.now)
+        for message in evicted:
+            self._emit(MessageBufferOverflow, data=message.data)
+        if self._buffer.max_size == 0:
+            return  # nothing can be held: the message itself was the overflow
+        self._emit(MessageBuffered, data=data)
+        self._emit(MessageSent, data=data, buffered=True)
+        if _Timer.BUFFER not in self._deadlines:
+            self._arm_buffer_timer()
+
+    def _on_close(self, event: Any) -> None:
+        self._teardown()
+        self._deadlines.clear()
+        unsent: tuple[Payload, ...] = ()
+        if self.config.preserve_buffer_on_close:
+            unsent = tuple(m.data for m in self._buffer.clear())
+        self._buffer.clear()
+        self._set_state(State.CLOSED, event.reason)
+        self._emit(Closed, reason=event.reason, unsent=unsent)
+
+    def _on_pause(self, event: Input) -> None:
+        self._paused = True
+
+    def _on_resume(self, event: Input) -> None:
+        self._paused = False
+        deferred, self._deferred = self._deferred, None
+        if deferred is _Deferred.ATTEMPT:
+            self._attempt(event.now)
+        elif deferred is _Deferred.SCHEDULE:
+            self._after_loss(event.now)
+
+    # -- peer report handlers ----------------------------------------------------------
+
+    def _on_local_description(self, event: LocalDescriptionReady) -> None:
+        if self._local_sdp is not None:
+            self._violation("local description reported twice")
+            return
+        assert self._session is not None
+        assert self._pc is not None
+        self._local_sdp = event.sdp
+        self._session.note_local_sdp(event.sdp)
+        if event.complete:
+            self._deadlines.cancel(_Timer.GATHERING)
+        if self.role is Role.ANSWERER:
+            assert self._offer_id is not None
+            self._call(
+                _Call.ANSWER,
+                RpcRequest(
+                    method=Method.ANSWER_OFFER,
+                    params={
+                        "serviceFqn": str(self.service),
+                        "offerId": self._offer_id,
+                        "sdp": event.sdp,
+                    },
+                ),
+            )
+            self._set_state(State.SIGNALING)
+            self._maybe_connected(event.now)
+
+    def _on_remote_description_set(self, event: Input) -> None:
+        assert self._session is not None
+        self._session.remote_description_set()
+
+    def _on_local_candidate(self, event: LocalCandidate) -> None:
+        assert self._session is not None
+        self._emit(IceCandidateLocal, candidate=event.candidate)
+        self._session.add_local(event.candidate, event.now)
+
+    def _on_gathering_state(self, event: IceGatheringStateChanged) -> None:
+        self._emit(IceGatheringState, state=event.state)
+        if event.state == "complete":
+            self._deadlines.cancel(_Timer.GATHERING)
+            self._emit(IceCandidateLocal, candidate=None)
+
+    def _on_ice_state(self, event: IceConnectionStateChanged) -> None:
+        state = event.state
+        self._emit(IceConnectionState, state=state)
+        if state in ("connected", "completed"):
+            self._ice_ok = True
+            if self._session is not None:
+                self._session.stop_polling()  # every needed candidate is in (B12)
+            self._maybe_connected(event.now)
+        elif state == "checking":
+            if self.state is State.SIGNALING:
+                self._set_state(State.CHECKING)
+        elif state == "disconnected":
+            if self.state is State.CONNECTED:
+                self._soft_drop(event.now, "ICE disconnected")
+            else:
+                self._ice_ok = False
+        elif state == "failed":
+            self._fail(event.now, "ICE connection failed")
+        elif state == "closed":
+            self._fail(event.now, "ICE transport closed")
+
+    def _on_pc_state(self, event: PeerConnectionStateChanged) -> None:
+        self._emit(PeerConnectionState, state=event.state)
+        if event.state == "failed":
+            self._fail(event.now, "Peer connection failed")
+        elif event.state == "closed":
+            # Not asked for (a pc we closed is no longer current): the peer vanished.
+            self._fail(event.now, "Peer connection closed")
+        elif event.state == "disconnected" and self.state is State.CONNECTED:
+            self._soft_drop(event.now, "Peer connection disconnected")
+
+    def _on_channel_open(self, event: Input) -> None:
+        self._channel_open = True
+        self._emit(ChannelOpened)
+        self._maybe_connected(event.now)
+
+    def _on_channel_closed(self, event: Input) -> None:
+        self._channel_open = False
+        self._emit(ChannelClose)
+        self._fail(event.now, "Data channel closed")
+
+    def _on_channel_message(self, event: ChannelMessage) -> None:
+        if not self._channel_open:
+            self._violation("message on a data channel that is not open")
+            return
+        self._emit(Message, data=event.data)
+
+    def _on_channel_error(self, event: ChannelError) -> None:
+        self._emit(ChannelErrorEvent, error=event.error)
+
+    def _on_peer_error(self, event: PeerError) -> None:
+        self._fail(event.now, f"{event.operation} failed: {event.error}")
+
+    # -- RPC results -----------------------------------------------------------------
+
+    def _on_rpc_result(self, event: RpcResult) -> None:
+        purpose = self._calls.pop(event.call_id, None)
+        if purpose is None:
+            assert self._session is not None
+            self._session.handle_result(event.call_id, event.outcome, event.now)
+            return
+        outcome = event.outcome
+        if isinstance(outcome, RpcFailed):
+            self._fail(event.now, f"{purpose.value} failed: {outcome.error}")
+        elif purpose is _Call.FETCH_OFFER:
+            self._on_offer_fetched(event.now, outcome.result)
+        elif self._session is not None and self._offer_id is not None:
+            self._session.enable_uploads(self._offer_id)
+
+    def _on_offer_fetched(self, now: int, result: object) -> None:
+        try:
+            offer = parse_fetched_offer(result)
+        except ProtocolError as error:
+            self._outbox.emit(ProtocolViolation(connection_id=self.connection_id, error=error))
+            self._fail(now, f"getService failed: {error}")
+            return
+        if self.service.username is None and offer.username is not None:
+            # Discovery picked a publisher: reconnections go back to the same one (B13).
+            self.service = self.service.with_username(offer.username)
+        self._offer_id = offer.offer_id
+        pc = self._new_pc(now, offer_id=offer.offer_id)
+        self._outbox.act(SetRemoteDescription(pc_id=pc, type="offer", sdp=offer.sdp))
+        self._outbox.act(CreateAnswer(pc_id=pc))
+        self._set_state(State.GATHERING)
+        assert self._session is not None
+        self._session.start_polling(now)  # as soon as the offer id is known (B1)
+
+
+def _table() -> dict[tuple[State, InputKind], Handler]:
+    c = Connection
+    k = InputKind
+    rows: list[tuple[frozenset[State], InputKind, Handler]] = [
+        (frozenset({S.INITIALIZING}), k.CONNECT, c._on_connect),
+        (_LIVE, k.SEND, c._on_send),
+        (_LIVE, k.CLOSE, c._on_close),
+        (_LIVE, k.PAUSE_RECONNECT, c._on_pause),
+        (_LIVE, k.RESUME_RECONNECT, c._on_resume),
+        (frozenset({S.GATHERING}), k.LOCAL_DESCRIPTION, c._on_local_description),
+        (_HANDSHAKE, k.REMOTE_DESCRIPTION_SET, c._on_remote_description_set),
+        (_PC_ALIVE, k.LOCAL_CANDIDATE, c._on_local_candidate),
+        (_PC_ALIVE, k.ICE_GATHERING_STATE, c._on_gathering_state),
+        (_PC_ALIVE, k.ICE_CONNECTION_STATE, c._on_ice_state),
+        (_PC_ALIVE, k.PEER_CONNECTION_STATE, c._on_pc_state),
+        (_PC_ALIVE, k.CHANNEL_OPEN, c._on_channel_open),
+        (_PC_ALIVE, k.CHANNEL_CLOSED, c._on_channel_closed),
+        (_PC_ALIVE - {S.GATHERING}, k.CHANNEL_MESSAGE, c._on_channel_message),
+        (_PC_ALIVE, k.CHANNEL_ERROR, c._on_channel_error),
+        (_PC_ALIVE, k.PEER_ERROR, c._on_peer_error),
+        (_LIVE, k.RPC_RESULT, c._on_rpc_result),
+    ]
+    return {(state, kind): handler for states, kind, handler in rows for state in states}
+
+
+TRANSITIONS: dict[tuple[State, InputKind], Handler] = _table()
+"""Every accepted ``(state, input kind)`` and its handler; anything else is an error."""

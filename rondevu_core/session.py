@@ -1,0 +1,334 @@
+"""The signaling session: ICE candidate exchange for one peer connection (§8, B1-B5, B12, B20).
+
+One `SignalingSession` lives as long as one peer connection attempt.  Its owner (a
+`Connection`) forwards the relevant inputs and RPC results; the session queues
+`SendRpc` / `AddRemoteCandidate` actions and ICE events on the shared `Outbox`.
+
+Local side.  Candidates are recorded from the moment the peer connection exists.  Those
+embedded in the local SDP (aiortc puts every candidate there) count as already sent, so
+each candidate reaches the server once.  Trickled ones are held until uploads are
+enabled - the offer id is known (offerer: published; answerer: answer accepted) - then
+flushed in one addIceCandidates call (B3).  At most one upload is in flight; candidates
+arriving meanwhile go out together in the next one.
+
+Remote side.  Polling starts as soon as the owner calls `start_polling` (right when the
+offer id is known, B1), runs single-flight (at most one getIceCandidates in flight),
+applies no role filter (the server already returns only the other role's candidates,
+B2), and stops when ICE connects, when the session closes, or after
+``ice_polling_timeout_ms`` on the *local* clock (B12).  The cursor is taken only from
+server ``createdAt`` values (B4) and belongs to this stream alone (B20); with
+``strict_ice_timestamps`` off it stays at 0 because server 0.5.4 timestamps collide (B5).
+Candidates are de-duplicated by their ``candidate`` string either way.  Remote candidates
+are handed to the peer connection only after the remote description is set.
+
+Invariants: no action after `close`; at most one poll and one upload in flight; a remote
+candidate string is added at most once; a local candidate string is uploaded at most once
+per publication of the offer (`reupload` starts a new publication after a republish
+deleted the server's copy, §6.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from rondevu_core.actions import AddRemoteCandidate, SendRpc
+from rondevu_core.config import ConnectionConfig
+from rondevu_core.errors import ProtocolError
+from rondevu_core.events import (
+    IceCandidateRemote,
+    IcePollingStarted,
+    IcePollingStopped,
+    ProtocolViolation,
+    SignalingError,
+)
+from rondevu_core.outbox import Deadlines, Outbox
+from rondevu_core.replies import parse_candidates
+from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest
+from rondevu_core.sdp import candidates_from_sdp
+
+__all__ = ["SignalingSession"]
+
+
+class _Timer(Enum):
+    POLL = "poll"
+    POLL_TIMEOUT = "poll_timeout"
+
+
+class SignalingSession:
+    """ICE exchange for one peer connection; see the module docstring."""
+
+    __slots__ = (
+        "_abandoned",
+        "_closed",
+        "_config",
+        "_cursor",
+        "_deadlines",
+        "_held_remote",
+        "_known_local",
+        "_outbox",
+        "_pending_local",
+        "_poll_call",
+        "_polling",
+        "_remote_ready",
+        "_seen_remote",
+        "_sent_local",
+        "_service_fqn",
+        "_upload_batch",
+        "_upload_call",
+        "_uploads_enabled",
+        "connection_id",
+        "offer_id",
+        "pc_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        config: ConnectionConfig,
+        connection_id: int,
+        pc_id: int,
+        service_fqn: str,
+        offer_id: str | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._config = config
+        self.connection_id = connection_id
+        self.pc_id = pc_id
+        self._service_fqn = service_fqn
+        self.offer_id = offer_id
+        self._deadlines: Deadlines[_Timer] = Deadlines()
+        self._closed = False
+        self._abandoned: set[int] = set()
+        # local side
+        self._known_local: list[Mapping[str, Any]] = []
+        self._pending_local: list[Mapping[str, Any]] = []
+        self._sent_local: set[str] = set()
+        self._uploads_enabled = False
+        self._upload_call: int | None = None
+        self._upload_batch: list[Mapping[str, Any]] = []
+        # remote side
+        self._polling = False
+        self._poll_call: int | None = None
+        self._cursor = 0
+        self._seen_remote: set[str] = set()
+        self._held_remote: list[Mapping[str, Any]] = []
+        self._remote_ready = False
+
+    # -- queries ---------------------------------------------------------------------
+
+    @property
+    def polling(self) -> bool:
+        """True while remote-candidate polling runs."""
+        return self._polling
+
+    @property
+    def cursor(self) -> int:
+        """The ``since`` the next getIceCandidates will carry."""
+        return self._cursor
+
+    def owns(self, call_id: int) -> bool:
+        """True when ``call_id`` is one of this session's calls still unanswered."""
+        return (
+            call_id == self._poll_call or call_id == self._upload_call or call_id in self._abandoned
+        )
+
+    def calls_in_flight(self) -> list[int]:
+        """The ids of this session's unanswered calls."""
+        live = [c for c in (self._poll_call, self._upload_call) if c is not None]
+        return live + list(self._abandoned)
+
+    def get_timer(self) -> int | None:
+        """The session's next deadline (ms), or None."""
+        return self._deadlines.next()
+
+    # -- local candidates ---------------------------------------------------------------
+
+    def note_local_sdp(self, sdp: str) -> None:
+        """The local description is set: its embedded candidates need no upload."""
+        try:
+            embedded = candidates_from_sdp(sdp)
+        except ProtocolError:
+            return  # our own stack's SDP: a line we cannot parse is simply not matched
+        self._sent_local.update(c.candidate for c in embedded)
+
+    def add_local(self, candidate: Mapping[str, Any], now: int) -> None:
+        """A trickled local candidate; uploaded once uploads are enabled."""
+        if self._closed:
+            return
+        text = candidate.get("candidate")
+        if not isinstance(text, str) or not text:
+            return  # end-of-candidates marker: never sent (§8)
+        if text in self._sent_local or any(c.get("candidate") == text for c in self._known_local):
+            return
+        self._known_local.append(candidate)
+        self._pending_local.append(candidate)
+        self._flush_uploads()
+
+    def enable_uploads(self, offer_id: str) -> None:
+        """The offer id is known and the peer may use our candidates: flush held ones."""
+        if self._closed:
+            return
+        self.offer_id = offer_id
+        self._uploads_enabled = True
+        self._flush_uploads()
+
+    def reupload(self) -> None:
+        """A republish replaced the offer on the server: upload every trickled candidate again."""
+        if self._closed:
+            return
+        held = {id(c) for c in self._pending_local}
+        self._pending_local.extend(c for c in self._known_local if id(c) not in held)
+        self._flush_uploads()
+
+    def _flush_uploads(self) -> None:
+        if not self._uploads_enabled or self._upload_call is not None or not self._pending_local:
+            return
+        batch, self._pending_local = self._pending_local, []
+        call_id = self._outbox.new_id()
+        self._upload_call = call_id
+        self._upload_batch = batch
+        self._outbox.act(
+            SendRpc(
+                call_id=call_id,
+                request=RpcRequest(
+                    method=Method.ADD_ICE_CANDIDATES,
+                    params={
+                        "serviceFqn": self._service_fqn,
+                        "offerId": self.offer_id,
+                        "candidates": [dict(c) for c in batch],
+                    },
+                ),
+            )
+        )
+
+    # -- remote candidates --------------------------------------------------------------
+
+    def start_polling(self, now: int) -> None:
+        """Begin polling the other side's candidates now (idempotent)."""
+        if self._closed or self._polling or self.offer_id is None:
+            return
+        self._polling = True
+        self._outbox.emit(IcePollingStarted(connection_id=self.connection_id))
+        self._deadlines.set(_Timer.POLL_TIMEOUT, now + self._config.ice_polling_timeout_ms)
+        self._poll()
+
+    def stop_polling(self) -> None:
+        """Stop polling (ICE connected, attempt over); a reply still in flight is ignored."""
+        if not self._polling:
+            return
+        self._polling = False
+        if self._poll_call is not None:
+            self._abandoned.add(self._poll_call)
+            self._poll_call = None
+        self._deadlines.clear()
+        self._outbox.emit(IcePollingStopped(connection_id=self.connection_id))
+
+    def remote_description_set(self) -> None:
+        """Remote candidates may now be added: hand over the held ones."""
+        if self._closed:
+            return
+        self._remote_ready = True
+        held, self._held_remote = self._held_remote, []
+        for candidate in held:
+            self._add_remote(candidate)
+
+    def _poll(self) -> None:
+        call_id = self._outbox.new_id()
+        self._poll_call = call_id
+        self._outbox.act(
+            SendRpc(
+                call_id=call_id,
+                request=RpcRequest(
+                    method=Method.GET_ICE_CANDIDATES,
+                    params={
+                        "serviceFqn": self._service_fqn,
+                        "offerId": self.offer_id,
+                        "since": self._cursor,
+                    },
+                ),
+            )
+        )
+
+    def _add_remote(self, candidate: Mapping[str, Any]) -> None:
+        self._outbox.act(AddRemoteCandidate(pc_id=self.pc_id, candidate=candidate))
+        self._outbox.emit(IceCandidateRemote(connection_id=self.connection_id, candidate=candidate))
+
+    # -- results and timers --------------------------------------------------------------
+
+    def handle_result(self, call_id: int, outcome: RpcOutcome, now: int) -> None:
+        """Feed the outcome of one of this session's calls (see `owns`)."""
+        if call_id == self._upload_call:
+            self._upload_call = None
+            batch, self._upload_batch = self._upload_batch, []
+            if isinstance(outcome, RpcFailed):
+                self._report("addIceCandidates", outcome.error)
+                if outcome.transport:
+                    # No server answer: retry with the next poll tick or candidate, not
+                    # at once (a dead network would otherwise spin).
+                    self._pending_local[:0] = batch
+                return
+            self._flush_uploads()
+            return
+        if call_id != self._poll_call:
+            self._abandoned.discard(call_id)  # a poll abandoned by stop_polling
+            return
+        self._poll_call = None
+        if isinstance(outcome, RpcFailed):
+            self._report("getIceCandidates", outcome.error)
+            if "Offer not found" in outcome.error:
+                # The offer is gone (republished, expired, deleted): nothing more will come.
+                self.stop_polling()
+                return
+        else:
+            try:
+                candidates, skipped = parse_candidates(outcome.result)
+            except ProtocolError as error:
+                self._outbox.emit(ProtocolViolation(connection_id=self.connection_id, error=error))
+            else:
+                if skipped:
+                    self._outbox.emit(
+                        ProtocolViolation(
+                            connection_id=self.connection_id,
+                            error=ProtocolError(f"{skipped} malformed remote candidate(s) ignored"),
+                        )
+                    )
+                for item in candidates:
+                    if self._config.strict_ice_timestamps and item.created_at > self._cursor:
+                        self._cursor = item.created_at
+                    text = item.candidate["candidate"]
+                    if text in self._seen_remote:
+                        continue
+                    self._seen_remote.add(text)
+                    if self._remote_ready:
+                        self._add_remote(item.candidate)
+                    else:
+                        self._held_remote.append(item.candidate)
+        if self._polling:
+            self._deadlines.set(_Timer.POLL, now + self._config.ice_polling_interval_ms)
+
+    def handle_timer(self, now: int) -> None:
+        """Run every deadline due at ``now``."""
+        for timer in self._deadlines.pop_due(now):
+            if timer is _Timer.POLL_TIMEOUT:
+                self.stop_polling()
+            elif self._polling and self._poll_call is None:
+                self._poll()
+                self._flush_uploads()  # retry uploads that failed meanwhile
+
+    def close(self) -> None:
+        """End the session: stop polling, drop held work, never act again."""
+        self.stop_polling()
+        self._closed = True
+        self._deadlines.clear()
+        self._pending_local.clear()
+        self._held_remote.clear()
+        self._upload_call = None
+        self._upload_batch = []
+
+    def _report(self, operation: str, error: str) -> None:
+        self._outbox.emit(
+            SignalingError(connection_id=self.connection_id, operation=operation, error=error)
+        )
