@@ -63,7 +63,6 @@ MAX_SERVER_BATCH = 100
 ERR_QUEUE_CLEARED = "Batch queue cleared"
 ERR_CLOSED_IN_FLIGHT = "Batcher closed before the server replied"
 ERR_NOT_ARRAY = "Server returned invalid batch response (not an array)"
-ERR_NOT_OBJECT = "Server returned invalid response (not a single object)"
 ERR_MALFORMED_ITEM = "Server returned a malformed reply for this call"
 
 
@@ -179,8 +178,6 @@ def _settle_batch(
         return [RpcFailed(error=result.error, transport=True)] * len(calls)
     body = result.body
     if not as_array:
-        if not isinstance(body, dict):
-            return [RpcFailed(error=ERR_NOT_OBJECT, transport=True)]
         return [outcome_of_item(body)]
     if not isinstance(body, list):
         return [RpcFailed(error=ERR_NOT_ARRAY, transport=True)] * len(calls)
@@ -203,6 +200,7 @@ class RpcBatcher:
         self.options = options or BatcherOptions()
         self._queue: deque[_Queued] = deque()
         self._in_flight: dict[int, SendBatch] = {}
+        self._live: set[int] = set()  # ids of calls queued or in flight
         self._abandoned: set[int] = set()  # in flight when closed: replies are dropped
         self._last_send_at: int | None = None
         self._next_call_id = 1
@@ -213,15 +211,27 @@ class RpcBatcher:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def submit(self, request: RpcRequest, now: int) -> int:
-        """Queue ``request``; returns the call id its `CallSettled` event will carry."""
+    def submit(self, request: RpcRequest, now: int, *, call_id: int | None = None) -> int:
+        """Queue ``request``; returns the call id its `CallSettled` event will carry.
+
+        ``call_id`` lets a driver reuse the id a machine gave the call (``SendRpc``'s), so
+        no mapping is needed; it must not name a call still queued or in flight.  Without
+        it the batcher numbers calls itself, skipping ids still in use.
+        """
         if self._closed:
             raise BatcherUsageError("submit() after close()")
-        call = BatchedCall(call_id=self._next_call_id, request=request)
-        self._next_call_id += 1
+        if call_id is None:
+            while self._next_call_id in self._live:
+                self._next_call_id += 1
+            call_id = self._next_call_id
+            self._next_call_id += 1
+        elif call_id in self._live:
+            raise BatcherUsageError(f"call {call_id} is still queued or in flight")
+        self._live.add(call_id)
+        call = BatchedCall(call_id=call_id, request=request)
         self._queue.append(_Queued(call=call, submitted_at=now))
         self._pump(now)
-        return call.call_id
+        return call_id
 
     def batch_sent_result(self, batch_id: int, result: BatchResult, now: int) -> None:
         """Report how the POST of batch ``batch_id`` ended; settles each of its calls."""
@@ -233,7 +243,7 @@ class RpcBatcher:
             raise BatcherUsageError(f"no batch {batch_id} is in flight")
         outcomes = _settle_batch(batch.calls, batch.as_array, result)
         for call, outcome in zip(batch.calls, outcomes, strict=True):
-            self._events.append(CallSettled(call_id=call.call_id, outcome=outcome))
+            self._settle(call, outcome)
         self._pump(now)
 
     def handle_timer(self, now: int) -> None:
@@ -329,6 +339,8 @@ class RpcBatcher:
         self._actions.append(batch)
 
     def _fail(self, call: BatchedCall, error: str) -> None:
-        self._events.append(
-            CallSettled(call_id=call.call_id, outcome=RpcFailed(error=error, transport=True))
-        )
+        self._settle(call, RpcFailed(error=error, transport=True))
+
+    def _settle(self, call: BatchedCall, outcome: RpcOutcome) -> None:
+        self._live.discard(call.call_id)
+        self._events.append(CallSettled(call_id=call.call_id, outcome=outcome))

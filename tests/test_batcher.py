@@ -166,9 +166,7 @@ def test_disabled_sends_each_call_alone_as_an_object() -> None:
     batcher.batch_sent_result(batches[1].batch_id, BatchReply(body=[ok("b")]), now=1)
     outcomes = settled(batcher)
     assert outcomes[first] == RpcOk(result="a")
-    assert outcomes[second] == RpcFailed(
-        error="Server returned invalid response (not a single object)", transport=True
-    )
+    assert outcomes[second] == RpcFailed(error=ERR_MALFORMED_ITEM, transport=True)
 
 
 def test_clear_fails_queued_calls_and_leaves_in_flight_ones() -> None:
@@ -384,3 +382,17 @@ TestBatcherMachine = BatcherMachine.TestCase
 TestBatcherMachine.settings = settings(
     max_examples=60, stateful_step_count=30, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_driver_can_reuse_the_machines_call_ids() -> None:
+    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    assert batcher.submit(POLL, now=0, call_id=7) == 7
+    with pytest.raises(BatcherUsageError):
+        batcher.submit(POLL, now=0, call_id=7)  # still queued
+    assert batcher.submit(POLL, now=0) == 1
+    [batch] = sends(batcher)
+    batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok("a"), ok("b")]), now=1)
+    assert settled(batcher) == {7: RpcOk(result="a"), 1: RpcOk(result="b")}
+    assert batcher.submit(POLL, now=2, call_id=7) == 7  # settled ids may come back
+    assert batcher.submit(POLL, now=2, call_id=2) == 2
+    assert batcher.submit(POLL, now=2) == 3  # the counter skips ids in use
