@@ -1,0 +1,379 @@
+"""`AiortcPeer`: one aiortc RTCPeerConnection behind a small set of operations.
+
+Role: a thin I/O layer.  Each method performs one peer-connection operation the core
+asks for; everything that happens is reported as a `PeerEvent` through the ``on_event``
+callback, in the order aiortc produces it.  The peer makes no protocol decision: it does
+not retry, time out, buffer or reorder anything.
+
+Error families (STYLE.md point 4):
+- local misuse (an operation after `close`, an answer with no offer pending, a candidate
+  before any remote description, sending on a channel that is not open) raises
+  `PeerStateError` / `PeerClosedError` at the caller;
+- remote misbehaviour (a malformed or unacceptable offer, answer or candidate) is
+  reported as `RemoteInputRejected` and the operation returns None/False.
+
+Invariants: ``on_event`` is called synchronously from aiortc's callbacks and must neither
+block nor raise; after `close` returns, the peer connection, its sockets and its tasks
+are gone and ``on_event`` is not called again; `close` is idempotent.
+
+aiortc facts this layer passes through rather than hides (see `ConnectionStateChanged`):
+no ``connected``/``disconnected`` ICE states, and a vanished peer is reported only after
+about 30 s of failed consent checks, as a jump to ``closed``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Literal
+
+from aiortc import RTCDataChannel, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
+
+from rondevu_aiortc._config import rtc_configuration
+from rondevu_aiortc._events import (
+    ConnectionStateChanged,
+    DataChannelAnnounced,
+    DataChannelClosed,
+    DataChannelError,
+    DataChannelInfo,
+    DataChannelMessage,
+    DataChannelOpened,
+    IceConnectionStateChanged,
+    IceGatheringStateChanged,
+    LocalDescriptionReady,
+    PeerEvent,
+    RemoteInputRejected,
+)
+from rondevu_aiortc._hosts import (
+    check_host_candidates,
+    normalise_host_addresses,
+    restrict_host_addresses,
+)
+from rondevu_core.buffer import Payload
+from rondevu_core.errors import ProtocolError, RondevuError
+from rondevu_core.ice import IceConfiguration, IceTransportPolicy
+from rondevu_core.sdp import WireCandidate, candidates_from_sdp, parse_wire_candidate
+
+__all__ = ["AiortcPeer", "EventCallback", "PeerClosedError", "PeerStateError"]
+
+logger = logging.getLogger("rondevu_aiortc")
+
+EventCallback = Callable[[PeerEvent], None]
+"""Receives every `PeerEvent`; called synchronously, must not block or raise."""
+
+
+class PeerStateError(RondevuError):
+    """An operation was called in a state where it cannot apply (local misuse)."""
+
+
+class PeerClosedError(PeerStateError):
+    """An operation was called after `AiortcPeer.close`."""
+
+
+def _reason(exc: BaseException) -> str:
+    # A short, stable description: the exception type, plus its text when it has one.
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class AiortcPeer:
+    """One WebRTC peer connection (aiortc), driven by explicit operations.
+
+    ``ice`` is the STUN/TURN configuration (`rondevu_core.ice`; use
+    ``rondevu_core.ice.NO_ICE_SERVERS`` for none — never a missing list, see
+    `rtc_configuration`).  ``host_addresses`` (opt-in) restricts host candidates to the
+    given IP addresses, e.g. ``["127.0.0.1"]`` to keep all traffic on loopback, which
+    aioice cannot do by itself (see ``rondevu_aiortc._hosts``); it cannot be combined with
+    the relay transport policy.  Construct inside a running asyncio event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        ice: IceConfiguration,
+        on_event: EventCallback,
+        host_addresses: Sequence[str] | None = None,
+    ) -> None:
+        self._hosts = None if host_addresses is None else normalise_host_addresses(host_addresses)
+        if self._hosts is not None and ice.transport_policy is IceTransportPolicy.RELAY:
+            raise ValueError("host_addresses cannot be combined with the relay transport policy")
+        self._on_event = on_event
+        self._pc = RTCPeerConnection(rtc_configuration(ice))
+        self._channels: dict[int, RTCDataChannel] = {}
+        self._closed = False
+        pc = self._pc
+        pc.on("icegatheringstatechange", self._on_gathering_state)
+        pc.on("iceconnectionstatechange", self._on_ice_state)
+        pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("datachannel", self._on_remote_channel)
+
+    # -- state, read-only -------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` has been called."""
+        return self._closed
+
+    @property
+    def connection_state(self) -> str:
+        """aiortc's current ``connectionState``."""
+        return str(self._pc.connectionState)
+
+    @property
+    def local_description(self) -> str | None:
+        """The local SDP (offer or answer, candidates embedded), or None before one."""
+        description = self._pc.localDescription
+        return None if description is None else str(description.sdp)
+
+    def local_candidates(self) -> tuple[WireCandidate, ...]:
+        """The local candidates in wire shape (§8), extracted from the local SDP.
+
+        For sending through ``addIceCandidates`` to a trickle-ICE (browser) peer.  Empty
+        before the local description is set.
+        """
+        sdp = self.local_description
+        return () if sdp is None else candidates_from_sdp(sdp)
+
+    # -- operations ------------------------------------------------------------------
+
+    def create_data_channel(
+        self,
+        label: str,
+        *,
+        ordered: bool = True,
+        max_retransmits: int | None = None,
+        max_packet_life_time: int | None = None,
+        protocol: str = "",
+    ) -> DataChannelInfo:
+        """Create a data channel (before `create_offer`, so the offer negotiates SCTP).
+
+        ``max_retransmits`` and ``max_packet_life_time`` (ms) select partial reliability;
+        at most one may be set (`ValueError`).  Returns the channel's info as aiortc
+        reports it; `DataChannelOpened` follows once the remote peer has acknowledged it.
+        """
+        self._check_open()
+        if max_retransmits is not None and max_packet_life_time is not None:
+            raise ValueError("set at most one of max_retransmits and max_packet_life_time")
+        channel = self._pc.createDataChannel(
+            label,
+            ordered=ordered,
+            maxRetransmits=max_retransmits,
+            maxPacketLifeTime=max_packet_life_time,
+            protocol=protocol,
+        )
+        return self._adopt(channel, local=True)
+
+    async def create_offer(self) -> str:
+        """Create the offer and set it as local description; return its SDP.
+
+        Gathering completes inside this call, so the SDP embeds every local candidate.
+        Emits `LocalDescriptionReady` (type ``offer``).
+        """
+        self._check_open()
+        return await self._set_local("offer")
+
+    async def accept_offer(self, sdp: str) -> str | None:
+        """Apply a remote offer, then create and set the answer; return the answer SDP.
+
+        A remote offer aiortc cannot apply is reported as `RemoteInputRejected`
+        (kind ``offer``) and None is returned.  Emits `LocalDescriptionReady` (``answer``).
+        """
+        self._check_open()
+        if not await self._set_remote("offer", sdp):
+            return None
+        return await self._set_local("answer")
+
+    async def set_remote_answer(self, sdp: str) -> bool:
+        """Apply the remote answer to our offer; False (and `RemoteInputRejected`) if bad.
+
+        Raises `PeerStateError` when no local offer is pending (for example a second
+        answer: the core must latch on the first one, B6).
+        """
+        self._check_open()
+        return await self._set_remote("answer", sdp)
+
+    async def add_remote_candidate(self, candidate: Mapping[str, object] | None) -> bool:
+        """Add one trickled remote candidate in wire shape (§8); None ends the candidates.
+
+        ``{"candidate": "candidate:…", "sdpMid": "0", "sdpMLineIndex": 0}`` as browsers
+        send it; an empty ``candidate`` string also means end-of-candidates.  A malformed
+        candidate, an address that is neither an IP literal nor an mDNS ``.local`` name,
+        or an ``sdpMid`` this connection does not have is reported as
+        `RemoteInputRejected` (kind ``candidate``) and False is returned.  Raises
+        `PeerStateError` before a remote description is set: the core must hold early
+        candidates, as aiortc would silently drop them.
+        """
+        self._check_open()
+        if self._pc.remoteDescription is None:
+            raise PeerStateError("add_remote_candidate needs a remote description first")
+        if candidate is None:
+            await self._pc.addIceCandidate(None)
+            return True
+        try:
+            wire = parse_wire_candidate(candidate)
+            rtc_candidate = None if wire.is_end_of_candidates else self._rtc_candidate(wire)
+        except ProtocolError as exc:
+            self._emit(RemoteInputRejected(kind="candidate", reason=str(exc)))
+            return False
+        await self._pc.addIceCandidate(rtc_candidate)
+        return True
+
+    def send(self, channel: int, data: Payload) -> None:
+        """Send a text (`str`) or binary (`bytes`) message on an open channel."""
+        self._check_open()
+        if not isinstance(data, str | bytes):
+            raise TypeError("data must be str or bytes")
+        dc = self._channels.get(channel)
+        if dc is None:
+            raise PeerStateError(f"no data channel {channel}")
+        if dc.readyState != "open":
+            raise PeerStateError(f"data channel {channel} is {dc.readyState}, not open")
+        dc.send(data)
+
+    async def close(self) -> None:
+        """Close channels, transports and sockets; idempotent, also while closing.
+
+        The final ``closed`` state events are still reported; nothing is reported after
+        this returns.
+        """
+        self._closed = True
+        # aiortc's close is itself idempotent and makes a concurrent caller wait.
+        await self._pc.close()
+
+    async def __aenter__(self) -> AiortcPeer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PeerClosedError("the peer connection is closed")
+
+    def _emit(self, event: PeerEvent) -> None:
+        self._on_event(event)
+
+    async def _set_local(self, kind: Literal["offer", "answer"]) -> str:
+        pc = self._pc
+        if self._hosts is not None:
+            # Transports exist now (data channel created / remote offer applied) and
+            # gathering starts inside setLocalDescription: the only window to restrict.
+            restrict_host_addresses(pc, self._hosts)
+        try:
+            description = await (pc.createOffer() if kind == "offer" else pc.createAnswer())
+            await pc.setLocalDescription(description)
+        except InvalidStateError as exc:
+            raise self._state_error(exc) from exc
+        sdp = str(pc.localDescription.sdp)
+        if self._hosts is not None:
+            try:
+                check_host_candidates(sdp, self._hosts)
+            except RuntimeError:
+                await self.close()
+                raise
+        self._emit(LocalDescriptionReady(type=kind, sdp=sdp))
+        return sdp
+
+    async def _set_remote(self, kind: Literal["offer", "answer"], sdp: str) -> bool:
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        except InvalidStateError as exc:
+            raise self._state_error(exc) from exc
+        except Exception as exc:
+            # aiortc's SDP parser signals bad input with ValueError, AssertionError,
+            # IndexError, KeyError...: all of it is the remote peer's doing here.
+            self._emit(RemoteInputRejected(kind=kind, reason=_reason(exc)))
+            return False
+        return True
+
+    def _state_error(self, exc: InvalidStateError) -> PeerStateError:
+        if self._closed:
+            return PeerClosedError("the peer connection is closed")
+        return PeerStateError(_reason(exc))
+
+    def _rtc_candidate(self, wire: WireCandidate) -> RTCIceCandidate:
+        parsed = wire.parsed()
+        if not _is_address(parsed.address):
+            # aioice resolves only mDNS names; any other name would fail deep inside it.
+            raise ProtocolError("invalid ICE candidate: address is not an IP or .local name")
+        mids = {t.mid for t in self._pc.getTransceivers()}
+        if self._pc.sctp is not None:
+            mids.add(self._pc.sctp.mid)
+        if wire.sdp_mid is not None and wire.sdp_mid not in mids:
+            # aiortc would ignore it silently; say so instead.
+            raise ProtocolError("invalid ICE candidate: unknown sdpMid")
+        return RTCIceCandidate(
+            component=parsed.component,
+            foundation=parsed.foundation,
+            ip=parsed.address,
+            port=parsed.port,
+            priority=parsed.priority,
+            protocol=parsed.transport,
+            type=parsed.type,
+            relatedAddress=parsed.related_address,
+            relatedPort=parsed.related_port,
+            sdpMid=wire.sdp_mid,
+            sdpMLineIndex=wire.sdp_mline_index,
+            tcpType=parsed.tcptype,
+        )
+
+    def _adopt(self, dc: RTCDataChannel, *, local: bool) -> DataChannelInfo:
+        number = len(self._channels)
+        self._channels[number] = dc
+        info = DataChannelInfo(
+            channel=number,
+            label=str(dc.label),
+            ordered=bool(dc.ordered),
+            max_retransmits=dc.maxRetransmits,
+            max_packet_life_time=dc.maxPacketLifeTime,
+            protocol=str(dc.protocol),
+            local=local,
+        )
+        dc.on("open", lambda: self._emit(DataChannelOpened(channel=number)))
+        dc.on("close", lambda: self._emit(DataChannelClosed(channel=number)))
+        dc.on("message", lambda data: self._emit(DataChannelMessage(channel=number, data=data)))
+        dc.on("error", lambda exc: self._report_channel_error(number, exc))
+        return info
+
+    def _report_channel_error(self, channel: int, exc: BaseException) -> None:
+        try:
+            self._emit(DataChannelError(channel=channel, error=_reason(exc)))
+        except Exception:
+            # The callback failed while hearing about its own failure; re-raising would
+            # make the emitter report it again, forever.
+            logger.exception("on_event raised while reporting a data channel error")
+
+    def _on_remote_channel(self, dc: RTCDataChannel) -> None:
+        info = self._adopt(dc, local=False)
+        self._emit(DataChannelAnnounced(info=info))
+        if dc.readyState == "open":  # aiortc announces remote channels already open
+            self._emit(DataChannelOpened(channel=info.channel))
+
+    def _on_gathering_state(self) -> None:
+        self._emit(IceGatheringStateChanged(state=str(self._pc.iceGatheringState)))
+
+    def _on_ice_state(self) -> None:
+        self._emit(IceConnectionStateChanged(state=str(self._pc.iceConnectionState)))
+
+    def _on_connection_state(self) -> None:
+        self._emit(ConnectionStateChanged(state=str(self._pc.connectionState)))
+
+
+def _is_address(host: str) -> bool:
+    if host.endswith(".local"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

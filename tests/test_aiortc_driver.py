@@ -1,0 +1,365 @@
+"""The aiortc peer driver with real aiortc peers on 127.0.0.1 (no mocks).
+
+Two `AiortcPeer`s exchange SDP in memory.  Every peer here is built with no ICE servers
+and ``host_addresses=["127.0.0.1"]``, so all WebRTC traffic stays on loopback; the tests
+check that on the candidates themselves.  Waits are on events, bounded by timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+import anyio
+import pytest
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+from rondevu_aiortc import (
+    AiortcPeer,
+    ConnectionStateChanged,
+    DataChannelAnnounced,
+    DataChannelClosed,
+    DataChannelError,
+    DataChannelMessage,
+    DataChannelOpened,
+    IceGatheringStateChanged,
+    LocalDescriptionReady,
+    PeerClosedError,
+    PeerEvent,
+    PeerStateError,
+    RemoteInputRejected,
+    rtc_configuration,
+)
+from rondevu_core.ice import (
+    ICE_PRESETS,
+    NO_ICE_SERVERS,
+    IceConfiguration,
+    IceServer,
+    IceTransportPolicy,
+    ice_configuration,
+)
+from rondevu_core.sdp import candidates_from_sdp, strip_candidates
+
+LOOPBACK = ["127.0.0.1"]
+TIMEOUT = 10.0
+E = TypeVar("E", bound=PeerEvent)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # aiortc runs on asyncio only
+
+
+class Recorder:
+    """An ``on_event`` callback that keeps every event and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[PeerEvent] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: PeerEvent) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type[E]) -> list[E]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait(self, kind: type[E], match: Callable[[E], bool] = lambda _: True) -> E:
+        """The first recorded event of ``kind`` that ``match``es, waiting if needed."""
+        with anyio.fail_after(TIMEOUT):
+            while True:
+                found = [e for e in self.of(kind) if match(e)]
+                if found:
+                    return found[0]
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def loopback_peer(recorder: Recorder) -> AiortcPeer:
+    return AiortcPeer(ice=NO_ICE_SERVERS, on_event=recorder, host_addresses=LOOPBACK)
+
+
+async def connect(
+    offerer: AiortcPeer,
+    answerer: AiortcPeer,
+    *,
+    trickle: bool = False,
+) -> None:
+    """The in-memory signaling: offer, answer, and (with ``trickle``) candidates apart."""
+    offer = await offerer.create_offer()
+    answer = await answerer.accept_offer(strip_candidates(offer) if trickle else offer)
+    assert answer is not None
+    assert await offerer.set_remote_answer(strip_candidates(answer) if trickle else answer)
+    if trickle:
+        # Through JSON, as the candidates would travel via the server (§8).
+        for source, sink in ((offerer, answerer), (answerer, offerer)):
+            for wire in source.local_candidates():
+                assert await sink.add_remote_candidate(json.loads(json.dumps(wire.to_json())))
+            assert await sink.add_remote_candidate(None)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[AiortcPeer, Recorder, AiortcPeer, Recorder]]:
+    a_events, b_events = Recorder(), Recorder()
+    async with loopback_peer(a_events) as a, loopback_peer(b_events) as b:
+        yield a, a_events, b, b_events
+
+
+Pair = tuple[AiortcPeer, Recorder, AiortcPeer, Recorder]
+
+
+@pytest.mark.anyio
+async def test_data_channel_opens_and_carries_str_and_bytes(pair: Pair) -> None:
+    a, a_events, b, b_events = pair
+    info = a.create_data_channel("default")
+    assert (info.channel, info.label, info.ordered, info.local) == (0, "default", True, True)
+    await connect(a, b)
+
+    await a_events.wait(DataChannelOpened)
+    announced = await b_events.wait(DataChannelAnnounced)
+    assert (announced.info.label, announced.info.local) == ("default", False)
+    await b_events.wait(DataChannelOpened, lambda e: e.channel == announced.info.channel)
+
+    sent: list[str | bytes] = ["hello", b"\x00\xffbinary", "", b"", "1", b"1", "ünï"]
+    for data in sent:
+        a.send(0, data)
+        b.send(announced.info.channel, data)
+    for events in (a_events, b_events):
+        await events.wait(DataChannelMessage, lambda e: e.data == "ünï")
+        received = [e.data for e in events.of(DataChannelMessage)]
+        assert received == sent
+        assert [type(d) for d in received] == [type(d) for d in sent]
+
+    await a_events.wait(ConnectionStateChanged, lambda e: e.state == "connected")
+    await b_events.wait(ConnectionStateChanged, lambda e: e.state == "connected")
+    for events in (a_events, b_events):
+        assert [e.state for e in events.of(IceGatheringStateChanged)] == ["gathering", "complete"]
+    assert [e.type for e in a_events.of(LocalDescriptionReady)] == ["offer"]
+    assert [e.type for e in b_events.of(LocalDescriptionReady)] == ["answer"]
+    assert all(e.candidates_embedded for e in a_events.of(LocalDescriptionReady))
+
+
+@pytest.mark.anyio
+async def test_every_candidate_is_loopback(pair: Pair) -> None:
+    a, a_events, b, _ = pair
+    a.create_data_channel("default")
+    assert a.local_candidates() == ()
+    await connect(a, b)
+    for peer in (a, b):
+        sdp = peer.local_description
+        assert sdp is not None
+        wires = candidates_from_sdp(sdp)
+        assert wires, "aiortc embeds its candidates in the SDP"
+        assert peer.local_candidates() == wires
+        assert {(w.sdp_mid, w.sdp_mline_index) for w in wires} == {("0", 0)}
+        assert {w.parsed().address for w in wires} == {"127.0.0.1"}
+        assert {w.parsed().type for w in wires} == {"host"}
+    ready = await a_events.wait(LocalDescriptionReady)
+    assert ready.sdp == a.local_description
+
+
+@pytest.mark.anyio
+async def test_trickled_candidates_are_the_only_route(pair: Pair) -> None:
+    # Both SDPs are stripped, so each side learns the other's address only through
+    # add_remote_candidate.
+    a, a_events, b, b_events = pair
+    a.create_data_channel("default")
+    await connect(a, b, trickle=True)
+    await a_events.wait(DataChannelOpened)
+    announced = await b_events.wait(DataChannelAnnounced)
+    b.send(announced.info.channel, "over trickle")
+    assert (await a_events.wait(DataChannelMessage)).data == "over trickle"
+
+
+@pytest.mark.anyio
+async def test_channel_options_are_reported_on_both_sides(pair: Pair) -> None:
+    a, _, b, b_events = pair
+    lossy = a.create_data_channel("lossy", ordered=False, max_retransmits=0)
+    timed = a.create_data_channel("timed", max_packet_life_time=500, protocol="chat")
+    assert (lossy.ordered, lossy.max_retransmits, lossy.max_packet_life_time) == (False, 0, None)
+    assert (timed.ordered, timed.max_retransmits, timed.max_packet_life_time) == (True, None, 500)
+    assert (lossy.channel, timed.channel, timed.protocol) == (0, 1, "chat")
+    await connect(a, b)
+    await b_events.wait(DataChannelOpened, lambda e: e.channel == 1)  # both announced
+    remote = {e.info.label: e.info for e in b_events.of(DataChannelAnnounced)}
+    assert (remote["lossy"].ordered, remote["lossy"].max_retransmits) == (False, 0)
+    assert remote["lossy"].max_packet_life_time is None
+    assert (remote["timed"].ordered, remote["timed"].max_packet_life_time) == (True, 500)
+    assert (remote["timed"].max_retransmits, remote["timed"].protocol) == (None, "chat")
+
+
+@pytest.mark.anyio
+async def test_close_is_idempotent_and_leaves_no_task() -> None:
+    before = asyncio.all_tasks()
+    a_events, b_events = Recorder(), Recorder()
+    a, b = loopback_peer(a_events), loopback_peer(b_events)
+    a.create_data_channel("default")
+    await connect(a, b)
+    await a_events.wait(DataChannelOpened)
+    await b_events.wait(DataChannelOpened)
+
+    await a.close()
+    await a.close()
+    assert a.closed
+    assert a.connection_state == "closed"
+    await a_events.wait(DataChannelClosed)
+    await a_events.wait(ConnectionStateChanged, lambda e: e.state == "closed")
+    # The remote side hears of a clean close at once (DTLS close_notify), not after 30 s.
+    await b_events.wait(DataChannelClosed)
+    await b_events.wait(ConnectionStateChanged, lambda e: e.state == "closed")
+    await asyncio.gather(b.close(), b.close())
+
+    assert asyncio.all_tasks() - before == set()
+    with pytest.raises(PeerClosedError):
+        await a.create_offer()
+    with pytest.raises(PeerClosedError):
+        a.send(0, "late")
+    with pytest.raises(PeerClosedError):
+        a.create_data_channel("late")
+
+
+@pytest.mark.anyio
+async def test_remote_misbehaviour_is_reported_not_raised(pair: Pair) -> None:
+    a, a_events, b, b_events = pair
+    a.create_data_channel("default")
+    offer = await a.create_offer()
+    bad_offers = [
+        offer.replace("a=ice-ufrag:", "a=x-ufrag:"),  # aiortc: ValueError
+        "v=0\r\nm=application notaport UDP/DTLS/SCTP webrtc-datachannel\r\n",  # assert
+        offer.replace("a=setup:actpass", "a=setup:bogus"),  # KeyError
+    ]
+    for bad in bad_offers:
+        assert await b.accept_offer(bad) is None
+    rejected = b_events.of(RemoteInputRejected)
+    assert [e.kind for e in rejected] == ["offer"] * len(bad_offers)
+    assert rejected[0].reason == "ValueError: ICE username fragment or password is missing"
+    assert b_events.of(LocalDescriptionReady) == []
+
+    # The rejected offers left b able to take the real one.
+    assert await b.accept_offer(offer) is not None
+    assert not await a.set_remote_answer("garbage")
+    assert (await a_events.wait(RemoteInputRejected)).kind == "answer"
+
+    good = a.local_candidates()[0].to_json()
+    bad_candidates: list[dict[str, object]] = [
+        {"candidate": "candidate:nonsense", "sdpMid": "0"},
+        {"candidate": good["candidate"]},
+        {**good, "sdpMid": "7"},
+        {**good, "candidate": str(good["candidate"]).replace("127.0.0.1", "evil.example")},
+    ]
+    for candidate in bad_candidates:
+        assert not await b.add_remote_candidate(candidate)
+    reasons = [e.reason for e in b_events.of(RemoteInputRejected) if e.kind == "candidate"]
+    assert len(reasons) == len(bad_candidates)
+    assert "unknown sdpMid" in reasons[2]
+    assert "not an IP" in reasons[3]
+    assert await b.add_remote_candidate(good)
+
+
+@pytest.mark.anyio
+async def test_local_misuse_raises(pair: Pair) -> None:
+    a, _, b, _ = pair
+    with pytest.raises(PeerStateError, match="remote description first"):
+        await b.add_remote_candidate({"candidate": "", "sdpMid": "0"})
+    with pytest.raises(PeerStateError):
+        await a.set_remote_answer("v=0\r\n")  # no local offer pending
+    with pytest.raises(PeerStateError, match="no data channel 3"):
+        a.send(3, "x")
+    channel = a.create_data_channel("default").channel
+    with pytest.raises(PeerStateError, match="connecting, not open"):
+        a.send(channel, "x")
+    with pytest.raises(TypeError):
+        a.send(channel, bytearray(b"x"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at most one"):
+        a.create_data_channel("x", max_retransmits=1, max_packet_life_time=1)
+
+
+@pytest.mark.anyio
+async def test_callback_failure_becomes_a_channel_error() -> None:
+    failing, b_events = Recorder(), Recorder()
+
+    def on_event(event: PeerEvent) -> None:
+        failing(event)
+        if isinstance(event, DataChannelMessage) and event.data == "boom":
+            raise RuntimeError("handler bug")
+
+    a = AiortcPeer(ice=NO_ICE_SERVERS, on_event=on_event, host_addresses=LOOPBACK)
+    async with a, loopback_peer(b_events) as b:
+        a.create_data_channel("default")
+        await connect(a, b)
+        announced = await b_events.wait(DataChannelAnnounced)
+        await failing.wait(DataChannelOpened)
+        b.send(announced.info.channel, "boom")
+        error = await failing.wait(DataChannelError)
+        assert (error.channel, error.error) == (0, "RuntimeError: handler bug")
+
+
+def test_option_validation() -> None:
+    relay = IceConfiguration(
+        servers=(
+            IceServer(urls=("turn:127.0.0.1:9?transport=tcp",), username="u", credential="p"),
+        ),
+        transport_policy=IceTransportPolicy.RELAY,
+    )
+    with pytest.raises(ValueError, match="relay transport policy"):
+        AiortcPeer(ice=relay, on_event=Recorder(), host_addresses=LOOPBACK)
+    with pytest.raises(ValueError, match="not a string"):
+        AiortcPeer(ice=NO_ICE_SERVERS, on_event=Recorder(), host_addresses="127.0.0.1")
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        AiortcPeer(ice=NO_ICE_SERVERS, on_event=Recorder(), host_addresses=["localhost"])
+    with pytest.raises(ValueError, match="empty"):
+        AiortcPeer(ice=NO_ICE_SERVERS, on_event=Recorder(), host_addresses=[])
+
+
+def test_configuration_conversion() -> None:
+    # An explicit empty list: None would make aiortc add Google's STUN server silently.
+    assert rtc_configuration(NO_ICE_SERVERS).iceServers == []
+    for name in ("ipv4-turn", "hostname-turns", "google-stun"):
+        config = rtc_configuration(ICE_PRESETS[name])
+        assert config.iceTransportPolicy is RTCIceTransportPolicy.ALL
+        assert [s.urls for s in config.iceServers or []] == [
+            list(s.urls) for s in ICE_PRESETS[name].servers
+        ]
+    relay = rtc_configuration(ICE_PRESETS["relay-only"])
+    assert relay.iceTransportPolicy is RTCIceTransportPolicy.RELAY  # B17, really relay-only
+    assert [s.username for s in relay.iceServers or []] == [None, "webrtcuser"]
+    unusable = ice_configuration(
+        [{"urls": "turns:x:5349?transport=udp", "username": "u", "credential": "p"}],
+        transport_policy=IceTransportPolicy.RELAY,
+    )
+    with pytest.raises(ValueError, match="TURN URL aiortc can use"):
+        rtc_configuration(unusable)
+    with pytest.raises(ValueError, match="malformed uri"):
+        rtc_configuration(ice_configuration([{"urls": "stun:"}]))
+
+
+@pytest.mark.anyio
+async def test_relay_policy_gathers_no_direct_candidates() -> None:
+    # A TURN "server" on 127.0.0.1 whose port refuses connections (bound, not listening):
+    # with the relay policy aioice must not gather a single host candidate, so the offer
+    # holds none (and no socket is opened on any other address).
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
+        relay = IceConfiguration(
+            servers=(
+                IceServer(
+                    urls=(f"turn:127.0.0.1:{port}?transport=tcp",),
+                    username="u",
+                    credential="p",
+                ),
+            ),
+            transport_policy=IceTransportPolicy.RELAY,
+        )
+        events = Recorder()
+        async with AiortcPeer(ice=relay, on_event=events) as peer:
+            peer.create_data_channel("default")
+            sdp = await peer.create_offer()
+        assert candidates_from_sdp(sdp) == ()
+        assert [e.state for e in events.of(IceGatheringStateChanged)][:2] == [
+            "gathering",
+            "complete",
+        ]
