@@ -19,7 +19,12 @@ Modules:
 
 The models check shapes and the spec's limits; they do not produce the server's exact
 error texts or apply its check order, and they do not clamp numbers.  A server runs its
-ordered checks on the raw JSON first (see `rondevu_schemas.methods`).
+ordered checks on the raw JSON first (see `rondevu_schemas.methods`), and never puts a
+`pydantic.ValidationError`'s text on the wire: it quotes the input back.
+
+Building a reply from values the server already trusts (its own storage rows) may skip
+validation with ``Model.model_construct(**fields)``; `to_wire` still sends only the
+fields given.  ``ok(result)`` wraps a result model (or dict) in the success reply.
 """
 
 from rondevu_schemas._base import WireModel, WireRootModel
