@@ -24,7 +24,7 @@ holds an item that is not ``{"success": true, "result": …}`` /
 ``{"success": false, "error": "…"}`` settles the affected calls as
 ``RpcFailed(transport=True)`` with a message that says what was wrong.  Local misuse
 (submitting after `RpcBatcher.close`, a reply for a batch never sent or already settled)
-raises `BatcherUsageError` at the caller.
+raises `UsageError` at the caller.
 
 Invariants: every submitted call settles exactly once (a `CallSettled` event); after
 `RpcBatcher.close` there is no timer, no further action, and every call has settled.
@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rondevu_core.errors import RondevuError
+from rondevu_core.errors import UsageError
 from rondevu_core.rpc import RpcFailed, RpcOk, RpcOutcome, RpcRequest
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "BatcherAction",
     "BatcherEvent",
     "BatcherOptions",
-    "BatcherUsageError",
     "CallSettled",
     "RpcBatcher",
     "SendBatch",
@@ -64,10 +63,6 @@ ERR_QUEUE_CLEARED = "Batch queue cleared"
 ERR_CLOSED_IN_FLIGHT = "Batcher closed before the server replied"
 ERR_NOT_ARRAY = "Server returned invalid batch response (not an array)"
 ERR_MALFORMED_ITEM = "Server returned a malformed reply for this call"
-
-
-class BatcherUsageError(RondevuError):
-    """The caller misused the batcher (submitted after close, replied to an unknown batch)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,14 +214,14 @@ class RpcBatcher:
         it the batcher numbers calls itself, skipping ids still in use.
         """
         if self._closed:
-            raise BatcherUsageError("submit() after close()")
+            raise UsageError("submit() after close()")
         if call_id is None:
             while self._next_call_id in self._live:
                 self._next_call_id += 1
             call_id = self._next_call_id
             self._next_call_id += 1
         elif call_id in self._live:
-            raise BatcherUsageError(f"call {call_id} is still queued or in flight")
+            raise UsageError(f"call {call_id} is still queued or in flight")
         self._live.add(call_id)
         call = BatchedCall(call_id=call_id, request=request)
         self._queue.append(_Queued(call=call, submitted_at=now))
@@ -240,7 +235,7 @@ class RpcBatcher:
             return
         batch = self._in_flight.pop(batch_id, None)
         if batch is None:
-            raise BatcherUsageError(f"no batch {batch_id} is in flight")
+            raise UsageError(f"no batch {batch_id} is in flight")
         outcomes = _settle_batch(batch.calls, batch.as_array, result)
         for call, outcome in zip(batch.calls, outcomes, strict=True):
             self._settle(call, outcome)

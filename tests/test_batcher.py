@@ -19,13 +19,13 @@ from rondevu_core.batcher import (
     ERR_MALFORMED_ITEM,
     ERR_NOT_ARRAY,
     BatcherOptions,
-    BatcherUsageError,
     BatchFailed,
     BatchReply,
     CallSettled,
     RpcBatcher,
     SendBatch,
 )
+from rondevu_core.errors import UsageError
 from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
 
 POLL = RpcRequest(method=Method.POLL, params={"since": 0})
@@ -197,20 +197,20 @@ def test_close_settles_everything_and_stops() -> None:
     assert batcher.get_timer() is None
     batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1), ok(2)]), now=30)
     assert batcher.next_event() is None  # a late reply is dropped, not double-settled
-    with pytest.raises(BatcherUsageError):
+    with pytest.raises(UsageError):
         batcher.submit(POLL, now=40)
     batcher.close()  # idempotent
 
 
 def test_local_misuse_raises() -> None:
     batcher = RpcBatcher()
-    with pytest.raises(BatcherUsageError):
+    with pytest.raises(UsageError):
         batcher.batch_sent_result(7, BatchReply(body=[]), now=0)
     batcher.submit(POLL, now=0)
     batcher.handle_timer(50)
     [batch] = sends(batcher)
     batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1)]), now=51)
-    with pytest.raises(BatcherUsageError):  # a batch settles once
+    with pytest.raises(UsageError):  # a batch settles once
         batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1)]), now=52)
 
 
@@ -387,7 +387,7 @@ TestBatcherMachine.settings = settings(
 def test_driver_can_reuse_the_machines_call_ids() -> None:
     batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
     assert batcher.submit(POLL, now=0, call_id=7) == 7
-    with pytest.raises(BatcherUsageError):
+    with pytest.raises(UsageError):
         batcher.submit(POLL, now=0, call_id=7)  # still queued
     assert batcher.submit(POLL, now=0) == 1
     [batch] = sends(batcher)
