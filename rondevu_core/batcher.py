@@ -284,11 +284,10 @@ class RpcBatcher:
         """When `handle_timer` must run next (Unix ms), or None when nothing waits."""
         if self._closed or not self._queue:
             return None
+        due = self._queue[0].submitted_at + self.options.max_wait_ms
         if len(self._queue) >= self.options.max_batch_size:
-            # Full: due since the call that filled it arrived.
-            due = self._queue[self.options.max_batch_size - 1].submitted_at
-        else:
-            due = self._queue[0].submitted_at + self.options.max_wait_ms
+            # Full: due since the call that filled it arrived, if the head is not due yet.
+            due = min(due, self._queue[self.options.max_batch_size - 1].submitted_at)
         return max(due, self._throttle_until())
 
     @property
