@@ -1,0 +1,191 @@
+"""The HTTP face of the server: a raw ASGI app over `RondevuServer` (PROTOCOL.md §1).
+
+Routes: ``GET /`` (name and version), ``GET /health``, ``POST /rpc``, ``OPTIONS`` on any
+path (CORS preflight, 204), and 404 with the original's JSON body for anything else.
+Every response is compact JSON with ``vary: Origin`` and the CORS headers of §1.
+
+No framework: the app reads the body itself so it can stop at ``max_body_bytes`` (413)
+without buffering more, and it owns the server's lifetime through the ASGI lifespan
+protocol (storage opened and cleanup started at startup, both closed at shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from rondevu_server import messages
+from rondevu_server.config import ServerConfig
+from rondevu_server.server import RondevuServer, dumps, system_clock
+
+__all__ = ["RondevuApp"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Header = tuple[bytes, bytes]
+
+log = logging.getLogger("rondevu_server")
+
+_JSON: Header = (b"content-type", b"application/json")
+_VARY: Header = (b"vary", b"Origin")
+_EXPOSE: Header = (b"access-control-expose-headers", b"Content-Type")
+_PREFLIGHT: tuple[Header, ...] = (
+    (b"access-control-max-age", b"86400"),
+    (b"access-control-allow-methods", b"GET,POST,OPTIONS"),
+    (b"access-control-allow-headers", b"Content-Type,Origin"),
+    (b"vary", b"Origin, Access-Control-Request-Headers"),
+)
+
+
+class RondevuApp:
+    """ASGI 3 application serving the Rondevu 0.5.4 wire protocol.
+
+    Give it a ready `RondevuServer` (then the caller owns its lifetime), or only a
+    config, and the app opens the server at lifespan startup and closes it at shutdown.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        server: RondevuServer | None = None,
+        clock: Callable[[], int] = system_clock,
+    ) -> None:
+        self.config = config
+        self.server = server
+        self._owns_server = server is None
+        self._clock = clock
+        self._any_origin = "*" in config.cors_origins
+        self._origins = tuple(o.encode("latin-1") for o in config.cors_origins)
+        self._info = dumps(
+            {
+                "version": config.version,
+                "name": "Rondevu",
+                "description": "WebRTC signaling with RPC interface and Ed25519 authentication",
+            }
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self.server is None:
+                        self.server = await RondevuServer.open(self.config, clock=self._clock)
+                    self.server.start_cleanup()
+                except Exception as error:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                log.info("started", extra={"db": _redact(self.config.db)})
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.server is not None and self._owns_server:
+                    await self.server.aclose()
+                    self.server = None
+                log.info("stopped")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _allow_origin(self, headers: list[Header]) -> bytes | None:
+        origin = next((value for name, value in headers if name == b"origin"), None)
+        if self._any_origin:
+            return origin
+        if origin is not None and origin in self._origins:
+            return origin
+        return self._origins[0] if self._origins else None
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: list[Header] = scope["headers"]
+        origin = self._allow_origin(headers)
+        cors: list[Header] = [] if origin is None else [(b"access-control-allow-origin", origin)]
+        method, path = scope["method"], scope["path"]
+        if method == "OPTIONS":
+            await send(
+                {"type": "http.response.start", "status": 204, "headers": [*cors, *_PREFLIGHT]}
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        status, body = await self._route(method, path, scope, receive)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [_JSON, *cors, _EXPOSE, _VARY],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(
+        self, method: str, path: str, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes]:
+        server = self.server
+        if method == "POST" and path == "/rpc" and server is not None:
+            body = await self._read_body(scope, receive)
+            if body is None:
+                limit = self.config.max_body_bytes
+                return 413, dumps(
+                    {"success": False, "error": messages.BODY_TOO_LARGE.format(limit=limit)}
+                )
+            return await server.handle_rpc_body(body, self._client_key(scope))
+        if method == "GET" and path == "/":
+            return 200, self._info
+        if method == "GET" and path == "/health":
+            health = {"status": "ok", "timestamp": self._clock(), "version": self.config.version}
+            return 200, dumps(health)
+        return 404, dumps({"error": messages.NOT_FOUND_ROUTE})
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole request body, or None as soon as it exceeds ``max_body_bytes``."""
+        limit = self.config.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    if int(value) > limit:
+                        return None
+                except ValueError:
+                    pass
+                break
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return b""
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _client_key(self, scope: Scope) -> str | None:
+        if self.config.trust_forwarded_for:
+            for name, value in scope["headers"]:
+                if name == b"x-forwarded-for":
+                    first = value.split(b",")[0].strip()
+                    if first:
+                        return str(first.decode("latin-1"))
+        client = scope.get("client")
+        return str(client[0]) if client else None
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for logs."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"

@@ -1,0 +1,122 @@
+"""Server settings: one frozen dataclass, filled from defaults, environment and CLI.
+
+Every field can be set from the environment as ``RONDEVU_<FIELD NAME IN CAPITALS>``
+(``RONDEVU_PORT``, ``RONDEVU_MAX_SDP_CHARS``...); command-line flags override it.  The
+protocol defaults are the 0.5.4 server's (§14).  The bounds are ours (§11 says the
+original has none): each default is far above what an honest 0.18.x client sends (64 KiB
+SDPs, 100 offers per publish, 100 calls per batch, a few hundred candidates per offer),
+so only abuse hits them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["ENV_PREFIX", "ServerConfig"]
+
+ENV_PREFIX = "RONDEVU_"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Everything `RondevuServer` and ``rondevu serve`` can be told."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind; loopback unless asked otherwise."""
+    port: int = 3000
+    """TCP port to listen on."""
+    db: str = ":memory:"
+    """``:memory:``, a SQLite file path or ``sqlite:///path``, or a ``postgresql://`` DSN."""
+    db_schema: str = ""
+    """PostgreSQL schema to keep the tables in (created if missing); empty = the default."""
+    db_pool_size: int = 10
+    """PostgreSQL connections per server process."""
+    workers: int = 1
+    """Server processes sharing the port (SO_REUSEPORT); more than 1 needs PostgreSQL."""
+    log_level: str = "info"
+    """Python logging level name for the JSON log lines on stderr."""
+    version: str = "unknown"
+    """Shown by ``GET /`` and ``GET /health`` (the original's ``VERSION``)."""
+    cors_origins: tuple[str, ...] = ("*",)
+    """Allowed origins; ``*`` echoes any origin (§1)."""
+
+    offer_default_ttl: int = 60_000
+    """Offer lifetime in ms when ``ttl`` is absent."""
+    offer_min_ttl: int = 60_000
+    """Lower clamp of ``ttl`` in ms."""
+    offer_max_ttl: int = 86_400_000
+    """Upper clamp of ``ttl`` in ms."""
+    cleanup_interval: int = 60_000
+    """Period of the expired-row cleanup in ms."""
+    max_offers_per_request: int = 100
+    """Offers in one publishService call (the original's MAX_OFFERS_PER_REQUEST)."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest accepted POST /rpc body (100 offers of 64 KiB fit)."""
+    max_sdp_chars: int = 65_536
+    """Largest offer or answer SDP, in JavaScript string length."""
+    max_candidates_per_request: int = 200
+    """Candidates in one addIceCandidates call."""
+    max_candidates_per_offer: int = 1_000
+    """Candidates stored for one offer, both directions together."""
+    max_candidate_bytes: int = 4_096
+    """Largest candidate, as compact JSON."""
+    max_candidate_depth: int = 10
+    """Deepest JSON nesting inside one candidate."""
+    max_offers_per_user: int = 1_000
+    """Live offers one username may hold."""
+    max_total_offers: int = 100_000
+    """Live offers in the whole deployment."""
+    rate_limit_per_second: float = 200.0
+    """Sustained HTTP requests per second per client address (0 disables the limit)."""
+    rate_limit_burst: int = 400
+    """Requests a client may send at once before the sustained rate applies."""
+    rate_limit_loopback: bool = False
+    """Also rate-limit 127.0.0.0/8 and ::1 (off: local tests and benchmarks are trusted)."""
+    rate_limit_clients: int = 100_000
+    """Client addresses tracked at once; the least recently seen are forgotten first."""
+    trust_forwarded_for: bool = False
+    """Key the rate limit on X-Forwarded-For's first address (only behind a trusted proxy)."""
+    username_cache_size: int = 50_000
+    """Claimed usernames whose keys are kept in memory to skip a database read per call."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ServerConfig:
+        """Defaults, then ``RONDEVU_*`` variables, then ``overrides`` (None is ignored).
+
+        Raises ValueError naming the variable when a value does not parse.
+        """
+        values: dict[str, object] = {}
+        for spec in dataclasses.fields(cls):
+            name = ENV_PREFIX + spec.name.upper()
+            if name in environ:
+                values[spec.name] = _parse(name, environ[name], spec)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def env_names(self) -> list[str]:
+        """The environment variable of every setting, for docs and ``--help``."""
+        return [ENV_PREFIX + spec.name.upper() for spec in dataclasses.fields(self)]
+
+
+def _parse(name: str, raw: str, spec: dataclasses.Field[object]) -> object:
+    kind = spec.type
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if kind == "tuple[str, ...]":
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{name}: cannot parse {raw!r} as {kind}") from None
+    return raw

@@ -1,0 +1,343 @@
+"""The nine RPC methods of server 0.5.4 (PROTOCOL.md §6), with their ordered checks.
+
+Each handler validates its params in the original's order, so the first failing rule
+gives the same error text, then asks `Storage` for one atomic unit of work and shapes the
+result exactly as §6 shows it (key order included).  Handlers never read a clock: ``now``
+comes from the server with the call.
+
+Our bounds (config) are checked right after the original's own checks for the same
+parameter, so an honest call sees the original's behaviour and only an oversized one
+meets a new error.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from rondevu_core.errors import ValidationError
+from rondevu_core.fqn import parse_service_fqn, validate_service_fqn
+from rondevu_core.offer_id import offer_id_for_sdp
+from rondevu_core.server_rules import (
+    clamp_page,
+    clamp_ttl,
+    coerce_since,
+    json_depth,
+)
+from rondevu_core.usernames import is_valid_username, js_length
+from rondevu_server import messages
+from rondevu_server.auth import Authenticator, Call
+from rondevu_server.config import ServerConfig
+from rondevu_server.storage import Rejected, ServiceOffer, Storage
+
+__all__ = ["METHODS", "Context", "Handler"]
+
+_OFFER_ID_LENGTH = 64
+_HEX = frozenset("0123456789abcdef")
+
+
+class Context:
+    """What a handler may use: settings, storage, authentication, offer capacity."""
+
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        storage: Storage,
+        auth: Authenticator,
+        new_service_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.auth = auth
+        self.new_service_id = new_service_id
+        self._live_offers = 0
+        self._live_offers_at: int | None = None
+
+    async def reserve_offers(self, count: int, now: int) -> None:
+        """Refuse a publish that would push the deployment past ``max_total_offers``.
+
+        The live count is re-read at most once a second and bumped locally in between;
+        it is an admission bound, so being a second stale is fine.
+        """
+        if self._live_offers_at is None or now - self._live_offers_at >= 1000:
+            self._live_offers = await self.storage.count_live_offers(now)
+            self._live_offers_at = now
+        if self._live_offers + count > self.config.max_total_offers:
+            raise Rejected(messages.TOTAL_OFFER_LIMIT)
+        self._live_offers += count
+
+
+Handler = Callable[[Context, Call, int], Awaitable[Any]]
+
+
+def _offer_id(params: Mapping[str, Any]) -> str | None:
+    """The offerId param when it can name an offer at all (64 lowercase hex digits)."""
+    value = params.get("offerId")
+    if isinstance(value, str) and len(value) == _OFFER_ID_LENGTH and _HEX.issuperset(value):
+        return value
+    return None
+
+
+def _service_entry(found: ServiceOffer) -> dict[str, Any]:
+    return {
+        "serviceId": found.service_id,
+        "username": found.username,
+        "serviceFqn": found.service_fqn,
+        "offerId": found.offer_id,
+        "sdp": found.sdp,
+        "createdAt": found.created_at,
+        "expiresAt": found.expires_at,
+    }
+
+
+async def get_user(ctx: Context, call: Call, now: int) -> Any:
+    """§6.1: is a username claimed?  No authentication, no validation of the name."""
+    result: dict[str, Any] = {}
+    if "username" in call.params:
+        result["username"] = call.params["username"]
+    name = call.params.get("username")
+    record = None
+    if isinstance(name, str) and is_valid_username(name):
+        record = await ctx.storage.get_user(name, now)
+    if record is None:
+        result["available"] = True
+        return result
+    result.update(
+        available=False,
+        claimedAt=record.claimed_at,
+        expiresAt=record.expires_at,
+        publicKey=record.public_key,
+    )
+    return result
+
+
+def _check_offers(ctx: Context, offers: Any) -> list[tuple[str, str]]:
+    config = ctx.config
+    if not isinstance(offers, list) or not offers:
+        raise ValidationError(messages.NO_OFFERS)
+    if len(offers) > config.max_offers_per_request:
+        raise ValidationError(messages.TOO_MANY_OFFERS.format(limit=config.max_offers_per_request))
+    checked: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for index, offer in enumerate(offers):
+        if not isinstance(offer, dict | list):
+            raise ValidationError(messages.OFFER_NOT_OBJECT.format(index=index))
+        sdp = offer.get("sdp") if isinstance(offer, dict) else None
+        if not isinstance(sdp, str) or not sdp or "\x00" in sdp:
+            raise ValidationError(messages.OFFER_BAD_SDP.format(index=index))
+        if not sdp.strip():
+            raise ValidationError(messages.OFFER_EMPTY_SDP.format(index=index))
+        if js_length(sdp) > config.max_sdp_chars:
+            raise ValidationError(
+                messages.OFFER_SDP_TOO_LARGE.format(index=index, limit=config.max_sdp_chars)
+            )
+        offer_id = offer_id_for_sdp(sdp)
+        if offer_id in seen:
+            raise ValidationError(messages.OFFER_DUPLICATE_SDP.format(index=index))
+        seen.add(offer_id)
+        checked.append((offer_id, sdp))
+    return checked
+
+
+async def publish_service(ctx: Context, call: Call, now: int) -> Any:
+    """§6.2: replace the caller's service by a new one with these offers, atomically."""
+    username = await ctx.auth.authenticate(call, now)
+    fqn = validate_service_fqn(call.params.get("serviceFqn"))
+    if fqn.username is None:
+        raise ValidationError(messages.FQN_NEEDS_USERNAME)
+    if fqn.username != username:
+        raise ValidationError(messages.FQN_USERNAME_MISMATCH)
+    offers = _check_offers(ctx, call.params.get("offers"))
+    config = ctx.config
+    ttl = clamp_ttl(
+        call.params.get("ttl"),
+        default=config.offer_default_ttl,
+        minimum=config.offer_min_ttl,
+        maximum=config.offer_max_ttl,
+    )
+    await ctx.reserve_offers(len(offers), now)
+    published = await ctx.storage.publish_service(
+        fqn=fqn,
+        service_id=ctx.new_service_id(),
+        offers=offers,
+        now=now,
+        expires_at=now + ttl,
+        max_offers_per_user=config.max_offers_per_user,
+    )
+    return {
+        "serviceId": published.service_id,
+        "username": published.username,
+        "serviceFqn": published.service_fqn,
+        "offers": [
+            {
+                "offerId": offer.offer_id,
+                "sdp": offer.sdp,
+                "createdAt": offer.created_at,
+                "expiresAt": offer.expires_at,
+            }
+            for offer in published.offers
+        ],
+        "createdAt": published.created_at,
+        "expiresAt": published.expires_at,
+    }
+
+
+async def get_service(ctx: Context, call: Call, now: int) -> Any:
+    """§6.3: paginated (``limit`` given), direct (``@user``) or random discovery."""
+    if ":" in call.message:  # the original authenticates only then (S13, kept)
+        await ctx.auth.authenticate(call, now)
+    fqn = validate_service_fqn(call.params.get("serviceFqn"))
+    if "limit" in call.params:
+        limit, offset = clamp_page(call.params.get("limit"), call.params.get("offset"))
+        found = await ctx.storage.list_services(fqn.service, fqn.version, limit, offset, now)
+        services = [_service_entry(entry) for entry in found]
+        return {"services": services, "count": len(services), "limit": limit, "offset": offset}
+    if fqn.username is not None:
+        return _service_entry(await ctx.storage.find_service(fqn, now))
+    return _service_entry(await ctx.storage.find_random_service(fqn.service, fqn.version, now))
+
+
+async def delete_service(ctx: Context, call: Call, now: int) -> Any:
+    """§6.4: delete one of the caller's services with its offers and candidates."""
+    username = await ctx.auth.authenticate(call, now)
+    value = call.params.get("serviceFqn")
+    fqn = parse_service_fqn(value) if isinstance(value, str) else None
+    if fqn is None or fqn.username is None:
+        raise ValidationError(messages.FQN_NEEDS_USERNAME)
+    await ctx.storage.delete_service(fqn, username, now)
+    return {"success": True}
+
+
+async def answer_offer(ctx: Context, call: Call, now: int) -> Any:
+    """§6.5: record the caller's answer; a caller that loses the race is told so (S3)."""
+    username = await ctx.auth.authenticate(call, now)
+    sdp = call.params.get("sdp")
+    if not isinstance(sdp, str) or not sdp or "\x00" in sdp:
+        raise ValidationError(messages.INVALID_SDP)
+    if js_length(sdp) > ctx.config.max_sdp_chars:
+        raise ValidationError(messages.SDP_TOO_LARGE)
+    offer_id = _offer_id(call.params)
+    if offer_id is None:
+        raise ValidationError(messages.OFFER_NOT_FOUND)
+    await ctx.storage.answer_offer(offer_id, username, sdp, now)
+    return {"success": True, "offerId": offer_id}
+
+
+async def get_offer_answer(ctx: Context, call: Call, now: int) -> Any:
+    """§6.6: the answer to one of the caller's offers."""
+    username = await ctx.auth.authenticate(call, now)
+    offer_id = _offer_id(call.params)
+    offer = await ctx.storage.get_offer(offer_id, now) if offer_id else None
+    if offer is None:
+        raise ValidationError(messages.OFFER_NOT_FOUND)
+    if offer.username != username:
+        raise ValidationError(messages.NOT_AUTHORIZED_OFFER)
+    if offer.answer_sdp is None or offer.answerer_username is None:
+        raise ValidationError(messages.OFFER_NOT_ANSWERED)
+    return {
+        "sdp": offer.answer_sdp,
+        "offerId": offer.offer_id,
+        "answererId": offer.answerer_username,
+        "answeredAt": offer.answered_at,
+    }
+
+
+async def poll(ctx: Context, call: Call, now: int) -> Any:
+    """§6.7: answers to the caller's offers and their answerers' candidates."""
+    username = await ctx.auth.authenticate(call, now)
+    since = coerce_since(call.params.get("since"))
+    answers, candidates = await ctx.storage.poll(username, since, now)
+    by_offer: dict[str, list[dict[str, Any]]] = {}
+    for item in candidates:
+        by_offer.setdefault(item.offer_id, []).append(
+            {
+                "id": item.id,
+                "offerId": item.offer_id,
+                "username": item.username,
+                "role": item.role,
+                "candidate": json.loads(item.candidate),
+                "createdAt": item.created_at,
+            }
+        )
+    return {
+        "answers": [
+            {
+                "offerId": answer.offer_id,
+                "serviceId": answer.service_id,
+                "answererId": answer.answerer_username,
+                "sdp": answer.sdp,
+                "answeredAt": answer.answered_at,
+            }
+            for answer in answers
+        ],
+        "iceCandidates": by_offer,
+    }
+
+
+def _check_candidates(ctx: Context, candidates: Any) -> list[str]:
+    config = ctx.config
+    if not isinstance(candidates, list) or not candidates:
+        raise ValidationError(messages.CANDIDATES_REQUIRED)
+    if len(candidates) > config.max_candidates_per_request:
+        raise ValidationError(
+            messages.TOO_MANY_CANDIDATES.format(limit=config.max_candidates_per_request)
+        )
+    texts: list[str] = []
+    for index, candidate in enumerate(candidates):
+        if not isinstance(candidate, dict | list):
+            raise ValidationError(messages.CANDIDATE_NOT_OBJECT.format(index=index))
+        if json_depth(candidate, config.max_candidate_depth) > config.max_candidate_depth:
+            raise ValidationError(
+                messages.CANDIDATE_TOO_DEEP.format(index=index, limit=config.max_candidate_depth)
+            )
+        text = json.dumps(candidate, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode("utf-8", "replace")) > config.max_candidate_bytes:
+            raise ValidationError(
+                messages.CANDIDATE_TOO_LARGE.format(index=index, limit=config.max_candidate_bytes)
+            )
+        texts.append(text)
+    return texts
+
+
+async def add_ice_candidates(ctx: Context, call: Call, now: int) -> Any:
+    """§6.8: store candidates; the role follows from who the caller is (S4)."""
+    username = await ctx.auth.authenticate(call, now)
+    texts = _check_candidates(ctx, call.params.get("candidates"))
+    offer_id = _offer_id(call.params)
+    if offer_id is None:
+        raise ValidationError(messages.OFFER_NOT_FOUND)
+    await ctx.storage.add_ice_candidates(
+        offer_id, username, texts, now, ctx.config.max_candidates_per_offer
+    )
+    return {"count": len(texts), "offerId": offer_id}
+
+
+async def get_ice_candidates(ctx: Context, call: Call, now: int) -> Any:
+    """§6.9: the other participant's candidates after ``since``; nothing for outsiders."""
+    username = await ctx.auth.authenticate(call, now)
+    offer_id = _offer_id(call.params)
+    if offer_id is None:
+        raise ValidationError(messages.OFFER_NOT_FOUND)
+    since = coerce_since(call.params.get("since"))
+    rows = await ctx.storage.get_ice_candidates(offer_id, username, since, now)
+    return {
+        "candidates": [{"candidate": json.loads(text), "createdAt": at} for text, at in rows],
+        "offerId": offer_id,
+    }
+
+
+METHODS: Mapping[str, Handler] = {
+    "getUser": get_user,
+    "publishService": publish_service,
+    "getService": get_service,
+    "deleteService": delete_service,
+    "answerOffer": answer_offer,
+    "getOfferAnswer": get_offer_answer,
+    "poll": poll,
+    "addIceCandidates": add_ice_candidates,
+    "getIceCandidates": get_ice_candidates,
+}
+"""Method name -> handler; any other name is ``Unknown method: <name>``."""

@@ -1,0 +1,244 @@
+"""`RondevuServer`: the whole request handling of POST /rpc, usable without a socket.
+
+``await server.handle_rpc_body(body, client_key)`` returns ``(status, json bytes)`` for
+one HTTP body: the rate limit, JSON parsing, the three 400 replies, batching (an object
+or an array of at most 100 calls, run in order, each independent, answered in the same
+shape), envelope checks, authentication and dispatch.  The ASGI app
+(`rondevu_server.asgi`) is a thin layer over it, and an in-process client transport can
+call it directly.
+
+Time is read in exactly one place, the ``clock`` given to the server (Unix ms; tests
+inject a fake one), once per call.  Errors: a `ValidationError` becomes its own text on
+the wire; anything else is logged and answered ``Internal server error``, so no SQL or
+stack text ever reaches a client (S11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rondevu_core.errors import ValidationError
+from rondevu_server import messages
+from rondevu_server.auth import Authenticator, Call
+from rondevu_server.config import ServerConfig
+from rondevu_server.methods import METHODS, Context
+from rondevu_server.ratelimit import RateLimiter
+from rondevu_server.storage import Storage
+
+__all__ = ["MAX_BATCH_SIZE", "RondevuServer", "dumps", "open_storage", "system_clock"]
+
+MAX_BATCH_SIZE = 100
+
+log = logging.getLogger("rondevu_server")
+
+_LONE_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
+
+
+def system_clock() -> int:
+    """Unix time in milliseconds from the system clock."""
+    return time.time_ns() // 1_000_000
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON as JavaScript's ``JSON.stringify`` writes it, as UTF-8 bytes."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escape it, as JSON.stringify does
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # JSON.parse refuses NaN and Infinity too
+
+
+def _scrub(value: Any) -> Any:
+    """Replace lone surrogates (from ``\\udXXX`` escapes) by U+FFFD, as a JS server would
+    store them, so no database driver ever meets an unencodable string."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    if isinstance(value, dict):
+        return {_scrub(key): _scrub(item) for key, item in value.items()}
+    return value
+
+
+def _parse_body(body: bytes) -> Any:
+    text = body.decode("utf-8", "replace").lstrip("\ufeff")
+    value = json.loads(text, parse_constant=_reject_constant)
+    if _LONE_SURROGATE_ESCAPE.search(body):
+        value = _scrub(value)
+    return value
+
+
+async def open_storage(config: ServerConfig) -> Storage:
+    """Open the backend ``config.db`` names: a ``postgresql://`` DSN or SQLite."""
+    url = config.db
+    if url.startswith(("postgresql://", "postgres://")):
+        from rondevu_server.postgres_storage import PostgresStorage
+
+        return await PostgresStorage.open(
+            url, schema=config.db_schema or None, pool_size=config.db_pool_size
+        )
+    from rondevu_server.sqlite_storage import SqliteStorage
+
+    # sqlite:///abs/path -> /abs/path; sqlite://rel/path -> rel/path; bare paths as is
+    path = url.removeprefix("sqlite://")
+    return await SqliteStorage.open(path or ":memory:")
+
+
+class RondevuServer:
+    """The signaling server's request handling over one `Storage`."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        storage: Storage,
+        *,
+        clock: Callable[[], int] = system_clock,
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.clock = clock
+        self._context = Context(
+            config=config,
+            storage=storage,
+            auth=Authenticator(storage, cache_size=config.username_cache_size),
+        )
+        self._limiter = (
+            RateLimiter(
+                rate=config.rate_limit_per_second,
+                burst=config.rate_limit_burst,
+                max_clients=config.rate_limit_clients,
+            )
+            if config.rate_limit_per_second > 0
+            else None
+        )
+        self._cleanup_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls, config: ServerConfig, *, clock: Callable[[], int] = system_clock
+    ) -> RondevuServer:
+        """A server over the storage ``config.db`` names (schema created or migrated)."""
+        return cls(config, await open_storage(config), clock=clock)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start_cleanup(self) -> None:
+        """Start deleting expired rows every ``cleanup_interval`` ms (S9)."""
+        if self._cleanup_task is None:
+            self._cleanup_task = asyncio.get_running_loop().create_task(self._cleanup_loop())
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.cleanup_interval / 1000)
+            await self.cleanup_once()
+
+    async def cleanup_once(self) -> None:
+        """One cleanup pass; failures are logged, never raised."""
+        try:
+            counts = await self.storage.cleanup(self.clock())
+        except Exception:
+            log.exception("cleanup failed")
+            return
+        if counts.offers or counts.services or counts.usernames:
+            log.info(
+                "cleanup",
+                extra={
+                    "offers": counts.offers,
+                    "services": counts.services,
+                    "usernames": counts.usernames,
+                },
+            )
+
+    async def aclose(self) -> None:
+        """Stop the cleanup task and close the storage."""
+        if self._cleanup_task is not None:
+            self._cleanup_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cleanup_task
+            self._cleanup_task = None
+        await self.storage.close()
+
+    # -- requests -------------------------------------------------------------------
+
+    def is_rate_limited(self, client_key: str | None, now: int) -> bool:
+        """True when ``client_key`` has used up its request budget (None is exempt)."""
+        if self._limiter is None or client_key is None:
+            return False
+        if not self.config.rate_limit_loopback and client_key.startswith(_LOOPBACK_PREFIXES):
+            return False
+        return not self._limiter.allow(client_key, now)
+
+    async def handle_rpc_body(
+        self, body: bytes, client_key: str | None = None
+    ) -> tuple[int, bytes]:
+        """Answer one POST /rpc body: ``(HTTP status, JSON body)``.
+
+        ``client_key`` identifies the sender for the rate limit (an address; None for a
+        trusted in-process caller).  Parsed requests always get 200 (§1).
+        """
+        if self.is_rate_limited(client_key, self.clock()):
+            return 429, dumps({"success": False, "error": messages.RATE_LIMITED})
+        try:
+            request = _parse_body(body)
+        except (ValueError, RecursionError):
+            return 400, dumps({"success": False, "error": messages.INVALID_REQUEST_FORMAT})
+        if isinstance(request, list):
+            if not request:
+                return 400, dumps({"error": messages.EMPTY_REQUEST_ARRAY})
+            if len(request) > MAX_BATCH_SIZE:
+                return 400, dumps({"error": messages.TOO_MANY_IN_BATCH})
+            return 200, dumps([await self.handle_call(item) for item in request])
+        return 200, dumps(await self.handle_call(request))
+
+    async def handle_call(self, request: Any) -> dict[str, Any]:
+        """One call object (already parsed JSON) -> its response object."""
+        try:
+            call = _envelope(request)
+            handler = METHODS.get(call.method)
+            if handler is None:
+                raise ValidationError(messages.UNKNOWN_METHOD.format(method=call.method))
+            result = await handler(self._context, call, self.clock())
+        except ValidationError as error:
+            return {"success": False, "error": str(error)}
+        except Exception:
+            method = request.get("method") if isinstance(request, dict) else None
+            log.exception("internal error", extra={"method": str(method)[:64]})
+            return {"success": False, "error": messages.INTERNAL_ERROR}
+        return {"success": True, "result": result}
+
+
+def _envelope(request: Any) -> Call:
+    """Check the call object's shape in the original's order (§2)."""
+    if request is None:
+        raise ValidationError(messages.NULL_CALL)
+    fields = request if isinstance(request, dict) else {}
+    method = fields.get("method")
+    if not isinstance(method, str) or not method:
+        raise ValidationError(messages.MISSING_METHOD)
+    message = fields.get("message")
+    if not isinstance(message, str) or not message:
+        raise ValidationError(messages.MISSING_MESSAGE)
+    signature = fields.get("signature")
+    if not isinstance(signature, str) or not signature:
+        raise ValidationError(messages.MISSING_SIGNATURE)
+    params = fields.get("params")
+    return Call(
+        method=method,
+        message=message,
+        signature=signature,
+        public_key=fields.get("publicKey"),
+        params=params if isinstance(params, dict) else {},
+    )
