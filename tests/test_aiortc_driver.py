@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+import aioice.ice
 import anyio
 import pytest
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
@@ -33,6 +34,7 @@ from rondevu_aiortc import (
     RemoteInputRejected,
     rtc_configuration,
 )
+from rondevu_aiortc._hosts import check_host_candidates
 from rondevu_core.ice import (
     ICE_PRESETS,
     NO_ICE_SERVERS,
@@ -363,3 +365,37 @@ async def test_relay_policy_gathers_no_direct_candidates() -> None:
             "gathering",
             "complete",
         ]
+
+
+@pytest.mark.anyio
+async def test_host_restriction_stays_with_its_peer() -> None:
+    # Restricting one peer changes nothing global: aioice's address discovery is the
+    # original function, and a peer without host_addresses keeps aioice's own gathering.
+    # (The unrestricted peer never gathers, so it opens no socket off loopback.)
+    original = aioice.ice.get_host_addresses
+    async with (
+        loopback_peer(Recorder()) as restricted,
+        AiortcPeer(ice=NO_ICE_SERVERS, on_event=Recorder()) as plain,
+    ):
+        restricted.create_data_channel("default")
+        plain.create_data_channel("default")
+        await restricted.create_offer()
+        assert aioice.ice.get_host_addresses is original
+        for peer, patched in ((restricted, True), (plain, False)):
+            sctp = peer._pc.sctp
+            assert sctp is not None
+            connection = sctp.transport.transport.iceGatherer._connection
+            assert ("gather_candidates" in vars(connection)) is patched
+
+
+def test_host_candidate_check_refuses_other_addresses() -> None:
+    sdp = (
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n"
+        "a=candidate:a 1 udp 1 127.0.0.1 5000 typ host\r\n"
+        "a=candidate:b 1 udp 1 192.0.2.9 5001 typ srflx raddr 127.0.0.1 rport 5000\r\n"
+    )
+    check_host_candidates(sdp, ("127.0.0.1",))  # server-reflexive ones are not host
+    with pytest.raises(RuntimeError, match=r"outside host_addresses: 127\.0\.0\.1"):
+        check_host_candidates(sdp, ("::1",))
+    with pytest.raises(RuntimeError, match=r"outside host_addresses: x\.local"):
+        check_host_candidates(sdp.replace("127.0.0.1 5000", "x.local 5000"), ("127.0.0.1",))

@@ -86,8 +86,10 @@ class AiortcPeer:
     ``rondevu_core.ice.NO_ICE_SERVERS`` for none — never a missing list, see
     `rtc_configuration`).  ``host_addresses`` (opt-in) restricts host candidates to the
     given IP addresses, e.g. ``["127.0.0.1"]`` to keep all traffic on loopback, which
-    aioice cannot do by itself (see ``rondevu_aiortc._hosts``); it cannot be combined with
-    the relay transport policy.  Construct inside a running asyncio event loop.
+    aioice cannot do by itself (see ``rondevu_aiortc._hosts``).  It restricts host
+    candidates only: configured STUN/TURN servers are still contacted (from those
+    addresses), and it cannot be combined with the relay transport policy, which gathers
+    no host candidates.  Construct inside a running asyncio event loop.
     """
 
     def __init__(
