@@ -468,6 +468,17 @@ class Connection:
         if new is State.CONNECTING:
             self._emit(Connecting)
 
+    def owns_call(self, call_id: int) -> bool:
+        """True when the result of ``call_id`` belongs to this connection (even if stale)."""
+        return self._owns_call(call_id) or call_id in self._stale
+
+    def outstanding_calls(self) -> set[int]:
+        """Every call of this connection whose result has not been fed back yet."""
+        calls = set(self._calls) | self._stale
+        if self._session is not None:
+            calls.update(self._session.calls_in_flight())
+        return calls
+
     def _owns_call(self, call_id: int) -> bool:
         if call_id in self._calls:
             return True
@@ -610,7 +621,10 @@ class Connection:
         if self.state in (State.GATHERING, State.CONNECTED):
             return  # GATHERING: re-checked once our description is out
         if not (self._ice_ok and self._channel_open):
-            if self.state in (State.SIGNALING, State.CHECKING):
+            if (self._ice_ok or self._channel_open) and self.state in (
+                State.SIGNALING,
+                State.CHECKING,
+            ):
                 self._set_state(State.CONNECTING)
             return
         recovered = self.state in (State.DISCONNECTED, State.RECONNECTING)

@@ -1,0 +1,474 @@
+"""The offer pool: the offerer side of ``publishService`` + ``startFilling`` (§15.2, §15.7).
+
+An `OfferPool` owns one offerer `Connection` per offer and one `Outbox` shared with them,
+so a driver runs the whole pool as one machine: `handle`, `get_timer` / `handle_timer`,
+`next_action` / `next_event`.  Peer reports are routed by ``pc_id``, RPC results by
+``call_id``, application commands by ``connection_id``.
+
+Rules (each fixes a bug of §16):
+
+- **Full pool.**  Only *unanswered* offers count toward ``max_offers`` (B11); creating
+  an offer reserves its slot at once, so concurrent refills cannot overshoot or
+  undershoot (B7).  The pool never holds more than ``max_offers`` unanswered offers.
+- **One publication for the whole pool.**  Server 0.5.4 replaces a service with every
+  publishService (§6.2), deleting the previous offers and their candidates.  So the pool
+  publishes all its unanswered offers in one call, and republishes (to add new offers or
+  to refresh them before ``ttl_ms`` runs out) only while no handshake is pending and no
+  poll is in flight: the replacement can never delete an offer whose answer is being
+  applied (B8).  A republish deletes the server's copy of the candidates, so each
+  retained offer re-uploads its trickled ones.  While k handshakes are pending the pool
+  therefore holds ``max_offers - k`` published offers; it refills as soon as they settle.
+- **Answers exactly once.**  One ``poll`` at a time (B6), every ``poll_interval_ms``.  Its
+  answers cursor is its own (B20) and lags one millisecond behind the newest
+  ``answeredAt`` seen, so two answers stored in the same millisecond are both seen;
+  each offer takes one answer (a latch in `Connection.apply_answer`), and a different
+  answer for an answered offer is reported as ``answer:duplicate``.  Remote candidates
+  come from each connection's own getIceCandidates stream, not from ``poll``.
+- **Failed connections are closed, then replaced** (B14): a connection that fails
+  closes its peer connection, the pool closes the connection and creates a new offer.
+
+After `Close` (pool-wide) every connection is closed and the pool never acts again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from rondevu_core.actions import SendRpc
+from rondevu_core.backoff import Backoff, BackoffPolicy
+from rondevu_core.config import PoolConfig
+from rondevu_core.connection import Connection, State
+from rondevu_core.errors import ProtocolError, UsageError
+from rondevu_core.events import (
+    AnswerDuplicate,
+    ConnectionOpened,
+    OfferCreated,
+    OffersPublished,
+    ProtocolViolation,
+    PublishFailed,
+)
+from rondevu_core.inputs import (
+    COMMAND_KINDS,
+    Close,
+    Input,
+    InputKind,
+    PeerInput,
+    RpcResult,
+)
+from rondevu_core.outbox import Deadlines, Outbox
+from rondevu_core.replies import parse_poll_answers, parse_published
+from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest
+
+__all__ = ["POOL_TRANSITIONS", "OfferPool", "PoolState"]
+
+
+class PoolState(Enum):
+    """IDLE (not filling), FILLING (publishing and polling), CLOSED (for good)."""
+
+    IDLE = "idle"
+    FILLING = "filling"
+    CLOSED = "closed"
+
+
+class _Timer(Enum):
+    POLL = "poll"
+    REFRESH = "refresh"
+    PUBLISH_RETRY = "publish_retry"
+
+
+_PUBLISH_RETRY = BackoffPolicy(base_ms=1000, max_ms=30000, jitter=0.1, max_attempts=0)
+
+Handler = Callable[["OfferPool", Any], None]
+
+
+class OfferPool:
+    """Keeps ``max_offers`` unanswered offers of one service published; see the module doc."""
+
+    __slots__ = (
+        "_answered_at",
+        "_by_pc",
+        "_conns",
+        "_cursor",
+        "_deadlines",
+        "_opened",
+        "_outbox",
+        "_poll_call",
+        "_publish_backoff",
+        "_publish_call",
+        "_publish_sdps",
+        "_random",
+        "_refresh_due",
+        "_stale",
+        "config",
+        "state",
+    )
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        *,
+        unit_random: Callable[[], float],
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.config = config
+        self._random = unit_random
+        self._outbox = outbox if outbox is not None else Outbox()
+        self.state = PoolState.IDLE
+        self._deadlines: Deadlines[_Timer] = Deadlines()
+        self._conns: dict[int, Connection] = {}
+        self._by_pc: dict[int, Connection] = {}
+        self._opened: set[int] = set()
+        self._answered_at: dict[str, int] = {}
+        self._cursor = 0
+        self._poll_call: int | None = None
+        self._publish_call: int | None = None
+        self._publish_sdps: tuple[str, ...] = ()
+        self._publish_backoff = Backoff(_PUBLISH_RETRY)
+        self._refresh_due = False
+        self._stale: set[int] = set()
+
+    # -- driver interface ------------------------------------------------------------
+
+    def handle(self, event: Input) -> None:
+        """Consume one input; drain the outbox afterwards."""
+        kind = event.kind
+        if self.state is PoolState.CLOSED:
+            if kind in COMMAND_KINDS and kind is not InputKind.CLOSE:
+                raise UsageError(f"{kind.value}: the offer pool is closed")
+            return
+        handler = POOL_TRANSITIONS.get((self.state, kind))
+        if handler is None:
+            if kind in COMMAND_KINDS:
+                raise UsageError(f"{kind.value} is not allowed in pool state {self.state.value}")
+            self._outbox.emit(
+                ProtocolViolation(
+                    connection_id=0,
+                    error=ProtocolError(f"{kind.value} unexpected in pool state {self.state}"),
+                )
+            )
+            return
+        handler(self, event)
+
+    def get_timer(self) -> int | None:
+        """The earliest deadline of the pool and its connections (Unix ms), or None."""
+        best = self._deadlines.next()
+        for conn in self._conns.values():
+            at = conn.get_timer()
+            if at is not None and (best is None or at < best):
+                best = at
+        return best
+
+    def handle_timer(self, now: int) -> None:
+        """Run every deadline due at ``now``."""
+        if self.state is PoolState.CLOSED:
+            return
+        for timer in self._deadlines.pop_due(now):
+            if timer is _Timer.POLL:
+                self._poll(now)
+            elif timer is _Timer.REFRESH:
+                self._refresh_due = True
+                self._maybe_publish(now)
+            else:
+                self._maybe_publish(now)
+        for conn in list(self._conns.values()):
+            at = conn.get_timer()
+            if at is not None and at <= now:
+                conn.handle_timer(now)
+                self._settle(conn, now)
+
+    def next_action(self) -> Any:
+        """The oldest queued action (an `Action`), or None."""
+        return self._outbox.next_action()
+
+    def next_event(self) -> Any:
+        """The oldest queued event (an `Event`), or None."""
+        return self._outbox.next_event()
+
+    @property
+    def outbox(self) -> Outbox:
+        """Where the pool and its connections queue their output."""
+        return self._outbox
+
+    @property
+    def connections(self) -> dict[int, Connection]:
+        """The live connections by ``connection_id`` (read-only use)."""
+        return self._conns
+
+    def unanswered(self) -> list[Connection]:
+        """Connections whose offer has no answer yet (being created, ready or published)."""
+        return [c for c in self._conns.values() if not c.answer_applied and not c.terminal]
+
+    def pending_handshakes(self) -> int:
+        """Answered offers whose connection is neither up nor finished."""
+        return sum(
+            1
+            for c in self._conns.values()
+            if c.answer_applied and not c.terminal and c.connection_id not in self._opened
+        )
+
+    # -- internals -------------------------------------------------------------------
+
+    def _call(self, request: RpcRequest) -> int:
+        call_id = self._outbox.new_id()
+        self._outbox.act(SendRpc(call_id=call_id, request=request))
+        return call_id
+
+    def _refill(self, now: int) -> None:
+        if self.state is not PoolState.FILLING:
+            return
+        for _ in range(self.config.max_offers - len(self.unanswered())):
+            conn = Connection.offerer(
+                self.config.service,
+                config=self.config.connection,
+                unit_random=self._random,
+                outbox=self._outbox,
+            )
+            self._conns[conn.connection_id] = conn
+            conn.start_offer(now)
+            assert conn.pc_id is not None
+            self._by_pc[conn.pc_id] = conn
+        self._maybe_publish(now)
+
+    def _maybe_publish(self, now: int) -> None:
+        if (
+            self.state is not PoolState.FILLING
+            or self._publish_call is not None
+            or self._poll_call is not None
+            or _Timer.PUBLISH_RETRY in self._deadlines
+            or self.pending_handshakes()
+        ):
+            return
+        offers = self.unanswered()
+        if not offers or any(c.offer_sdp is None for c in offers):
+            return  # wait until every offer is ready: one call for the whole pool
+        if not self._refresh_due and all(c.offer_id is not None for c in offers):
+            return
+        sdps = tuple(c.offer_sdp for c in offers if c.offer_sdp is not None)
+        self._publish_sdps = sdps
+        self._refresh_due = False
+        self._publish_call = self._call(
+            RpcRequest(
+                method=Method.PUBLISH_SERVICE,
+                params={
+                    "serviceFqn": str(self.config.service),
+                    "offers": [{"sdp": sdp} for sdp in sdps],
+                    "ttl": self.config.ttl_ms,
+                },
+            )
+        )
+
+    def _on_published(self, outcome: RpcOutcome, now: int) -> None:
+        self._publish_call = None
+        if isinstance(outcome, RpcFailed):
+            self._publish_failed(outcome.error, now)
+            return
+        try:
+            published = dict((sdp, offer_id) for offer_id, sdp in parse_published(outcome.result))
+        except ProtocolError as error:
+            self._outbox.emit(ProtocolViolation(connection_id=0, error=error))
+            self._publish_failed(str(error), now)
+            return
+        self._publish_backoff.reset()
+        ids: list[str] = []
+        for conn in self.unanswered():
+            sdp = conn.offer_sdp
+            if sdp is None or sdp not in self._publish_sdps:
+                continue
+            offer_id = published.get(sdp)
+            if offer_id is None:
+                self._outbox.emit(
+                    ProtocolViolation(
+                        connection_id=0, error=ProtocolError("publishService omitted an offer")
+                    )
+                )
+                continue
+            new = conn.offer_id is None
+            conn.offer_published(offer_id, now)
+            ids.append(offer_id)
+            if new:
+                self._outbox.emit(
+                    OfferCreated(
+                        connection_id=conn.connection_id,
+                        offer_id=offer_id,
+                        service_fqn=str(self.config.service),
+                    )
+                )
+        self._outbox.emit(OffersPublished(connection_id=0, offer_ids=tuple(ids)))
+        refresh_at = now + max(self.config.ttl_ms - self.config.refresh_margin_ms, 1000)
+        self._deadlines.set(_Timer.REFRESH, refresh_at)
+        self._maybe_publish(now)  # offers created while this call was in flight
+
+    def _publish_failed(self, error: str, now: int) -> None:
+        self._outbox.emit(PublishFailed(connection_id=0, error=error))
+        delay = self._publish_backoff.next_delay(self._random())
+        assert delay is not None  # unlimited attempts
+        self._deadlines.set(_Timer.PUBLISH_RETRY, now + delay)
+
+    def _poll(self, now: int) -> None:
+        self._deadlines.set(_Timer.POLL, now + self.config.poll_interval_ms)
+        if self._poll_call is not None or self._publish_call is not None:
+            return
+        if not any(c.offer_id is not None for c in self._conns.values()):
+            return  # nothing published: nothing can be answered
+        self._poll_call = self._call(RpcRequest(method=Method.POLL, params={"since": self._cursor}))
+
+    def _on_polled(self, outcome: RpcOutcome, now: int) -> None:
+        self._poll_call = None
+        if isinstance(outcome, RpcFailed):
+            self._maybe_publish(now)
+            return
+        try:
+            answers = parse_poll_answers(outcome.result)
+        except ProtocolError as error:
+            self._outbox.emit(ProtocolViolation(connection_id=0, error=error))
+            self._maybe_publish(now)
+            return
+        by_offer = {c.offer_id: c for c in self._conns.values() if c.offer_id is not None}
+        for answer in sorted(answers, key=lambda a: a.answered_at):
+            # Lag one ms behind the newest answer so a same-millisecond one is not lost.
+            self._cursor = max(self._cursor, answer.answered_at - 1)
+            conn = by_offer.get(answer.offer_id)
+            if conn is None:
+                continue  # an offer of a past publication or connection
+            seen = self._answered_at.get(answer.offer_id)
+            if seen is not None:
+                if seen != answer.answered_at:
+                    self._outbox.emit(
+                        AnswerDuplicate(connection_id=conn.connection_id, offer_id=answer.offer_id)
+                    )
+                continue
+            if conn.apply_answer(answer.sdp, answer.answerer_id, now):
+                self._answered_at[answer.offer_id] = answer.answered_at
+                self._settle(conn, now)
+        self._refill(now)
+
+    def _settle(self, conn: Connection, now: int) -> None:
+        """After ``conn`` handled something: announce it, or close and replace it."""
+        cid = conn.connection_id
+        if conn.state is State.CONNECTED and cid not in self._opened and conn.offer_id:
+            self._opened.add(cid)
+            self._outbox.emit(ConnectionOpened(connection_id=cid, offer_id=conn.offer_id))
+        if not conn.terminal:
+            return
+        if conn.state is not State.CLOSED:
+            conn.handle(Close(now=now, reason="Replaced by a new offer"))  # B14
+        self._forget(conn)
+        self._refill(now)
+        self._maybe_publish(now)
+
+    def _forget(self, conn: Connection) -> None:
+        self._stale.update(conn.outstanding_calls())
+        self._conns.pop(conn.connection_id, None)
+        self._by_pc = {pc: c for pc, c in self._by_pc.items() if c is not conn}
+        self._opened.discard(conn.connection_id)
+        if conn.offer_id is not None:
+            self._answered_at.pop(conn.offer_id, None)
+
+    def _target(self, event: Any) -> Connection:
+        cid = event.connection_id
+        conn = self._conns.get(cid) if cid is not None else None
+        if conn is None:
+            raise UsageError(f"{event.kind.value}: no connection {cid} in this pool")
+        return conn
+
+    # -- handlers --------------------------------------------------------------------
+
+    def _on_start(self, event: Input) -> None:
+        self.state = PoolState.FILLING
+        self._deadlines.set(_Timer.POLL, event.now + self.config.poll_interval_ms)
+        self._refill(event.now)
+
+    def _on_stop(self, event: Input) -> None:
+        self.state = PoolState.IDLE
+        self._shutdown(event.now, "Stopped filling")
+
+    def _shutdown(self, now: int, reason: str) -> None:
+        self._deadlines.clear()
+        for conn in list(self._conns.values()):
+            if conn.state is not State.CLOSED:
+                conn.handle(Close(now=now, reason=reason))
+            self._forget(conn)
+        for call in (self._poll_call, self._publish_call):
+            if call is not None:
+                self._stale.add(call)
+        self._poll_call = self._publish_call = None
+        self._refresh_due = False
+        self._answered_at.clear()
+        # Take the offers out of discovery; the reply is not needed.
+        self._stale.add(
+            self._call(
+                RpcRequest(
+                    method=Method.DELETE_SERVICE, params={"serviceFqn": str(self.config.service)}
+                )
+            )
+        )
+
+    def _on_close(self, event: Close) -> None:
+        if event.connection_id is not None:
+            conn = self._target(event)
+            conn.handle(event)
+            self._settle(conn, event.now)
+            return
+        if self.state is PoolState.FILLING:
+            self._shutdown(event.now, event.reason)
+        else:
+            for conn in list(self._conns.values()):
+                conn.handle(Close(now=event.now, reason=event.reason))
+                self._forget(conn)
+        self._deadlines.clear()
+        self.state = PoolState.CLOSED
+
+    def _on_command(self, event: Any) -> None:
+        conn = self._target(event)
+        conn.handle(event)
+        self._settle(conn, event.now)
+
+    def _on_peer(self, event: PeerInput) -> None:
+        conn = self._by_pc.get(event.pc_id)
+        if conn is None:
+            return  # a peer connection of a connection already gone: stale
+        conn.handle(event)
+        if conn.offer_id is None and conn.offer_sdp is not None:
+            self._maybe_publish(event.now)
+        self._settle(conn, event.now)
+
+    def _on_rpc(self, event: RpcResult) -> None:
+        call_id = event.call_id
+        if call_id == self._publish_call:
+            self._on_published(event.outcome, event.now)
+        elif call_id == self._poll_call:
+            self._on_polled(event.outcome, event.now)
+        elif call_id in self._stale:
+            self._stale.discard(call_id)
+        else:
+            for conn in self._conns.values():
+                if conn.owns_call(call_id):
+                    conn.handle(event)
+                    self._settle(conn, event.now)
+                    return
+            raise UsageError(f"unknown call id {call_id}")
+
+
+def _table() -> dict[tuple[PoolState, InputKind], Handler]:
+    p = OfferPool
+    k = InputKind
+    live = (PoolState.IDLE, PoolState.FILLING)
+    table: dict[tuple[PoolState, InputKind], Handler] = {
+        (PoolState.IDLE, k.START_FILLING): p._on_start,
+        (PoolState.FILLING, k.STOP_FILLING): p._on_stop,
+    }
+    for state in live:
+        table[state, k.CLOSE] = p._on_close
+        table[state, k.RPC_RESULT] = p._on_rpc
+        for kind in (k.SEND, k.PAUSE_RECONNECT, k.RESUME_RECONNECT):
+            table[state, kind] = p._on_command
+        for kind in InputKind:
+            if kind not in COMMAND_KINDS and kind is not k.RPC_RESULT:
+                table[state, kind] = p._on_peer
+    return table
+
+
+POOL_TRANSITIONS: dict[tuple[PoolState, InputKind], Handler] = _table()
+"""Every accepted ``(pool state, input kind)`` and its handler; anything else is an error."""
