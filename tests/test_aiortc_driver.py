@@ -251,6 +251,7 @@ async def test_remote_misbehaviour_is_reported_not_raised(pair: Pair) -> None:
         {"candidate": good["candidate"]},
         {**good, "sdpMid": "7"},
         {**good, "candidate": str(good["candidate"]).replace("127.0.0.1", "evil.example")},
+        {**good, "candidate": str(good["candidate"]).replace("127.0.0.1", "peer.local")},
     ]
     for candidate in bad_candidates:
         assert not await b.add_remote_candidate(candidate)
@@ -258,6 +259,7 @@ async def test_remote_misbehaviour_is_reported_not_raised(pair: Pair) -> None:
     assert len(reasons) == len(bad_candidates)
     assert "unknown sdpMid" in reasons[2]
     assert "not an IP" in reasons[3]
+    assert "mDNS name while host_addresses is set" in reasons[4]
     assert await b.add_remote_candidate(good)
 
 

@@ -202,8 +202,9 @@ class AiortcPeer:
 
         ``{"candidate": "candidate:…", "sdpMid": "0", "sdpMLineIndex": 0}`` as browsers
         send it; an empty ``candidate`` string also means end-of-candidates.  A malformed
-        candidate, an address that is neither an IP literal nor an mDNS ``.local`` name,
-        or an ``sdpMid`` this connection does not have is reported as
+        candidate, an address that is neither an IP literal nor an mDNS ``.local`` name
+        (or any ``.local`` name when ``host_addresses`` is set, since resolving it would
+        query the LAN), or an ``sdpMid`` this connection does not have is reported as
         `RemoteInputRejected` (kind ``candidate``) and False is returned.  Raises
         `PeerStateError` before a remote description is set: the core must hold early
         candidates, as aiortc would silently drop them.
@@ -308,6 +309,9 @@ class AiortcPeer:
         if not _is_address(parsed.address):
             # aioice resolves only mDNS names; any other name would fail deep inside it.
             raise ProtocolError("invalid ICE candidate: address is not an IP or .local name")
+        if self._hosts is not None and parsed.address.endswith(".local"):
+            # Resolving it would send mDNS queries on the LAN, off the allowed addresses.
+            raise ProtocolError("invalid ICE candidate: mDNS name while host_addresses is set")
         mids = {t.mid for t in self._pc.getTransceivers()}
         if self._pc.sctp is not None:
             mids.add(self._pc.sctp.mid)
