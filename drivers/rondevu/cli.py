@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="embedded server + two peers exchanging messages")
     demo.set_defaults(run=_demo)
+    from rondevu_server.cli import add_serve_command  # the server is optional at import
+
+    add_serve_command(commands)
     return parser
 
 

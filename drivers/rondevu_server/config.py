@@ -33,8 +33,8 @@ class ServerConfig:
     """PostgreSQL schema to keep the tables in (created if missing); empty = the default."""
     db_pool_size: int = 10
     """PostgreSQL connections per server process."""
-    workers: int = 1
-    """Server processes sharing the port (SO_REUSEPORT); more than 1 needs PostgreSQL."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT so several processes can share one port (Linux)."""
     log_level: str = "info"
     """Python logging level name for the JSON log lines on stderr."""
     version: str = "unknown"
