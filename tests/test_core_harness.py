@@ -10,6 +10,7 @@ same user with a fresh offer, buffering across the outage, and the closing invar
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -23,13 +24,20 @@ from rondevu_core.events import (
     MessageReplayed,
     StateChanged,
 )
-from rondevu_core.fqn import parse_service_fqn
+from rondevu_core.fqn import ServiceFqn, parse_service_fqn
 from rondevu_core.inputs import Close, Connect, SendMessage, StartFilling, StopFilling
 from rondevu_core.pool import OfferPool
 from rondevu_core.rpc import Method
 from tests.fakes.network import Endpoint, Sim
 
-SERVICE = parse_service_fqn("chat:1.0.0@alice")
+
+def fqn(text: str) -> ServiceFqn:
+    parsed = parse_service_fqn(text)
+    assert parsed is not None
+    return parsed
+
+
+SERVICE = fqn("chat:1.0.0@alice")
 
 
 def setup(
@@ -48,9 +56,7 @@ def setup(
         unit_random=rng.random,
     )
     alice = sim.add("alice", "alice", pool)
-    bob_conn = Connection.answerer(
-        parse_service_fqn(service), config=conn_config, unit_random=rng.random
-    )
+    bob_conn = Connection.answerer(fqn(service), config=conn_config, unit_random=rng.random)
     bob = sim.add("bob", "bob", bob_conn)
     alice.feed(StartFilling(now=sim.now))
     assert sim.run_until(lambda: bool(sim.server.offers), limit_ms=5000)
@@ -61,6 +67,14 @@ def connected_pool_conn(pool: OfferPool) -> Connection:
     up = [c for c in pool.connections.values() if c.state is State.CONNECTED]
     assert len(up) == 1
     return up[0]
+
+
+def is_up(conn: Connection) -> Callable[[], bool]:
+    return lambda: conn.state is State.CONNECTED
+
+
+def is_down(conn: Connection) -> Callable[[], bool]:
+    return lambda: conn.state is not State.CONNECTED
 
 
 def check_edges(endpoint: Endpoint) -> None:
@@ -97,7 +111,7 @@ def test_connects_and_exchanges_messages(trickle: bool, server_mode: str) -> Non
 
 
 def test_pool_refills_after_a_connection_and_never_exceeds_max_offers() -> None:
-    sim, alice, bob, pool, bob_conn = setup(max_offers=2)
+    sim, _, bob, pool, bob_conn = setup(max_offers=2)
     assert len(sim.server.offers) == 2
     bob.feed(Connect(now=sim.now))
     assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=10_000)
@@ -140,7 +154,7 @@ def test_drop_then_reconnect_to_same_user_with_buffer_replay(browser: bool) -> N
 
 
 def test_discovery_pins_the_publisher_for_reconnection() -> None:
-    sim, alice, bob, pool, bob_conn = setup(service="chat:1.0.0")
+    sim, _, bob, _, bob_conn = setup(service="chat:1.0.0")
     bob.feed(Connect(now=sim.now))
     assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=10_000)
     assert str(bob_conn.service) == "chat:1.0.0@alice"
@@ -167,7 +181,7 @@ def test_close_stops_everything() -> None:
 
 def test_no_offer_available_fails_then_exhausts() -> None:
     config = ConnectionConfig(max_reconnect_attempts=2, connection_timeout_ms=5000)
-    sim, alice, bob, pool, bob_conn = setup(config=config, service="chat:9.9.9@alice")
+    sim, _, bob, _, bob_conn = setup(config=config, service="chat:9.9.9@alice")
     bob.feed(Connect(now=sim.now))
     assert sim.run_until(lambda: bob_conn.terminal, limit_ms=120_000)
     names = bob.names()
@@ -182,7 +196,7 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
     """B16: each event class appears in at least one of these harness scenarios."""
     seen: set[str] = set()
     for browser in (False, True):
-        sim, alice, bob, pool, bob_conn = setup(
+        sim, alice, bob, _, bob_conn = setup(
             trickle=browser,
             config=ConnectionConfig(max_buffer_size=1, max_buffer_age_ms=1500),
             max_offers=2,
@@ -190,12 +204,12 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
         bob.feed(Connect(now=sim.now))
         bob.feed(SendMessage(now=sim.now, data="a"))
         bob.feed(SendMessage(now=sim.now, data="b"))  # overflow: "a" is evicted
-        assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=10_000)
+        assert sim.run_until(is_up(bob_conn), limit_ms=10_000)
         sim.network.sever(sim.network.live_pc(bob), browser=browser)
-        assert sim.run_until(lambda: bob_conn.state is not State.CONNECTED, limit_ms=60_000)
+        assert sim.run_until(is_down(bob_conn), limit_ms=60_000)
         bob.feed(SendMessage(now=sim.now, data="old"))
         sim.run_for(1600)  # "old" expires: backoff + handshake take about 2 s
-        assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=120_000)
+        assert sim.run_until(is_up(bob_conn), limit_ms=120_000)
         bob.feed(Close(now=sim.now))
         sim.run_for(1000)
         for e in (*alice.events, *bob.events):
