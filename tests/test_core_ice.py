@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rondevu_core.ice import (
@@ -118,6 +118,7 @@ urls = st.sampled_from(["stun:", "stuns:", "turn:", "turns:"]).flatmap(
 )
 
 
+@settings(max_examples=50)
 @given(st.lists(urls, min_size=1, max_size=4), st.text(max_size=8), st.text(max_size=8))
 def test_parse_server_round_trips(url_list: list[str], user: str, password: str) -> None:
     server = parse_ice_server({"urls": url_list, "username": user, "credential": password})

@@ -186,6 +186,7 @@ def test_candidates_from_sdp_reads_mid_and_index() -> None:
     assert [c.parsed().port for c in found] == [40000, 40001]
 
 
+@settings(max_examples=50)
 @given(st.lists(st.tuples(st.none() | words, st.lists(candidates, max_size=3)), max_size=4))
 def test_candidates_from_generated_sdp(
     sections: list[tuple[str | None, list[Candidate]]],
