@@ -56,17 +56,21 @@ class Context:
         self._live_offers = 0
         self._live_offers_at: int | None = None
 
-    async def reserve_offers(self, count: int, now: int) -> None:
+    async def check_capacity(self, count: int, now: int) -> None:
         """Refuse a publish that would push the deployment past ``max_total_offers``.
 
-        The live count is re-read at most once a second and bumped locally in between;
-        it is an admission bound, so being a second stale is fine.
+        The live count is re-read at most once a second and bumped locally by each
+        publish in between (`count_published`); it is an admission bound, so being a
+        second stale (or unaware of other processes for that second) is fine.
         """
         if self._live_offers_at is None or now - self._live_offers_at >= 1000:
             self._live_offers = await self.storage.count_live_offers(now)
             self._live_offers_at = now
         if self._live_offers + count > self.config.max_total_offers:
             raise Rejected(messages.TOTAL_OFFER_LIMIT)
+
+    def count_published(self, count: int) -> None:
+        """Note ``count`` offers stored since the last `check_capacity` re-read."""
         self._live_offers += count
 
 
@@ -158,7 +162,7 @@ async def publish_service(ctx: Context, call: Call, now: int) -> Any:
         minimum=config.offer_min_ttl,
         maximum=config.offer_max_ttl,
     )
-    await ctx.reserve_offers(len(offers), now)
+    await ctx.check_capacity(len(offers), now)
     published = await ctx.storage.publish_service(
         fqn=fqn,
         service_id=ctx.new_service_id(),
@@ -167,6 +171,7 @@ async def publish_service(ctx: Context, call: Call, now: int) -> Any:
         expires_at=now + ttl,
         max_offers_per_user=config.max_offers_per_user,
     )
+    ctx.count_published(len(offers))
     return {
         "serviceId": published.service_id,
         "username": published.username,
@@ -207,6 +212,10 @@ async def delete_service(ctx: Context, call: Call, now: int) -> Any:
     fqn = parse_service_fqn(value) if isinstance(value, str) else None
     if fqn is None or fqn.username is None:
         raise ValidationError(messages.FQN_NEEDS_USERNAME)
+    try:
+        validate_service_fqn(value)
+    except ValidationError:  # no such service can exist; never send it to the database
+        raise ValidationError(messages.SERVICE_NOT_FOUND) from None
     await ctx.storage.delete_service(fqn, username, now)
     return {"success": True}
 
