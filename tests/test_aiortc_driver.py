@@ -92,7 +92,12 @@ async def connect(
 ) -> None:
     """The in-memory signaling: offer, answer, and (with ``trickle``) candidates apart."""
     offer = await offerer.create_offer()
-    answer = await answerer.accept_offer(strip_candidates(offer) if trickle else offer)
+    if trickle:
+        # The two-step form the core drives: SetRemoteDescription, then CreateAnswer.
+        assert await answerer.set_remote_offer(strip_candidates(offer))
+        answer: str | None = await answerer.create_answer()
+    else:
+        answer = await answerer.accept_offer(offer)
     assert answer is not None
     assert await offerer.set_remote_answer(strip_candidates(answer) if trickle else answer)
     if trickle:

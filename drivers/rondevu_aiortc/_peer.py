@@ -177,6 +177,25 @@ class AiortcPeer:
         self._check_open()
         return await self._set_local("offer")
 
+    async def set_remote_offer(self, sdp: str) -> bool:
+        """Apply a remote offer; False (and `RemoteInputRejected`, kind ``offer``) if bad.
+
+        The first half of `accept_offer`, for drivers that report the remote description
+        before asking for the answer (the core's `SetRemoteDescription` then
+        `CreateAnswer`).
+        """
+        self._check_open()
+        return await self._set_remote("offer", sdp)
+
+    async def create_answer(self) -> str:
+        """Create the answer to the applied remote offer and set it; return its SDP.
+
+        Gathering completes inside this call, as for `create_offer`.  Emits
+        `LocalDescriptionReady` (type ``answer``).
+        """
+        self._check_open()
+        return await self._set_local("answer")
+
     async def accept_offer(self, sdp: str) -> str | None:
         """Apply a remote offer, then create and set the answer; return the answer SDP.
 
