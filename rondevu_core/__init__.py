@@ -9,11 +9,18 @@ Modules:
 - `errors`: the two error families (local misuse vs. remote misbehaviour).
 - `usernames`, `fqn`, `signing`, `offer_id`: the wire protocol's pure rules (§3-§6).
 - `backoff`, `buffer`: reconnection spacing and the message buffer (§15.4).
+- `inputs`, `actions`, `events`: the machines' vocabulary (what drivers feed, perform, emit).
+- `connection` (durable connection, 10 states), `session` (ICE exchange), `pool` (offer
+  pool), with `config`, `outbox` (output queues, ids, deadlines) and `replies` (reply shapes).
+  Drive any machine with ``handle(input)``, ``get_timer()``/``handle_timer(now)`` and drain
+  ``next_action()``/``next_event()``; see examples/embed_sync_loop.py.
 """
 
 from rondevu_core.backoff import Backoff, BackoffPolicy, backoff_delay
 from rondevu_core.buffer import BufferedMessage, MessageBuffer, Payload
-from rondevu_core.errors import ProtocolError, RondevuError, ValidationError
+from rondevu_core.config import ConnectionConfig, PoolConfig
+from rondevu_core.connection import Connection, Role, State
+from rondevu_core.errors import ProtocolError, RondevuError, UsageError, ValidationError
 from rondevu_core.fqn import (
     ServiceFqn,
     Version,
@@ -23,6 +30,8 @@ from rondevu_core.fqn import (
     validate_service_fqn,
 )
 from rondevu_core.offer_id import offer_id_for_sdp
+from rondevu_core.outbox import Outbox
+from rondevu_core.pool import OfferPool, PoolState
 from rondevu_core.signing import (
     AuthMessage,
     KeyPair,
@@ -44,12 +53,21 @@ __all__ = [
     "Backoff",
     "BackoffPolicy",
     "BufferedMessage",
+    "Connection",
+    "ConnectionConfig",
     "KeyPair",
     "MessageBuffer",
+    "OfferPool",
+    "Outbox",
     "Payload",
+    "PoolConfig",
+    "PoolState",
     "ProtocolError",
+    "Role",
     "RondevuError",
     "ServiceFqn",
+    "State",
+    "UsageError",
     "ValidationError",
     "Version",
     "backoff_delay",
