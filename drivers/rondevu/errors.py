@@ -1,0 +1,49 @@
+"""The exceptions the async client raises, all under `RondevuError`.
+
+Which one a caller sees says who failed:
+
+- `RpcError`: the server answered the call with ``{"success": false, "error": …}``;
+  ``str(err)`` is the server's text unchanged (0.5.4 has no error codes, so callers
+  match on it, as the original client does with ``not yet answered``).
+- `TransportError`: no server answer exists for the call: network failure, timeout,
+  non-2xx HTTP status, a reply that is not JSON or not the shape of §2.
+  `ClientClosedError` is the special case of a call cut short by ``aclose()``.
+- `ProtocolError` (from the core): the server answered ``success: true`` with a result
+  that is not the shape PROTOCOL.md §6 gives for that method.
+
+`ValidationError` and `UsageError` are re-exported from the core for convenience.
+"""
+
+from __future__ import annotations
+
+from rondevu_core.errors import ProtocolError, RondevuError, UsageError, ValidationError
+from rondevu_core.rpc import Method
+
+__all__ = [
+    "ClientClosedError",
+    "ProtocolError",
+    "RondevuError",
+    "RpcError",
+    "TransportError",
+    "UsageError",
+    "ValidationError",
+]
+
+
+class RpcError(RondevuError):
+    """The server reported that call ``method`` failed; ``str(err)`` is its error text."""
+
+    def __init__(self, method: Method, message: str) -> None:
+        super().__init__(message)
+        self.method = method
+        """The RPC that failed."""
+        self.message = message
+        """The server's ``error`` text, exactly as sent."""
+
+
+class TransportError(RondevuError):
+    """The call got no usable server answer (network, HTTP status, malformed reply)."""
+
+
+class ClientClosedError(TransportError):
+    """The client was closed before the call had an answer (or the call came after)."""
