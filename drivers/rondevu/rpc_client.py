@@ -1,0 +1,290 @@
+"""`RpcClient`: runs the pure RPC batcher (`rondevu_core.batcher`) under anyio.
+
+Role: sign each call, let the batcher decide when bodies go out and what they hold, send
+them through a `SignalingTransport`, and hand every caller its own call's outcome (B9).
+Nothing here decides protocol: grouping, timing and per-call settlement are the
+batcher's rules; this module only performs its actions and keeps its clock.
+
+Two clocks, kept apart and both injectable:
+
+- ``wall_clock`` (Unix ms) is read once per call, at submission, for the signed
+  ``message`` (§3): the server checks it against its own clock (±5 minutes).
+- ``clock`` (monotonic ms, default: the event loop's clock) drives the batcher's
+  deadlines.  A wall clock would stall or rush the batcher when the system time jumps.
+  An injected ``clock`` must run at the event loop's pace, as the timer sleeps in real
+  time for the difference.
+
+Tasks: one timer task, asleep until the batcher's next deadline or until a call may
+have moved it, plus one task per body in flight (several may be in flight, as in the
+original).  They all live in a task group owned by the client, so the client is used as
+``async with RpcClient(...) as rpc:``.
+
+Invariants: every awaiting caller is woken exactly once, by its own outcome or by
+`ClientClosedError`; after `aclose` returns, no task of the client runs, no call is
+pending and the transport is closed.  A caller cancelled while waiting does not cancel
+its call: the batcher has no input for withdrawing a call, so the call still goes out
+(if it has not already) and its outcome is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from rondevu.errors import ClientClosedError, TransportError, UsageError
+from rondevu.transport import SignalingTransport
+from rondevu_core.batcher import (
+    BatcherOptions,
+    BatchFailed,
+    BatchReply,
+    BatchResult,
+    CallSettled,
+    RpcBatcher,
+    SendBatch,
+)
+from rondevu_core.rpc import RpcOk, RpcOutcome, RpcRequest, envelope
+from rondevu_core.signing import KeyPair
+
+__all__ = ["RpcClient", "loop_clock_ms", "wall_clock_ms"]
+
+log = logging.getLogger("rondevu.rpc")
+
+
+def wall_clock_ms() -> int:
+    """Unix time in ms, as JavaScript's ``Date.now()`` (for signatures)."""
+    return time.time_ns() // 1_000_000
+
+
+def loop_clock_ms() -> int:
+    """The running event loop's monotonic clock in ms (for the batcher's deadlines)."""
+    return math.floor(anyio.current_time() * 1000)
+
+
+class _Pending:
+    """One caller waiting for its call: woken once, by an outcome or by closing."""
+
+    __slots__ = ("closed", "done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.outcome: RpcOutcome | None = None
+        self.closed = False
+
+
+class RpcClient:
+    """Signed, batched RPC calls over one transport, as one identity.
+
+    ``batching`` is True for the 0.18.9 defaults (at most 10 calls a body, 50 ms wait,
+    10 ms between bodies), False to send every call alone as a single object, or a
+    `BatcherOptions`.  The client owns ``transport`` and closes it in `aclose`.
+    """
+
+    def __init__(
+        self,
+        transport: SignalingTransport,
+        *,
+        username: str,
+        keypair: KeyPair,
+        batching: bool | BatcherOptions = True,
+        wall_clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] = loop_clock_ms,
+    ) -> None:
+        if isinstance(batching, BatcherOptions):
+            options = batching
+        else:
+            options = BatcherOptions(enabled=batching)
+        self.transport = transport
+        self.username = username
+        self.keypair = keypair
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._batcher = RpcBatcher(options)
+        self._pending: dict[int, _Pending] = {}
+        self._bodies: dict[int, dict[str, Any]] = {}  # signed call objects not yet sent
+        self._exit_stack: AsyncExitStack | None = None
+        self._tasks: TaskGroup | None = None
+        self._stopped = anyio.Event()
+        self._wakeup = anyio.Event()
+        self._closed = False
+
+    @property
+    def options(self) -> BatcherOptions:
+        """The batching rules in force."""
+        return self._batcher.options
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for their body to go out."""
+        return self._batcher.queued
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent and waiting for the reply."""
+        return self._batcher.in_flight
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose` has begun."""
+        return self._closed
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._exit_stack is not None or self._closed:
+            raise UsageError("an RpcClient can be entered only once")
+        async with AsyncExitStack() as stack:
+            outer = await stack.enter_async_context(anyio.create_task_group())
+            await outer.start(self._supervise)
+            self._exit_stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            await self.aclose()
+        finally:
+            assert self._exit_stack is not None
+            await self._exit_stack.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def aclose(self) -> None:
+        """Fail every pending call with `ClientClosedError`, stop all tasks, close the
+        transport.  Idempotent; safe to call from any task of the client's loop.
+        """
+        if not self._closed:
+            self._closed = True
+            log.debug(
+                "closing: %d queued, %d in flight", self._batcher.queued, self._batcher.in_flight
+            )
+            self._batcher.close()
+            self._drain(closing=True)
+            self._bodies.clear()
+            if self._tasks is not None:
+                self._tasks.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            if self._tasks is not None:
+                await self._stopped.wait()
+            await self.transport.aclose()
+
+    async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
+        # Its own task group, so aclose() cancels the client's tasks and never the
+        # task that entered the client.
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                tasks.start_soon(self._run_timer, name="rondevu rpc timer")
+                task_status.started()
+        finally:
+            self._stopped.set()
+
+    # -- calls ---------------------------------------------------------------------
+
+    async def call(self, request: RpcRequest) -> RpcOutcome:
+        """Sign ``request`` now, queue it, and wait for its own outcome.
+
+        Returns `RpcOk` or the server's or transport's `RpcFailed`.  Raises
+        `ClientClosedError` if the client is (or gets) closed first, `UsageError` if it
+        was never entered.
+        """
+        if self._closed:
+            raise ClientClosedError("Client is closed")
+        if self._tasks is None:
+            raise UsageError("RpcClient must be entered first: 'async with RpcClient(...)'")
+        body = envelope(
+            request, username=self.username, keypair=self.keypair, now_ms=self._wall_clock()
+        )
+        pending = _Pending()
+        call_id = self._batcher.submit(request, self._clock())
+        self._pending[call_id] = pending
+        self._bodies[call_id] = body
+        log.debug("call %d: %s queued", call_id, request.method.value)
+        self._drain()
+        await pending.done.wait()
+        if pending.closed:
+            raise ClientClosedError("Client closed before the call completed")
+        assert pending.outcome is not None
+        return pending.outcome
+
+    # -- driving the batcher ---------------------------------------------------------
+
+    def _drain(self, *, closing: bool = False) -> None:
+        """Perform every action the batcher asks for and settle every finished call."""
+        while (action := self._batcher.next_action()) is not None:
+            if isinstance(action, SendBatch):
+                assert self._tasks is not None
+                self._tasks.start_soon(
+                    self._send, action, name=f"rondevu rpc batch {action.batch_id}"
+                )
+        while (event := self._batcher.next_event()) is not None:
+            if isinstance(event, CallSettled):
+                self._settle(event, closing=closing)
+        self._wakeup.set()  # the next deadline may have moved
+
+    def _settle(self, event: CallSettled, *, closing: bool) -> None:
+        self._bodies.pop(event.call_id, None)
+        pending = self._pending.pop(event.call_id, None)
+        outcome = event.outcome
+        if isinstance(outcome, RpcOk):
+            log.debug("call %d: ok", event.call_id)
+        elif not closing:
+            log.debug(
+                "call %d: failed (transport=%s): %s",
+                event.call_id,
+                outcome.transport,
+                outcome.error,
+            )
+        if pending is None:
+            return
+        pending.outcome = outcome
+        pending.closed = closing
+        pending.done.set()
+
+    async def _send(self, action: SendBatch) -> None:
+        bodies = [self._bodies.pop(call.call_id) for call in action.calls]
+        payload: Any = bodies if action.as_array else bodies[0]
+        log.debug(
+            "batch %d: sending %d call(s) as %s",
+            action.batch_id,
+            len(bodies),
+            "array" if action.as_array else "object",
+        )
+        result: BatchResult
+        try:
+            result = BatchReply(body=await self.transport.send(payload))
+        except TransportError as error:
+            result = BatchFailed(error=str(error))
+        except Exception as error:  # a faulty transport must not strand the calls
+            log.exception("batch %d: transport raised", action.batch_id)
+            result = BatchFailed(error=f"Transport failed: {type(error).__name__}")
+        if isinstance(result, BatchFailed):
+            log.debug("batch %d: %s", action.batch_id, result.error)
+        self._batcher.batch_sent_result(action.batch_id, result, self._clock())
+        self._drain()
+
+    async def _run_timer(self) -> None:
+        """Call the batcher's `handle_timer` at each deadline it sets."""
+        while True:
+            self._wakeup = wakeup = anyio.Event()
+            deadline = self._batcher.get_timer()
+            if deadline is None:
+                await wakeup.wait()
+                continue
+            delay = deadline - self._clock()
+            if delay > 0:
+                with anyio.move_on_after(delay / 1000):
+                    await wakeup.wait()
+                continue
+            self._batcher.handle_timer(self._clock())
+            self._drain()
