@@ -344,6 +344,35 @@ async def test_aclose_settles_every_pending_call_and_leaves_no_task(
 
 
 @pytest.mark.anyio
+async def test_a_cancelled_caller_does_not_disturb_the_others(env: Env) -> None:
+    options = BatcherOptions(max_batch_size=2, max_wait_ms=60_000)
+    api, wire = env.api(batching=options)
+    with anyio.fail_after(TIMEOUT):
+        async with api:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(api.get_user, "gone")
+                await anyio.wait_all_tasks_blocked()  # "gone" is queued, its caller waits
+                tg.cancel_scope.cancel()
+            # The batcher cannot withdraw a call: "gone" still goes out, with the next one.
+            assert api.rpc.queued == 1
+            kept = await api.get_user("kept")
+    assert kept.username == "kept"
+    assert [[c["params"]["username"] for c in body] for body in wire.bodies] == [["gone", "kept"]]
+
+
+@pytest.mark.anyio
+async def test_default_clocks_sign_with_the_system_time() -> None:
+    server = await RondevuServer.open(ServerConfig(db=":memory:"))  # the system clock
+    try:
+        with anyio.fail_after(TIMEOUT):
+            async with RondevuAPI(InProcessTransport(server)) as api:
+                polled = await api.poll()  # authenticated: the timestamp was accepted
+                assert polled.answers == []
+    finally:
+        await server.aclose()
+
+
+@pytest.mark.anyio
 async def test_calls_need_an_entered_client(env: Env) -> None:
     api, wire = env.api()
     with pytest.raises(UsageError):

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from rondevu.errors import ClientClosedError, TransportError, UsageError
@@ -288,3 +289,6 @@ class RpcClient:
                 continue
             self._batcher.handle_timer(self._clock())
             self._drain()
+            # The batcher moves its deadline past ``now`` after sending; yield anyway, so
+            # a deadline that did not move could never spin the loop without a pause.
+            await anyio.lowlevel.checkpoint()
