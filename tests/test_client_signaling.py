@@ -65,6 +65,7 @@ class Recording:
         return await self.inner.send(body)
 
     async def aclose(self) -> None:
+        assert not self.closed, "closed twice"
         self.closed = True
         await self.inner.aclose()
 

@@ -115,6 +115,7 @@ class RpcClient:
         self._stopped = anyio.Event()
         self._wakeup = anyio.Event()
         self._closed = False
+        self._transport_closed = False
 
     @property
     def options(self) -> BatcherOptions:
@@ -177,7 +178,9 @@ class RpcClient:
         with anyio.CancelScope(shield=True):
             if self._tasks is not None:
                 await self._stopped.wait()
-            await self.transport.aclose()
+            if not self._transport_closed:
+                self._transport_closed = True
+                await self.transport.aclose()
 
     async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
         # Its own task group, so aclose() cancels the client's tasks and never the
