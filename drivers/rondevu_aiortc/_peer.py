@@ -130,6 +130,16 @@ class AiortcPeer:
         description = self._pc.localDescription
         return None if description is None else str(description.sdp)
 
+    @property
+    def raw_peer_connection(self) -> RTCPeerConnection:
+        """The wrapped aiortc ``RTCPeerConnection`` (raw access: bypasses this driver)."""
+        return self._pc
+
+    @property
+    def raw_data_channel(self) -> RTCDataChannel | None:
+        """The first data channel (created or announced), or None."""
+        return self._channels.get(0)
+
     def local_candidates(self) -> tuple[WireCandidate, ...]:
         """The local candidates in wire shape (§8), extracted from the local SDP.
 

@@ -1,0 +1,490 @@
+"""`Rondevu`: the public entry point, the Python face of client 0.18.9 (§15).
+
+One `Rondevu` is one identity (username + Ed25519 key) talking to one signaling server.
+It offers the two halves of a rendezvous:
+
+- **answerer**: ``await rondevu.connect_to_service("chat:1.0.0@alice")`` returns a
+  `DurableConnection` at once; it connects, reconnects and buffers on its own;
+- **offerer**: ``rondevu.publish_service("chat:1.0.0", max_offers=3)`` then
+  ``await rondevu.start_filling()``; every peer that connects arrives as a
+  `DurableConnection` through ``rondevu.on("connection:opened", …)`` or
+  ``async for conn in rondevu.incoming()``.
+
+Everything protocol-shaped is decided by the sans-IO machines of `rondevu_core`
+(`Connection`, `OfferPool`); this module wires them to a `MachineRunner`, the signed RPC
+client and aiortc, and keeps the bookkeeping an application asks about.
+
+Lifetime: use ``async with Rondevu.connect(api_url) as rondevu:``; leaving the block
+closes every connection and peer connection, stops every task and closes the HTTP
+client.  ``connect`` itself does no network I/O, like the original.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from rondevu.api import RondevuAPI
+from rondevu.connection import DurableConnection
+from rondevu.errors import RpcError
+from rondevu.rpc_client import wall_clock_ms
+from rondevu.runtime import DataChannelOptions, MachineRunner
+from rondevu.transport import HttpTransport, SignalingTransport
+from rondevu_core import events as ev
+from rondevu_core.batcher import BatcherOptions
+from rondevu_core.config import ConnectionConfig, PoolConfig
+from rondevu_core.connection import Connection
+from rondevu_core.errors import UsageError, ValidationError
+from rondevu_core.fqn import ServiceFqn, validate_service_fqn
+from rondevu_core.ice import IceConfiguration, IceServer, IceTransportPolicy, ice_configuration
+from rondevu_core.inputs import Close, Connect, StartFilling, StopFilling
+from rondevu_core.pool import OfferPool, PoolState
+from rondevu_core.signing import KeyPair
+from rondevu_core.usernames import generate_anonymous_username, validate_username
+from rondevu_schemas.methods import ServiceEntry, ServicePage
+
+__all__ = ["IncomingConnection", "Rondevu", "ServiceStatus"]
+
+logger = logging.getLogger("rondevu")
+
+IceServersOption = str | Sequence[IceServer | Mapping[str, object]] | IceConfiguration | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncomingConnection:
+    """``connection:opened``: a peer connected to one of our offers."""
+
+    name = "connection:opened"
+    offer_id: str
+    connection: DurableConnection
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceStatus:
+    """What ``get_service_status()`` reports (0.18.9 ``getServiceStatus``)."""
+
+    active: bool
+    """A service is published and its pool is running."""
+    offer_count: int
+    """Unanswered offers the pool holds now."""
+    max_offers: int
+    filling: bool
+
+
+class _Pool:
+    """The running offer pool of the published service and its connections."""
+
+    def __init__(self, machine: OfferPool, runner: MachineRunner) -> None:
+        self.machine = machine
+        self.runner = runner
+        self.connections: dict[int, DurableConnection] = {}
+        self.opened: set[int] = set()
+
+
+class Rondevu:
+    """One identity on one signaling server; see the module docstring."""
+
+    def __init__(
+        self,
+        api: RondevuAPI,
+        *,
+        connection_config: ConnectionConfig | None = None,
+        host_addresses: Sequence[str] | None = None,
+        unit_random: Callable[[], float] = random.random,
+    ) -> None:
+        self.api = api
+        """The low-level API: one typed async method per RPC (bypasses the machines)."""
+        self.connection_config = connection_config or ConnectionConfig()
+        self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
+        self._unit_random = unit_random
+        self._stack: AsyncExitStack | None = None
+        self._group: TaskGroup | None = None
+        self._closed = False
+        self._answerers: dict[int, tuple[DurableConnection, MachineRunner]] = {}
+        self._listeners: dict[str, list[Callable[[Any], Any]]] = {}
+        self._published: PoolConfig | None = None
+        self._channel_options: DataChannelOptions | None = None
+        self._pool: _Pool | None = None
+        self._incoming_send: MemoryObjectSendStream[DurableConnection]
+        self._incoming_receive: MemoryObjectReceiveStream[DurableConnection]
+        self._incoming_send, self._incoming_receive = anyio.create_memory_object_stream[
+            DurableConnection
+        ](max_buffer_size=math.inf)
+
+    @classmethod
+    def connect(
+        cls,
+        api_url: str | None = None,
+        *,
+        username: str | None = None,
+        keypair: KeyPair | None = None,
+        ice_servers: IceServersOption = None,
+        ice_transport_policy: IceTransportPolicy | None = None,
+        batching: bool | BatcherOptions = True,
+        transport: SignalingTransport | None = None,
+        connection_config: ConnectionConfig | None = None,
+        host_addresses: Sequence[str] | None = None,
+    ) -> Rondevu:
+        """Build a client; no network I/O happens here (as in 0.18.9).
+
+        ``api_url`` is the server's base URL (or pass ``transport``, e.g. an
+        `InProcessTransport`).  ``username`` defaults to a fresh ``anon-…`` name and
+        ``keypair`` to a new Ed25519 key; the server claims the name on first use.
+        ``ice_servers`` is a preset name (``ipv4-turn``, ``hostname-turns``,
+        ``google-stun``, ``relay-only``), a list of ``RTCIceServer``-shaped mappings
+        (``[]`` for none), or None for 0.18.9's default Google STUN server.
+        ``host_addresses`` restricts host ICE candidates (``["127.0.0.1"]`` keeps
+        WebRTC on loopback).  Use the result with ``async with``.
+        """
+        if transport is None:
+            if not api_url:
+                raise ValidationError("api_url or transport is required")
+            transport = HttpTransport(api_url)
+        if username is not None:
+            validate_username(username)
+        if isinstance(ice_servers, IceConfiguration):
+            ice = ice_servers
+        else:
+            ice = ice_configuration(ice_servers, transport_policy=ice_transport_policy)
+        config = dataclasses.replace(connection_config or ConnectionConfig(), ice=ice)
+        api = RondevuAPI(
+            transport,
+            username=username or generate_anonymous_username(wall_clock_ms(), os.urandom),
+            keypair=keypair or KeyPair.generate(os.urandom),
+            batching=batching,
+        )
+        return cls(api, connection_config=config, host_addresses=host_addresses)
+
+    # -- identity ----------------------------------------------------------------------
+
+    @property
+    def username(self) -> str:
+        """The username every call is signed as."""
+        return self.api.username
+
+    @property
+    def keypair(self) -> KeyPair:
+        """The Ed25519 key pair (export it to keep the username across runs)."""
+        return self.api.keypair
+
+    @property
+    def public_key(self) -> str:
+        """The base64 public key."""
+        return self.api.keypair.public_key
+
+    async def is_username_available(self, username: str) -> bool:
+        """True when ``username`` is not claimed (or its claim expired)."""
+        return (await self.api.get_user(username)).available
+
+    async def is_username_claimed(self) -> bool:
+        """True when our username is claimed by our key; False on any error (as 0.18.9)."""
+        try:
+            user = await self.api.get_user(self.username)
+        except Exception:
+            return False
+        return not user.available and getattr(user, "public_key", None) == self.public_key
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None or self._closed:
+            raise UsageError("a Rondevu client can be entered only once")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await stack.enter_async_context(self.api)
+            self._group = await stack.enter_async_context(anyio.create_task_group())
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection and the pool, stop every task, close the transport."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self._pool is not None:
+                self._pool.runner.feed(Close(now=self._pool.runner.clock()))
+                await self._pool.runner.aclose()
+            for _conn, runner in list(self._answerers.values()):
+                runner.feed(Close(now=runner.clock(), reason="Client closed"))
+                await runner.aclose()
+            self._answerers.clear()
+            self._incoming_send.close()
+        # Outside the shield: a task group must be exited under its own cancel scope.
+        if self._group is not None:
+            self._group.cancel_scope.cancel()
+        if self._stack is not None:
+            await self._stack.aclose()
+
+    def _require_running(self) -> TaskGroup:
+        if self._closed:
+            raise UsageError("the Rondevu client is closed")
+        if self._group is None:
+            raise UsageError("use the client inside `async with Rondevu.connect(...)`")
+        return self._group
+
+    async def _start(self, runner: MachineRunner) -> None:
+        await self._require_running().start(runner.run)
+
+    # -- events ------------------------------------------------------------------------
+
+    def on(self, name: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
+        """Listen to client-level events: ``connection:opened`` (an `IncomingConnection`),
+        ``offer:created``, ``offers:published``, ``offers:publish:failed``,
+        ``protocol:error``.  Returns a function that removes the listener."""
+        self._listeners.setdefault(name, []).append(callback)
+
+        def off() -> None:
+            if callback in self._listeners.get(name, []):
+                self._listeners[name].remove(callback)
+
+        return off
+
+    def _emit(self, name: str, payload: Any) -> None:
+        for callback in list(self._listeners.get(name, ())):
+            try:
+                result = callback(payload)
+            except Exception:
+                logger.exception("listener for %s failed", name)
+                continue
+            if hasattr(result, "__await__") and self._pool is not None:
+                self._pool.runner.spawn(_await, result)
+
+    async def incoming(self) -> AsyncIterator[DurableConnection]:
+        """Every connection a peer opens to our offers, in order (one consumer)."""
+        async for connection in self._incoming_receive:
+            yield connection
+
+    # -- answerer side -------------------------------------------------------------------
+
+    async def connect_to_service(
+        self,
+        service_fqn: str | None = None,
+        *,
+        service: str | None = None,
+        username: str | None = None,
+        connection_config: ConnectionConfig | None = None,
+    ) -> DurableConnection:
+        """Connect to a published service; returns the connection immediately.
+
+        Either ``service_fqn`` (``chat:1.0.0@alice``, or ``chat:1.0.0`` for a random
+        provider) or ``service`` plus an optional ``username``.  The connection fetches
+        an offer, answers it and connects in the background: ``await
+        conn.wait_connected(timeout)`` to wait.  Reconnections return to the same
+        provider (B13).
+        """
+        fqn = _target(service_fqn, service, username)
+        config = connection_config or self.connection_config
+        machine = Connection.answerer(fqn, config=config, unit_random=self._unit_random)
+        holder: list[DurableConnection] = []
+        runner = self._runner(machine, lambda event: holder[0].dispatch(event))
+        conn = DurableConnection(
+            runner=runner,
+            connection_id=machine.connection_id,
+            role="answerer",
+            service_fqn=str(fqn),
+            on_closed=self._forget_answerer,
+        )
+        holder.append(conn)
+        self._answerers[conn.connection_id] = (conn, runner)
+        await self._start(runner)
+        runner.feed(Connect(now=runner.clock()))
+        return conn
+
+    async def _forget_answerer(self, conn: DurableConnection) -> None:
+        entry = self._answerers.pop(conn.connection_id, None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    def _runner(self, machine: Any, on_event: Callable[[ev.Event], None]) -> MachineRunner:
+        return MachineRunner(
+            machine,
+            rpc=self.api.rpc,
+            on_event=on_event,
+            host_addresses=self.host_addresses,
+            channel_options=self._channel_options,
+        )
+
+    async def find_service(
+        self,
+        service_fqn: str,
+        *,
+        mode: Literal["direct", "random", "paginated"] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> ServiceEntry | ServicePage:
+        """Discover services (§10): ``direct`` with ``@user`` (auto-detected), ``random``
+        without, or ``paginated`` (one offer per provider, ``limit``/``offset``)."""
+        if mode is None:
+            mode = "direct" if "@" in service_fqn else "random"
+        if mode == "paginated":
+            return await self.api.get_service(service_fqn, limit=limit, offset=offset)
+        return await self.api.get_service(service_fqn)
+
+    # -- offerer side --------------------------------------------------------------------
+
+    def publish_service(
+        self,
+        service: str,
+        *,
+        max_offers: int = 1,
+        ttl_ms: int = 300_000,
+        connection_config: ConnectionConfig | None = None,
+        channel_options: DataChannelOptions | None = None,
+    ) -> None:
+        """Describe the service to publish (no network I/O; `start_filling` publishes).
+
+        ``service`` is ``name:version`` (our username is appended).  ``max_offers``
+        unanswered offers are kept published at all times; ``channel_options`` sets the
+        data channel's reliability (the 0.18.9 custom offer factory's use).
+        """
+        if self._pool is not None and self._pool.machine.state is not PoolState.CLOSED:
+            raise UsageError("a service is already being served; stop_filling() first")
+        fqn = validate_service_fqn(service)
+        if fqn.username not in (None, self.username):
+            raise ValidationError("Service FQN username must match authenticated username")
+        self._published = PoolConfig(
+            service=fqn.with_username(self.username),
+            max_offers=max_offers,
+            ttl_ms=ttl_ms,
+            connection=connection_config or self.connection_config,
+        )
+        self._channel_options = channel_options
+
+    async def start_filling(self) -> None:
+        """Publish the offers and keep the pool full until `stop_filling`."""
+        if self._published is None:
+            raise UsageError("No service published. Call publish_service() first.")
+        if self._pool is not None and self._pool.machine.state is PoolState.FILLING:
+            return
+        if self._pool is None or self._pool.machine.state is PoolState.CLOSED:
+            machine = OfferPool(self._published, unit_random=self._unit_random)
+            pool = _Pool(machine, self._runner(machine, self._on_pool_event))
+            self._pool = pool
+            await self._start(pool.runner)
+        self._pool.runner.feed(StartFilling(now=self._pool.runner.clock()))
+
+    async def stop_filling(self) -> None:
+        """Stop publishing and close every connection the pool made (0.18.9 semantics)."""
+        if self._pool is not None and self._pool.machine.state is PoolState.FILLING:
+            self._pool.runner.feed(StopFilling(now=self._pool.runner.clock()))
+
+    async def delete_service(self) -> None:
+        """Stop filling and delete the published service from the server."""
+        if self._published is None:
+            raise UsageError("No service published. Call publish_service() first.")
+        await self.stop_filling()
+        try:
+            await self.api.delete_service(str(self._published.service))
+        except RpcError as error:
+            if "not found" not in error.message:
+                raise
+
+    def _on_pool_event(self, event: ev.Event) -> None:
+        pool = self._pool
+        assert pool is not None
+        if event.connection_id == 0:
+            self._emit(event.name, event)
+            return
+        conn = pool.connections.get(event.connection_id)
+        if conn is None:
+            conn = DurableConnection(
+                runner=pool.runner,
+                connection_id=event.connection_id,
+                role="offerer",
+                service_fqn=str(pool.machine.config.service),
+            )
+            pool.connections[event.connection_id] = conn
+        conn.dispatch(event)
+        if isinstance(event, ev.OfferCreated):
+            conn.offer_id = event.offer_id
+            self._emit(event.name, event)
+        elif isinstance(event, ev.ConnectionOpened):
+            conn.offer_id = event.offer_id
+            pool.opened.add(event.connection_id)
+            self._emit(event.name, IncomingConnection(offer_id=event.offer_id, connection=conn))
+            self._incoming_send.send_nowait(conn)
+        elif isinstance(event, ev.Closed):
+            pool.connections.pop(event.connection_id, None)
+            pool.opened.discard(event.connection_id)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def get_service_status(self) -> ServiceStatus:
+        """The published service's pool at a glance."""
+        pool, config = self._pool, self._published
+        filling = pool is not None and pool.machine.state is PoolState.FILLING
+        return ServiceStatus(
+            active=filling,
+            offer_count=len(pool.machine.unanswered()) if pool is not None else 0,
+            max_offers=config.max_offers if config is not None else 0,
+            filling=filling,
+        )
+
+    @property
+    def active_connections(self) -> list[DurableConnection]:
+        """Every open connection: answerer ones and those peers opened to our offers."""
+        conns = [conn for conn, _ in self._answerers.values() if not conn.closed]
+        if self._pool is not None:
+            conns += [
+                c
+                for i, c in self._pool.connections.items()
+                if i in self._pool.opened and not c.closed
+            ]
+        return conns
+
+    def is_connected(self, offer_id: str) -> bool:
+        """True when the connection made from ``offer_id`` is connected now."""
+        return any(c.offer_id == offer_id and c.is_connected for c in self.active_connections)
+
+    async def disconnect_all(self) -> None:
+        """Close every connection (the pool keeps filling if it was)."""
+        for conn in self.active_connections:
+            await conn.close("disconnect_all")
+
+
+def _target(service_fqn: str | None, service: str | None, username: str | None) -> ServiceFqn:
+    """The FQN ``connect_to_service`` aims at, with 0.18.9's input errors."""
+    if service_fqn is not None:
+        if not service_fqn.strip():
+            raise ValidationError("serviceFqn cannot be empty")
+        return validate_service_fqn(service_fqn)
+    if service is None:
+        raise ValidationError("Either serviceFqn or service must be provided")
+    if not service.strip():
+        raise ValidationError("service cannot be empty")
+    if username is not None and not username.strip():
+        raise ValidationError("username cannot be empty")
+    text = service if username is None else f"{service}@{username}"
+    return validate_service_fqn(text)
+
+
+async def _await(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("async listener failed")

@@ -1,0 +1,286 @@
+"""`DurableConnection`: the application's handle on one durable peer connection.
+
+It is a view: the state machine (`rondevu_core.connection.Connection`) decides
+everything, a `rondevu.runtime.MachineRunner` performs the I/O, and this object turns
+the machine's events into what a Python application consumes:
+
+- callbacks: ``conn.on("message", fn)`` with the 0.18.9 event names (§15.3), each
+  callback receiving the event dataclass;
+- iteration: ``async for data in conn`` yields received messages, ``conn.events()``
+  yields every event;
+- ``await conn.wait_connected(timeout)``, ``conn.send(data)``, ``await conn.close()``.
+
+Messages that arrive before anyone iterates are kept in an inbox (bounded by
+``inbox_size``; when full, the oldest is dropped with a warning), so nothing received
+is lost to a late reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from rondevu_core import events as ev
+from rondevu_core.buffer import Payload
+from rondevu_core.errors import RondevuError, UsageError
+from rondevu_core.inputs import Close, SendMessage
+
+if TYPE_CHECKING:
+    from rondevu.runtime import MachineRunner
+
+__all__ = [
+    "ConnectionClosedError",
+    "ConnectionFailedError",
+    "DurableConnection",
+    "EventCallback",
+]
+
+logger = logging.getLogger("rondevu.connection")
+
+EventCallback = Callable[[ev.Event], Any]
+"""A listener: called with the event; may return an awaitable, which is run as a task."""
+
+DEFAULT_INBOX_SIZE = 10_000
+
+
+class ConnectionClosedError(RondevuError):
+    """The connection is closed (by the application or for good after failures)."""
+
+
+class ConnectionFailedError(RondevuError):
+    """The connection failed and will not reconnect (reconnection off or exhausted)."""
+
+
+class DurableConnection:
+    """One durable connection to a peer; see the module docstring.
+
+    Created by `rondevu.Rondevu` (``connect_to_service`` for the answerer side,
+    ``connection:opened`` for the offerer side); not constructed by applications.
+    """
+
+    def __init__(
+        self,
+        *,
+        runner: MachineRunner,
+        connection_id: int,
+        role: str,
+        service_fqn: str,
+        inbox_size: int = DEFAULT_INBOX_SIZE,
+        on_closed: Callable[[DurableConnection], Awaitable[None]] | None = None,
+    ) -> None:
+        self._runner = runner
+        self.connection_id = connection_id
+        """The machine's id of this connection (unique within its `Rondevu`)."""
+        self.role = role
+        """``"offerer"`` or ``"answerer"``."""
+        self.service_fqn = service_fqn
+        """The service this connection belongs to."""
+        self.offer_id: str | None = None
+        """The offer this connection was made from (set once known)."""
+        self.peer_username: str | None = None
+        """The other side's username (set once known)."""
+        self._state = "initializing"
+        self._listeners: dict[str, list[EventCallback]] = {}
+        self._streams: list[MemoryObjectSendStream[ev.Event]] = []
+        self._inbox: deque[Payload] = deque()
+        self._inbox_size = inbox_size
+        self._inbox_changed = anyio.Event()
+        self._state_changed = anyio.Event()
+        self._closed_reason: str | None = None
+        self._gave_up: str | None = None
+        self._on_closed = on_closed
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """The current state name (§15.3): ``initializing`` … ``connected`` … ``closed``."""
+        return self._state
+
+    @property
+    def is_connected(self) -> bool:
+        """True while messages flow directly (ICE connected and data channel open)."""
+        return self._state == "connected"
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection reached ``closed``."""
+        return self._state == "closed"
+
+    @property
+    def peer_connection(self) -> Any:
+        """The current aiortc ``RTCPeerConnection``, or None between attempts.
+
+        Raw access bypasses durability: the object is replaced on every reconnection and
+        anything done to it directly is invisible to the state machine.
+        """
+        peer = self._current_peer()
+        return None if peer is None else peer.raw_peer_connection
+
+    @property
+    def data_channel(self) -> Any:
+        """The current aiortc ``RTCDataChannel``, or None (same caveats as above)."""
+        peer = self._current_peer()
+        return None if peer is None else peer.raw_data_channel
+
+    def _core(self) -> Any:
+        """The core machine of this connection (its own, or its pool's entry)."""
+        machine = self._runner.machine
+        conns = getattr(machine, "connections", None)
+        return conns.get(self.connection_id) if conns is not None else machine
+
+    def _current_peer(self) -> Any:
+        pc_id = getattr(self._core(), "pc_id", None)
+        return None if pc_id is None else self._runner.peers.peer(pc_id)
+
+    # -- commands ---------------------------------------------------------------------
+
+    def send(self, data: Payload) -> None:
+        """Send ``data`` (str or bytes); buffered and replayed if not connected now.
+
+        Raises `ConnectionClosedError` after the connection closed, `TypeError` for
+        anything but str or bytes.
+        """
+        if not isinstance(data, str | bytes):
+            raise TypeError("send() takes str or bytes")
+        if self.closed:
+            raise ConnectionClosedError("send on a closed connection")
+        try:
+            self._runner.feed(
+                SendMessage(now=self._runner.clock(), data=data, connection_id=self.connection_id)
+            )
+        except UsageError as exc:
+            raise ConnectionClosedError(str(exc)) from exc
+
+    async def close(self, reason: str = "Closed by application") -> None:
+        """Close for good: stops reconnection, closes the peer connection; idempotent."""
+        if not self.closed:
+            self._runner.feed(
+                Close(now=self._runner.clock(), reason=reason, connection_id=self.connection_id)
+            )
+        if self._on_closed is not None:
+            callback, self._on_closed = self._on_closed, None
+            await callback(self)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until ``connected``; `TimeoutError` after ``timeout`` seconds.
+
+        Raises `ConnectionClosedError` if the connection closes first, and
+        `ConnectionFailedError` once it has given up reconnecting.
+        """
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            while not self.is_connected:
+                if self.closed:
+                    raise ConnectionClosedError(self._closed_reason or "connection closed")
+                if self._gave_up is not None:
+                    raise ConnectionFailedError(self._gave_up)
+                self._state_changed = anyio.Event()
+                await self._state_changed.wait()
+
+    # -- events -----------------------------------------------------------------------
+
+    def on(self, name: str, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event named ``name``; ``"*"`` for all.
+
+        Returns a function that removes the listener.  A coroutine function is run as
+        a task of the client.  The names are the 0.18.9 ones (``connected``,
+        ``message``, ``reconnect:scheduled``, …; see ``rondevu_core.events``).
+        """
+        self._listeners.setdefault(name, []).append(callback)
+
+        def off() -> None:
+            listeners = self._listeners.get(name, [])
+            if callback in listeners:
+                listeners.remove(callback)
+
+        return off
+
+    async def events(self) -> AsyncIterator[ev.Event]:
+        """Every event from now on, until the connection closes (``closed`` included)."""
+        send, receive = anyio.create_memory_object_stream[ev.Event](max_buffer_size=math.inf)
+        self._streams.append(send)
+        if self.closed:
+            send.close()
+        try:
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            if send in self._streams:
+                self._streams.remove(send)
+
+    async def receive(self) -> Payload:
+        """The next received message; raises `ConnectionClosedError` once closed and empty."""
+        while not self._inbox:
+            if self.closed:
+                raise ConnectionClosedError(self._closed_reason or "connection closed")
+            self._inbox_changed = anyio.Event()
+            await self._inbox_changed.wait()
+        return self._inbox.popleft()
+
+    def __aiter__(self) -> AsyncIterator[Payload]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Payload]:
+        while True:
+            try:
+                yield await self.receive()
+            except ConnectionClosedError:
+                return
+
+    # -- fed by the client ------------------------------------------------------------
+
+    def dispatch(self, event: ev.Event) -> None:
+        """Deliver one machine event (called by `Rondevu`, on the event loop)."""
+        match event:
+            case ev.StateChanged(new=new):
+                self._state = new
+                self._state_changed.set()
+            case ev.Message(data=data):
+                if len(self._inbox) >= self._inbox_size:
+                    self._inbox.popleft()
+                    logger.warning(
+                        "connection %d: inbox full, oldest message dropped", self.connection_id
+                    )
+                self._inbox.append(data)
+                self._inbox_changed.set()
+            case ev.AnswerProcessed(offer_id=offer_id, answerer_id=answerer):
+                self.offer_id, self.peer_username = offer_id, answerer
+            case ev.Failed(error=error):
+                core = self._core()
+                if core is not None and core.terminal:
+                    self._gave_up = error
+                    self._state_changed.set()
+            case ev.Closed(reason=reason):
+                self._state = "closed"
+                self._closed_reason = reason
+                self._state_changed.set()
+                self._inbox_changed.set()
+        for callback in (*self._listeners.get(event.name, ()), *self._listeners.get("*", ())):
+            self._call(callback, event)
+        for stream in list(self._streams):
+            stream.send_nowait(event)
+            if isinstance(event, ev.Closed):
+                stream.close()
+
+    def _call(self, callback: EventCallback, event: ev.Event) -> None:
+        try:
+            result = callback(event)
+        except Exception:
+            logger.exception("listener for %s failed", event.name)
+            return
+        if isinstance(result, Awaitable):
+            self._runner.spawn(_await_quietly, result, event.name)
+
+
+async def _await_quietly(awaitable: Awaitable[Any], name: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("async listener for %s failed", name)

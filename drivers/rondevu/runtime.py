@@ -1,0 +1,365 @@
+"""The runtime driver: runs one sans-IO machine with real I/O on anyio (asyncio backend).
+
+A `MachineRunner` owns one top-level machine (a `rondevu_core.connection.Connection` or a
+`rondevu_core.pool.OfferPool`) and does three things, and nothing else:
+
+1. **Executes its actions.**  `SendRpc` goes to an `RpcCaller` (the batching RPC client)
+   and comes back as `RpcResult`; peer-connection actions go to a `PeerHost`, which
+   runs each peer connection's operations strictly in order on one worker task.
+2. **Keeps one timer** at the machine's ``get_timer()`` deadline and calls
+   ``handle_timer(now)`` when it is due (the aioquic model).
+3. **Feeds back** what happened - RPC outcomes, peer events translated to core inputs -
+   with ``now`` from its clock, and hands every machine event to ``on_event``.
+
+It makes no protocol decision: when to call, what to retry, what counts as failure are
+all the machine's.  Everything runs on the event loop thread, so feeding an input is a
+plain synchronous call; the machine is never entered concurrently.
+
+The clock is monotonic milliseconds (deadlines must not jump with the wall clock);
+signatures use the wall clock inside the RPC client, a separate concern.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+import rondevu_aiortc as peer_events
+from rondevu_aiortc import AiortcPeer, PeerStateError
+from rondevu_core import actions, inputs
+from rondevu_core.events import Event
+from rondevu_core.rpc import RpcFailed, RpcOutcome, RpcRequest
+
+__all__ = ["Machine", "MachineRunner", "PeerHost", "RpcCaller", "monotonic_ms"]
+
+logger = logging.getLogger("rondevu.runtime")
+
+
+def monotonic_ms() -> int:
+    """The runtime's default clock: monotonic milliseconds."""
+    return time.monotonic_ns() // 1_000_000
+
+
+class Machine(Protocol):
+    """What the runner needs of a core machine (Connection and OfferPool both fit)."""
+
+    def handle(self, event: inputs.Input) -> None: ...
+    def handle_timer(self, now: int) -> None: ...
+    def get_timer(self) -> int | None: ...
+    def next_action(self) -> Any: ...
+    def next_event(self) -> Any: ...
+
+
+class RpcCaller(Protocol):
+    """Performs one signaling call; never raises for a failed call (returns RpcFailed)."""
+
+    async def call(self, request: RpcRequest) -> RpcOutcome: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataChannelOptions:
+    """Options of the data channel an offerer creates (the 0.18.9 offer factory's job)."""
+
+    ordered: bool = True
+    max_retransmits: int | None = None
+    max_packet_life_time: int | None = None
+    protocol: str = ""
+
+
+class _Peer:
+    """One peer connection, its ordered operation queue and its primary channel."""
+
+    __slots__ = ("channel", "inbox", "outbox", "peer")
+
+    def __init__(self, peer: AiortcPeer) -> None:
+        self.peer = peer
+        self.channel: int | None = None
+        send, receive = anyio.create_memory_object_stream[actions.PeerAction](max_buffer_size=1024)
+        self.outbox: MemoryObjectSendStream[actions.PeerAction] = send
+        self.inbox: MemoryObjectReceiveStream[actions.PeerAction] = receive
+
+
+class PeerHost:
+    """Executes peer-connection actions on aiortc and reports back as core inputs.
+
+    Each peer connection gets a worker task that performs its actions one after the
+    other, because their order matters (a remote description before its candidates, a
+    data channel before the offer).  ``host_addresses`` is passed to every `AiortcPeer`
+    (``["127.0.0.1"]`` keeps all WebRTC traffic on loopback).
+    """
+
+    def __init__(
+        self,
+        *,
+        feed: Callable[[inputs.Input], None],
+        clock: Callable[[], int],
+        host_addresses: Sequence[str] | None = None,
+        channel_options: DataChannelOptions | None = None,
+    ) -> None:
+        self._feed = feed
+        self._clock = clock
+        self._host_addresses = host_addresses
+        self._channel_options = channel_options or DataChannelOptions()
+        self._peers: dict[int, _Peer] = {}
+        self._group: TaskGroup | None = None
+
+    def bind(self, group: TaskGroup) -> None:
+        """Run peer workers in ``group`` (the runner's task group)."""
+        self._group = group
+
+    def peer(self, pc_id: int) -> AiortcPeer | None:
+        """The live aiortc wrapper of ``pc_id`` (raw access for the application)."""
+        slot = self._peers.get(pc_id)
+        return None if slot is None else slot.peer
+
+    def execute(self, action: actions.PeerAction) -> None:
+        """Queue ``action`` on its peer connection's worker."""
+        if isinstance(action, actions.CreatePeerConnection):
+            self._create(action)
+            return
+        slot = self._peers.get(action.pc_id)
+        if slot is None:
+            # The machine only names peer connections it created and has not closed.
+            logger.warning("action for unknown peer connection %d dropped", action.pc_id)
+            return
+        slot.outbox.send_nowait(action)
+        if isinstance(action, actions.ClosePeerConnection):
+            slot.outbox.close()
+
+    def _create(self, action: actions.CreatePeerConnection) -> None:
+        assert self._group is not None, "PeerHost.bind() first"
+        pc_id = action.pc_id
+
+        def on_event(event: peer_events.PeerEvent) -> None:
+            self._report(pc_id, event)
+
+        peer = AiortcPeer(ice=action.ice, on_event=on_event, host_addresses=self._host_addresses)
+        slot = _Peer(peer)
+        self._peers[pc_id] = slot
+        self._group.start_soon(self._work, pc_id, slot)
+
+    async def _work(self, pc_id: int, slot: _Peer) -> None:
+        try:
+            async with slot.inbox:
+                async for action in slot.inbox:
+                    await self._perform(pc_id, slot, action)
+        finally:
+            # Closing is idempotent; this also covers cancellation at shutdown.
+            with anyio.CancelScope(shield=True):
+                await slot.peer.close()
+            self._peers.pop(pc_id, None)
+
+    async def _perform(self, pc_id: int, slot: _Peer, action: actions.PeerAction) -> None:
+        peer = slot.peer
+        try:
+            match action:
+                case actions.CreateDataChannel(label=label):
+                    options = self._channel_options
+                    info = peer.create_data_channel(
+                        label,
+                        ordered=options.ordered,
+                        max_retransmits=options.max_retransmits,
+                        max_packet_life_time=options.max_packet_life_time,
+                        protocol=options.protocol,
+                    )
+                    slot.channel = info.channel
+                case actions.CreateOffer():
+                    await peer.create_offer()
+                case actions.CreateAnswer():
+                    await peer.create_answer()
+                case actions.SetRemoteDescription(type="offer", sdp=sdp):
+                    if await peer.set_remote_offer(sdp):
+                        self._feed(inputs.RemoteDescriptionSet(now=self._clock(), pc_id=pc_id))
+                case actions.SetRemoteDescription(sdp=sdp):
+                    if await peer.set_remote_answer(sdp):
+                        self._feed(inputs.RemoteDescriptionSet(now=self._clock(), pc_id=pc_id))
+                case actions.AddRemoteCandidate(candidate=candidate):
+                    await peer.add_remote_candidate(candidate)
+                case actions.SendData(data=data):
+                    if slot.channel is None:
+                        raise PeerStateError("no data channel yet")
+                    peer.send(slot.channel, data)
+                case actions.ClosePeerConnection():
+                    await peer.close()
+                case _:
+                    raise PeerStateError(f"unsupported peer action {type(action).__name__}")
+        except (PeerStateError, RuntimeError, ValueError) as exc:
+            if not peer.closed:
+                operation = type(action).__name__
+                self._feed(
+                    inputs.PeerError(
+                        now=self._clock(), pc_id=pc_id, operation=operation, error=str(exc)
+                    )
+                )
+
+    def _report(self, pc_id: int, event: peer_events.PeerEvent) -> None:
+        """Translate one aiortc event into the core's input vocabulary."""
+        slot = self._peers.get(pc_id)
+        now = self._clock()
+        match event:
+            case peer_events.LocalDescriptionReady(sdp=sdp, candidates_embedded=complete):
+                self._feed(
+                    inputs.LocalDescriptionReady(now=now, pc_id=pc_id, sdp=sdp, complete=complete)
+                )
+            case peer_events.IceGatheringStateChanged(state=state):
+                self._feed(inputs.IceGatheringStateChanged(now=now, pc_id=pc_id, state=state))
+            case peer_events.IceConnectionStateChanged(state=state):
+                self._feed(inputs.IceConnectionStateChanged(now=now, pc_id=pc_id, state=state))
+            case peer_events.ConnectionStateChanged(state=state):
+                self._feed(inputs.PeerConnectionStateChanged(now=now, pc_id=pc_id, state=state))
+            case peer_events.DataChannelAnnounced(info=info):
+                # The answerer's channel arrives from the offerer; the first one is ours.
+                if slot is not None and slot.channel is None:
+                    slot.channel = info.channel
+            case peer_events.DataChannelOpened(channel=channel):
+                if slot is not None and channel == slot.channel:
+                    self._feed(inputs.ChannelOpen(now=now, pc_id=pc_id))
+            case peer_events.DataChannelClosed(channel=channel):
+                if slot is not None and channel == slot.channel:
+                    self._feed(inputs.ChannelClosed(now=now, pc_id=pc_id))
+            case peer_events.DataChannelMessage(channel=channel, data=data):
+                if slot is not None and channel == slot.channel:
+                    self._feed(inputs.ChannelMessage(now=now, pc_id=pc_id, data=data))
+            case peer_events.DataChannelError(channel=channel, error=reason):
+                if slot is not None and channel == slot.channel:
+                    self._feed(inputs.ChannelError(now=now, pc_id=pc_id, error=reason))
+            case peer_events.RemoteInputRejected(kind="candidate", reason=reason):
+                # One bad remote candidate does not doom the attempt; others may work.
+                logger.debug("pc %d: remote candidate rejected: %s", pc_id, reason)
+            case peer_events.RemoteInputRejected(kind=kind, reason=reason):
+                self._feed(
+                    inputs.PeerError(now=now, pc_id=pc_id, operation=f"remote {kind}", error=reason)
+                )
+            case _:
+                logger.debug("pc %d: unhandled peer event %r", pc_id, event)
+
+    async def aclose(self) -> None:
+        """Close every peer connection still open (shutdown path)."""
+        for slot in list(self._peers.values()):
+            slot.outbox.close()
+            with anyio.CancelScope(shield=True):
+                await slot.peer.close()
+
+
+class MachineRunner:
+    """Runs one machine: executes actions, keeps its timer, feeds results back.
+
+    Start `run` in a task group (``await group.start(runner.run)``); feed application
+    commands with `feed`; stop by feeding the machine's own close input, then `aclose`.
+    """
+
+    def __init__(
+        self,
+        machine: Machine,
+        *,
+        rpc: RpcCaller,
+        on_event: Callable[[Event], None],
+        clock: Callable[[], int] = monotonic_ms,
+        host_addresses: Sequence[str] | None = None,
+        channel_options: DataChannelOptions | None = None,
+    ) -> None:
+        self.machine = machine
+        self._rpc = rpc
+        self._on_event = on_event
+        self.clock = clock
+        self.peers = PeerHost(
+            feed=self.feed,
+            clock=clock,
+            host_addresses=host_addresses,
+            channel_options=channel_options,
+        )
+        self._wake = anyio.Event()
+        self._group: TaskGroup | None = None
+        self._backlog: list[inputs.Input] = []
+        self._closed = False
+        self.rpc_calls = 0
+        """How many signaling calls this machine has asked for (for benchmarks)."""
+
+    def feed(self, event: inputs.Input) -> None:
+        """Give the machine one input, then perform what it asks."""
+        if self._closed:
+            return
+        if self._group is None:
+            self._backlog.append(event)
+            return
+        self.machine.handle(event)
+        self._drain()
+
+    def _drain(self) -> None:
+        assert self._group is not None
+        machine = self.machine
+        while (action := machine.next_action()) is not None:
+            if isinstance(action, actions.SendRpc):
+                self.rpc_calls += 1
+                self._group.start_soon(self._call, action)
+            elif isinstance(action, actions.PeerAction):
+                self.peers.execute(action)
+            else:
+                logger.warning("unknown action %r dropped", action)
+        while (event := machine.next_event()) is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                # The application's handler must not take the runtime down with it.
+                logger.exception("event handler failed for %s", type(event).__name__)
+        self._wake.set()  # the deadline may have moved
+
+    def spawn(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run ``func(*args)`` as a task of this runner (cancelled by `aclose`)."""
+        if self._group is not None and not self._closed:
+            self._group.start_soon(func, *args)
+
+    async def _call(self, action: actions.SendRpc) -> None:
+        try:
+            outcome = await self._rpc.call(action.request)
+        except Exception as exc:  # a caller bug; the machine must still hear back
+            logger.exception("rpc caller raised")
+            outcome = RpcFailed(error=f"internal error: {type(exc).__name__}", transport=True)
+        self.feed(inputs.RpcResult(now=self.clock(), call_id=action.call_id, outcome=outcome))
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own the machine until `aclose`: the timer loop plus every I/O task it spawns."""
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                self.peers.bind(group)
+                for event in self._backlog:
+                    self.machine.handle(event)
+                self._backlog.clear()
+                self._drain()
+                task_status.started()
+                await self._timer_loop()
+        finally:
+            self._closed = True
+
+    async def _timer_loop(self) -> None:
+        machine = self.machine
+        while not self._closed:
+            self._wake = anyio.Event()
+            deadline = machine.get_timer()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            delay = (deadline - self.clock()) / 1000
+            if delay > 0:
+                with anyio.move_on_after(delay):
+                    await self._wake.wait()
+                    continue
+            machine.handle_timer(self.clock())
+            self._drain()
+
+    async def aclose(self) -> None:
+        """Stop: close every peer connection and cancel the remaining I/O tasks."""
+        if self._group is None or self._closed:
+            self._closed = True
+            return
+        self._closed = True
+        await self.peers.aclose()
+        self._group.cancel_scope.cancel()
