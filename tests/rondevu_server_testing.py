@@ -172,10 +172,15 @@ def drop_schema(schema: str) -> None:
 
 
 @contextmanager
-def running_server(backend: str, **settings: Any) -> Iterator[RunningServer]:
-    """Serve ``backend`` over HTTP on 127.0.0.1 until the block ends, then clean up."""
+def running_server(
+    backend: str, *, clock: FakeClock | None = None, **settings: Any
+) -> Iterator[RunningServer]:
+    """Serve ``backend`` over HTTP on 127.0.0.1 until the block ends, then clean up.
+
+    ``clock`` replaces the default `FakeClock` (e.g. a subclass that follows real time,
+    for clients that sign with the wall clock)."""
     config, schema = make_config(backend, **settings)
-    clock = FakeClock()
+    clock = clock if clock is not None else FakeClock()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -295,10 +295,11 @@ class Rondevu:
         provider) or ``service`` plus an optional ``username``.  The connection fetches
         an offer, answers it and connects in the background: ``await
         conn.wait_connected(timeout)`` to wait.  Reconnections return to the same
-        provider (B13).
+        provider (B13).  ``connection_config`` overrides the client's for this
+        connection, except the ICE servers, which are always the client's.
         """
         fqn = _target(service_fqn, service, username)
-        config = connection_config or self.connection_config
+        config = self._with_client_ice(connection_config)
         machine = Connection.answerer(fqn, config=config, unit_random=self._unit_random)
         holder: list[DurableConnection] = []
         runner = self._runner(machine, lambda event: holder[0].dispatch(event))
@@ -314,6 +315,13 @@ class Rondevu:
         await self._start(runner)
         runner.feed(Connect(now=runner.clock()))
         return conn
+
+    def _with_client_ice(self, config: ConnectionConfig | None) -> ConnectionConfig:
+        # A per-call config built without ``ice`` would otherwise fall back to the
+        # default public STUN server and silently undo ``connect(ice_servers=...)``.
+        if config is None:
+            return self.connection_config
+        return dataclasses.replace(config, ice=self.connection_config.ice)
 
     async def _forget_answerer(self, conn: DurableConnection) -> None:
         entry = self._answerers.pop(conn.connection_id, None)
@@ -353,6 +361,7 @@ class Rondevu:
         *,
         max_offers: int = 1,
         ttl_ms: int = 300_000,
+        poll_interval_ms: int = 1000,
         connection_config: ConnectionConfig | None = None,
         channel_options: DataChannelOptions | None = None,
     ) -> None:
@@ -361,6 +370,10 @@ class Rondevu:
         ``service`` is ``name:version`` (our username is appended).  ``max_offers``
         unanswered offers are kept published at all times; ``channel_options`` sets the
         data channel's reliability (the 0.18.9 custom offer factory's use).
+        ``poll_interval_ms`` spaces the polls that collect answers (0.18.9: 1000), so
+        it bounds how long an answering peer waits for us.  ``connection_config``
+        overrides the client's for the pool's connections, except the ICE servers,
+        which are always the client's (``Rondevu.connect(ice_servers=...)``).
         """
         if self._pool is not None and self._pool.machine.state is not PoolState.CLOSED:
             raise UsageError("a service is already being served; stop_filling() first")
@@ -371,7 +384,8 @@ class Rondevu:
             service=fqn.with_username(self.username),
             max_offers=max_offers,
             ttl_ms=ttl_ms,
-            connection=connection_config or self.connection_config,
+            poll_interval_ms=poll_interval_ms,
+            connection=self._with_client_ice(connection_config),
         )
         self._channel_options = channel_options
 

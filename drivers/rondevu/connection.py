@@ -84,7 +84,7 @@ class DurableConnection:
         self.offer_id: str | None = None
         """The offer this connection was made from (set once known)."""
         self.peer_username: str | None = None
-        """The other side's username (set once known)."""
+        """The other side's username (set once known; an answerer's is the provider)."""
         self._state = "initializing"
         self._listeners: dict[str, list[EventCallback]] = {}
         self._streams: list[MemoryObjectSendStream[ev.Event]] = []
@@ -241,6 +241,8 @@ class DurableConnection:
         match event:
             case ev.StateChanged(new=new):
                 self._state = new
+                if self.role == "answerer":
+                    self._learn_offer()
                 self._state_changed.set()
             case ev.Message(data=data):
                 if len(self._inbox) >= self._inbox_size:
@@ -268,6 +270,17 @@ class DurableConnection:
             stream.send_nowait(event)
             if isinstance(event, ev.Closed):
                 stream.close()
+
+    def _learn_offer(self) -> None:
+        # An answerer learns its offer (and, after discovery, the provider) from the
+        # machine: no event carries them.  Kept after the attempt ends, like an offerer's.
+        core = self._core()
+        if core is None:
+            return
+        if core.offer_id is not None:
+            self.offer_id = core.offer_id
+        if core.service.username is not None:
+            self.peer_username = core.service.username
 
     def _call(self, callback: EventCallback, event: ev.Event) -> None:
         try:
