@@ -19,6 +19,7 @@ the file fast; nothing sleeps to synchronise, everything waits on events under
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -45,6 +46,7 @@ from rondevu_core import events as ev
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.ice import DEFAULT_ICE_CONFIGURATION, NO_ICE_SERVERS
 from rondevu_core.sdp import candidates_from_sdp
+from rondevu_core.signing import KeyPair
 from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer
 from tests.rondevu_server_testing import FakeClock, RunningServer, running_server, unique
@@ -88,11 +90,19 @@ class Env:
     kind: str
     make_transport: Callable[[], SignalingTransport]
 
-    def client(self, prefix: str, config: ConnectionConfig = FAST) -> Rondevu:
-        """A fresh identity, WebRTC on loopback only, quick to retry."""
+    def client(
+        self,
+        prefix: str,
+        config: ConnectionConfig = FAST,
+        *,
+        username: str | None = None,
+        keypair: KeyPair | None = None,
+    ) -> Rondevu:
+        """A fresh identity (or the given one), WebRTC on loopback only, quick to retry."""
         return Rondevu.connect(
             transport=self.make_transport(),
-            username=unique(prefix),
+            username=username or unique(prefix),
+            keypair=keypair,
             ice_servers=[],
             host_addresses=LOOPBACK,
             connection_config=config,
@@ -324,6 +334,36 @@ async def test_close_ends_one_connection_and_its_peer_sees_it(env: Env) -> None:
             assert conn not in bob.active_connections
             assert pc.connectionState == "closed"
             await dropped.wait()  # the offerer side saw its data channel go away
+
+
+@pytest.mark.anyio
+async def test_publisher_gone_and_back_delivers_the_buffered_messages(env: Env) -> None:
+    """The same recovery flow in one process (both transports): the publisher's client
+    closes, the answerer reports ``disconnected`` and buffers, a new client with the same
+    identity publishes again and receives the buffered messages in order."""
+    service = f"{unique('chat')}:1.0.0"
+    owner, keypair = unique("pub"), KeyPair.generate(os.urandom)
+    quick = dataclasses.replace(FAST, connection_timeout_ms=2000)
+    with anyio.fail_after(TIMEOUT):
+        async with env.client("bob", quick) as bob:
+            async with env.client("", username=owner, keypair=keypair) as first:
+                await publish(first, service)
+                conn = await bob.connect_to_service(f"{service}@{owner}")
+                await conn.wait_connected()
+                old_offer = conn.offer_id
+                down = anyio.Event()
+                conn.on("disconnected", lambda _: down.set())
+            await down.wait()
+            conn.send("one")
+            conn.send(b"two")
+            assert conn.state != "connected"
+            async with env.client("", username=owner, keypair=keypair) as second:
+                await publish(second, service)
+                await conn.wait_connected()
+                assert conn.offer_id != old_offer
+                theirs = await next_incoming(second)
+                assert await theirs.receive() == "one"
+                assert await theirs.receive() == b"two"
 
 
 # -- the publisher process killed -------------------------------------------------------
