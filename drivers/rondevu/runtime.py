@@ -129,7 +129,15 @@ class PeerHost:
             # The machine only names peer connections it created and has not closed.
             logger.warning("action for unknown peer connection %d dropped", action.pc_id)
             return
-        slot.outbox.send_nowait(action)
+        try:
+            slot.outbox.send_nowait(action)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The worker already stopped: the peer connection is closing or closed, so
+            # the action is moot.  This runs inside aiortc's own event callbacks (close()
+            # emits state changes synchronously); raising here would abort aiortc's close
+            # half-way and leave every later close() waiting for ever.
+            logger.debug("action for closing peer connection %d dropped", action.pc_id)
+            return
         if isinstance(action, actions.ClosePeerConnection):
             slot.outbox.close()
 
@@ -187,7 +195,11 @@ class PeerHost:
                         raise PeerStateError("no data channel yet")
                     peer.send(slot.channel, data)
                 case actions.ClosePeerConnection():
-                    await peer.close()
+                    # Shielded: aiortc's close, once begun, must finish; cancelled midway
+                    # it leaves the peer connection "closing" for ever and every later
+                    # close (ours at shutdown included) waits on it without end.
+                    with anyio.CancelScope(shield=True):
+                        await peer.close()
                 case _:
                     raise PeerStateError(f"unsupported peer action {type(action).__name__}")
         except (PeerStateError, RuntimeError, ValueError) as exc:
