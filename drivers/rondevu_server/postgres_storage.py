@@ -137,7 +137,10 @@ class PostgresStorage:
             settings["search_path"] = schema
             conn = await asyncpg.connect(dsn)
             try:
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                # IF NOT EXISTS still races between processes starting together: serialise.
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             finally:
                 await conn.close()
         pool = await asyncpg.create_pool(
