@@ -77,6 +77,11 @@ class Context:
 Handler = Callable[[Context, Call, int], Awaitable[Any]]
 
 
+def _js_length(text: str) -> int:
+    """`js_length` with a fast path: SDPs are ASCII, where UTF-16 units = characters."""
+    return len(text) if text.isascii() else js_length(text)
+
+
 def _offer_id(params: Mapping[str, Any]) -> str | None:
     """The offerId param when it can name an offer at all (64 lowercase hex digits)."""
     value = params.get("offerId")
@@ -134,7 +139,7 @@ def _check_offers(ctx: Context, offers: Any) -> list[tuple[str, str]]:
             raise ValidationError(messages.OFFER_BAD_SDP.format(index=index))
         if not sdp.strip():
             raise ValidationError(messages.OFFER_EMPTY_SDP.format(index=index))
-        if js_length(sdp) > config.max_sdp_chars:
+        if _js_length(sdp) > config.max_sdp_chars:
             raise ValidationError(
                 messages.OFFER_SDP_TOO_LARGE.format(index=index, limit=config.max_sdp_chars)
             )
@@ -226,7 +231,7 @@ async def answer_offer(ctx: Context, call: Call, now: int) -> Any:
     sdp = call.params.get("sdp")
     if not isinstance(sdp, str) or not sdp or "\x00" in sdp:
         raise ValidationError(messages.INVALID_SDP)
-    if js_length(sdp) > ctx.config.max_sdp_chars:
+    if _js_length(sdp) > ctx.config.max_sdp_chars:
         raise ValidationError(messages.SDP_TOO_LARGE)
     offer_id = _offer_id(call.params)
     if offer_id is None:

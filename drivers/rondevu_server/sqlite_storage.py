@@ -1,11 +1,12 @@
 """SQLite backend: the stdlib ``sqlite3`` module on one dedicated thread.
 
 Every storage method is one plain function run on a single-thread executor, so a call
-costs one thread hop however many statements it runs, and all work is serialised on one
-connection: each write is a ``BEGIN IMMEDIATE`` transaction, which is what makes publish
-atomic (S5) and answerOffer's conditional update race-free (S3).  File databases use WAL
-and ``synchronous=NORMAL`` (durable at checkpoints, never corrupt); ``:memory:`` is the
-default, as in the original.
+costs one thread hop however many statements it runs (``:memory:`` skips the hop: it
+never waits on I/O, so its functions run inline on the event loop), and all work is
+serialised on one connection: each write is a ``BEGIN IMMEDIATE`` transaction, which
+makes publish atomic (S5) and answerOffer's conditional update race-free (S3).  File
+databases use WAL and ``synchronous=NORMAL`` (durable at checkpoints, never corrupt);
+``:memory:`` is the default, as in the original.
 
 The schema is created (or migrated, see `_MIGRATIONS`) when the storage opens.
 """
@@ -116,9 +117,12 @@ def _service_offer(service: Sequence[Any], offer: Sequence[Any]) -> ServiceOffer
 class SqliteStorage:
     """`Storage` on a SQLite database (``:memory:`` or a file path)."""
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, *, inline: bool = False
+    ) -> None:
         self._conn = conn
         self._executor = executor
+        self._inline = inline
         self._closed = False
 
     @classmethod
@@ -131,9 +135,13 @@ class SqliteStorage:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(conn, executor)
+        # An in-memory database never waits on I/O: its statements take microseconds, so
+        # running them on the event loop is cheaper than a thread hop (measured in bench/).
+        return cls(conn, executor, inline=path == ":memory:")
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._inline:
+            return fn(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
@@ -142,6 +150,7 @@ class SqliteStorage:
         if self._closed:
             return
         self._closed = True
+        self._inline = False  # close on the connection's own thread
         await self._run(self._conn.close)
         self._executor.shutdown(wait=True)
 
