@@ -6,14 +6,18 @@ reading its output lines until the expected one appears, never by sleeping.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import selectors
+import select
+import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -29,55 +33,89 @@ def _env() -> dict[str, str]:
     return env
 
 
-def rondevu(*args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
-    """Start ``rondevu ARGS`` (``python -m rondevu.cli``) with piped, line-buffered text."""
+def rondevu(*args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start ``rondevu ARGS`` (``python -m rondevu.cli``) with unbuffered byte pipes."""
     return subprocess.Popen(
         [sys.executable, "-m", "rondevu.cli", *args],
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
+        bufsize=0,
         env=_env(),
         cwd=ROOT,
     )
 
 
 class Lines:
-    """Reads a subprocess's stdout line by line with a deadline (no sleeping)."""
+    """Reads one pipe of a subprocess line by line with a deadline (no sleeping).
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        self.process = process
+    Reads the raw file descriptor (no Python buffering between ``select`` and the
+    read), so a line is seen as soon as the process writes it.
+    """
+
+    def __init__(self, pipe: IO[bytes] | None) -> None:
+        assert pipe is not None
+        self.fd = pipe.fileno()
         self.seen: list[str] = []
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(process.stdout, selectors.EVENT_READ)
+        self._pending = b""
+        self._eof = False
+
+    def _next_line(self, deadline: float) -> str | None:
+        while b"\n" not in self._pending:
+            if self._eof:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                self._eof = True
+                if self._pending:
+                    self._pending += b"\n"
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        text = line.decode("utf-8", "replace")
+        self.seen.append(text)
+        return text
 
     def wait_for(self, pattern: str, timeout: float = DEADLINE_S) -> str:
         """The first new line matching ``pattern``; fails at the deadline or at EOF."""
-        assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._selector.select(left):
-                pytest.fail(f"no line matching {pattern!r} in time; saw {self.seen!r}")
-            line = self.process.stdout.readline()
-            if not line:
-                pytest.fail(f"EOF before a line matching {pattern!r}; saw {self.seen!r}")
-            self.seen.append(line.rstrip("\n"))
+        while (line := self._next_line(deadline)) is not None:
             if re.search(pattern, line):
                 return line
+        reason = "EOF" if self._eof else "deadline"
+        pytest.fail(f"{reason} before a line matching {pattern!r}; saw {self.seen!r}")
+
+    def rest(self, timeout: float = DEADLINE_S) -> list[str]:
+        """Every remaining line until EOF."""
+        deadline = time.monotonic() + timeout
+        lines = []
+        while (line := self._next_line(deadline)) is not None:
+            lines.append(line)
+        assert self._eof, f"no EOF in time; saw {self.seen!r}"
+        return lines
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     """Subprocesses to kill (if still running) when the test ends."""
-    started: list[subprocess.Popen[str]] = []
+    started: list[subprocess.Popen[bytes]] = []
     yield started
     for process in started:
         if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=DEADLINE_S)
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        process.wait(DEADLINE_S)
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_demo_runs_the_whole_timeline() -> None:
@@ -149,3 +187,121 @@ def test_demo_timeout_fails_with_the_step_named() -> None:
     assert result.returncode == 1
     assert re.search(r"rondevu demo: FAILED: timed out after 0\.001 s while \w", result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# -- publish and connect -----------------------------------------------------------------
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rondevu.cli", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_connect_rejects_an_invalid_fqn() -> None:
+    result = _run_cli("connect", "not a service", "--api-url", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "rondevu connect: invalid FQN 'not a service': "
+        "Service FQN must be in format: service:version[@username]\n"
+    )
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["publish", "chat"], "rondevu publish: invalid SERVICE 'chat'"),
+        (["publish", "chat:1.0.0@bob"], "SERVICE is name:version"),
+        (["connect", "chat:1.0.0", "--username", "Bad Name!"], "invalid option"),
+        (["connect", "chat:1.0.0", "--ice-servers", "nope"], "unknown ICE preset 'nope'"),
+        (["connect", "chat:1.0.0", "--host-address", "localhost"], "invalid option"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
+    result = _run_cli(*args, "--api-url", "http://127.0.0.1:9")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_connect_to_an_unreachable_server_fails_clearly() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    result = _run_cli("connect", "chat:1.0.0@alice", "--api-url", url)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"rondevu connect: cannot reach the signaling server at {url}")
+    assert "Traceback" not in result.stderr
+
+
+def test_key_file_broken_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "key.json"
+    key.write_text('{"publicKey": "AAAA"}')
+    result = _run_cli(
+        "publish", "chat:1.0.0", "--api-url", "http://127.0.0.1:9", "--key-file", str(key)
+    )
+    assert result.returncode == 2
+    assert "has no privateKey" in result.stderr
+
+
+@pytest.fixture
+def server_url(processes: list[subprocess.Popen[bytes]]) -> str:
+    """A real ``rondevu serve`` on 127.0.0.1 (free port, SQLite :memory:)."""
+    server = rondevu("serve", "--port", "0", "--log-level", "info")
+    processes.append(server)
+    listening = Lines(server.stderr).wait_for(r'"msg": "listening"')
+    return f"http://127.0.0.1:{json.loads(listening)['port']}"
+
+
+def test_publish_and_connect_exchange_a_line(
+    server_url: str, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    key = tmp_path / "alice.json"
+    username = f"alice-{os.getpid()}"
+    common = ["--api-url", server_url, "--host-address", "127.0.0.1"]
+    publisher = rondevu(
+        "publish", "chat:1.0.0", "--username", username, "--key-file", str(key), *common
+    )
+    processes.append(publisher)
+    publisher_status = Lines(publisher.stderr)
+    publisher_status.wait_for(rf"published chat:1\.0\.0@{username} \(echo\)")
+    # The key file was created private, with the pair and the username.
+    assert key.stat().st_mode & 0o777 == 0o600
+    stored = json.loads(key.read_text())
+    assert set(stored) == {"publicKey", "privateKey", "username"}
+    assert stored["username"] == username
+
+    peer = rondevu("connect", f"chat:1.0.0@{username}", *common, stdin=subprocess.PIPE)
+    processes.append(peer)
+    peer_status = Lines(peer.stderr)
+    peer_status.wait_for(r"connected to chat:1\.0\.0@")
+    assert peer.stdin is not None
+    peer.stdin.write(b"hello over webrtc\n")
+    peer.stdin.flush()
+    peer_out = Lines(peer.stdout)
+    assert peer_out.wait_for("hello") == "hello over webrtc"  # the echo came back
+    assert Lines(publisher.stdout).wait_for("hello").endswith(": hello over webrtc (echoed)")
+
+    # EOF on stdin: connect closes everything and exits 0.
+    peer.stdin.close()
+    assert peer.wait(DEADLINE_S) == 0
+    # SIGTERM: publish closes everything and exits 0.
+    publisher.send_signal(signal.SIGTERM)
+    assert publisher.wait(DEADLINE_S) == 0
+    # Both said goodbye, without a traceback.
+    assert "rondevu: SIGTERM: closing" in publisher_status.rest()
+    peer_status.rest()
+    assert not any("Traceback" in line for line in publisher_status.seen + peer_status.seen)

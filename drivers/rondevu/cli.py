@@ -17,8 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rondevu {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     from rondevu.cli_demo import add_demo_command
+    from rondevu.cli_peer import add_peer_commands
 
     add_demo_command(commands)
+    add_peer_commands(commands)
     from rondevu_server.cli import add_serve_command  # the server is optional at import
 
     add_serve_command(commands)
