@@ -6,6 +6,7 @@ defaults accept what an honest 0.18.x client sends.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -152,3 +153,28 @@ def test_config_from_env() -> None:
     assert "RONDEVU_DB" in config.env_names()
     with pytest.raises(ValueError, match="RONDEVU_PORT"):
         ServerConfig.from_env({"RONDEVU_PORT": "x"})
+
+
+def test_sqlite_file_database_persists_and_migrates(tmp_path: Any) -> None:
+    """A file database (thread mode, WAL) keeps claims across restarts."""
+    import asyncio
+
+    from rondevu_server.server import RondevuServer
+
+    path = str(tmp_path / "rondevu.db")
+    peer = Peer("f")
+    now = 1_765_700_000_000
+
+    async def claim_then_reopen() -> bytes:
+        first = await RondevuServer.open(ServerConfig(db=f"sqlite://{path}"), clock=lambda: now)
+        body = json.dumps(peer.call("poll", {}, now=now)).encode()
+        assert (await first.handle_rpc_body(body))[0] == 200
+        await first.aclose()
+        second = await RondevuServer.open(ServerConfig(db=path), clock=lambda: now)
+        probe: dict[str, Any] = {"method": "getUser", "message": "m", "signature": "s"}
+        probe["params"] = {"username": peer.username}
+        _, reply = await second.handle_rpc_body(json.dumps(probe).encode())
+        await second.aclose()
+        return reply
+
+    assert json.loads(asyncio.run(claim_then_reopen()))["result"]["available"] is False

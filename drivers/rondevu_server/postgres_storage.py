@@ -270,7 +270,7 @@ class PostgresStorage:
 
     async def find_service(self, fqn: ServiceFqn, now: int) -> ServiceOffer:
         """See `Storage.find_service`."""
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        async with self._pool.acquire() as conn:
             service = await conn.fetchrow(
                 f"SELECT {_SERVICE_COLUMNS} FROM services s"
                 " WHERE s.service_fqn = $1 AND s.expires_at > $2",
@@ -286,7 +286,7 @@ class PostgresStorage:
 
     async def find_random_service(self, service: str, version: str, now: int) -> ServiceOffer:
         """See `Storage.find_random_service`."""
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        async with self._pool.acquire() as conn:
             found = await conn.fetchrow(
                 f"SELECT {_SERVICE_COLUMNS} FROM services s JOIN offers o ON o.service_id = s.id"
                 " WHERE s.service_name = $1 AND s.version = $2 AND s.expires_at > $3"
@@ -389,7 +389,7 @@ class PostgresStorage:
         self, username: str, since: int, now: int
     ) -> tuple[list[AnswerRecord], list[IceRecord]]:
         """See `Storage.poll`."""
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        async with self._pool.acquire() as conn:
             answer_rows = await conn.fetch(
                 "SELECT id, service_id, answerer_username, answer_sdp, answered_at FROM offers"
                 " WHERE username = $1 AND expires_at > $2 AND answered_at > $3"
@@ -484,7 +484,7 @@ class PostgresStorage:
         self, offer_id: str, username: str, since: int, now: int
     ) -> list[tuple[str, int]]:
         """See `Storage.get_ice_candidates`."""
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        async with self._pool.acquire() as conn:
             offer = await conn.fetchrow(
                 "SELECT username, answerer_username FROM offers WHERE id = $1 AND expires_at > $2",
                 offer_id,
