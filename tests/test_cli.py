@@ -305,3 +305,41 @@ def test_publish_and_connect_exchange_a_line(
     assert "rondevu: SIGTERM: closing" in publisher_status.rest()
     peer_status.rest()
     assert not any("Traceback" in line for line in publisher_status.seen + peer_status.seen)
+
+
+def test_interactive_publish_chats_both_ways(
+    server_url: str, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    username = f"carol-{os.getpid()}"
+    common = ["--api-url", server_url, "--host-address", "127.0.0.1"]
+    publisher = rondevu(
+        "publish",
+        "talk:1.0.0",
+        "--interactive",
+        "--username",
+        username,
+        *common,
+        stdin=subprocess.PIPE,
+    )
+    processes.append(publisher)
+    publisher_status = Lines(publisher.stderr)
+    publisher_status.wait_for(r"published talk:1\.0\.0@.*\(interactive\)")
+    peer = rondevu("connect", f"talk:1.0.0@{username}", *common, stdin=subprocess.PIPE)
+    processes.append(peer)
+    Lines(peer.stderr).wait_for(r"connected to talk:1\.0\.0@")
+    publisher_status.wait_for(r"connected \(offer ")
+    assert peer.stdin is not None
+    assert publisher.stdin is not None
+
+    peer.stdin.write(b"hi carol\n")
+    peer.stdin.flush()
+    assert Lines(publisher.stdout).wait_for("hi carol").endswith(": hi carol")
+    publisher.stdin.write(b"hi there\n")
+    publisher.stdin.flush()
+    assert Lines(peer.stdout).wait_for("hi there") == "hi there"
+
+    # EOF on the publisher's stdin ends it cleanly; then the peer's.
+    publisher.stdin.close()
+    assert publisher.wait(DEADLINE_S) == 0
+    peer.stdin.close()
+    assert peer.wait(DEADLINE_S) == 0

@@ -285,6 +285,8 @@ def _narrate(conn: DurableConnection, who: str) -> None:
         match event:
             case ev.Disconnected(reason=reason):
                 status(f"{who}: link lost ({reason})")
+            case ev.Failed(error=error):
+                status(f"{who}: attempt failed: {error}")
             case ev.ReconnectScheduled(attempt=attempt, delay=delay, max_attempts=most):
                 status(f"{who}: reconnecting in {delay} ms (attempt {attempt}/{most})")
             case ev.ReconnectSuccess():
