@@ -251,7 +251,7 @@ async def _scenario(t: Timeline, alice: Rondevu, bob: Rondevu, verbose: bool) ->
     _narrate(t, link, verbose)
     await link.wait_connected()
     first = await anext(incoming)
-    t.say("alice", f"peer connected on offer {first.offer_id and first.offer_id[:8]}")
+    t.say("alice", f"peer connected on offer {(first.offer_id or '?')[:8]}")
 
     t.step = "exchanging messages"
     link.send("hello alice")
@@ -283,7 +283,13 @@ async def _scenario(t: Timeline, alice: Rondevu, bob: Rondevu, verbose: bool) ->
     link.on("reconnect:success", lambda _event: reconnected.set())
     await reconnected.wait()
     second = await anext(incoming)
-    t.say("alice", f"peer reconnected on a fresh offer {second.offer_id and second.offer_id[:8]}")
+    if second.offer_id == first.offer_id:
+        raise RondevuError("bob reconnected through the offer he had already used")
+    t.say(
+        "alice",
+        f"peer reconnected on a fresh offer {(second.offer_id or '?')[:8]} "
+        f"(was {(first.offer_id or '?')[:8]})",
+    )
 
     t.step = "receiving the replayed messages"
     for expected in down:
