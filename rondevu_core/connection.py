@@ -56,6 +56,7 @@ from enum import Enum
 from typing import Any
 
 from rondevu_core.actions import (
+    Action,
     ClosePeerConnection,
     CreateAnswer,
     CreateDataChannel,
@@ -81,6 +82,7 @@ from rondevu_core.events import (
     Connecting,
     ConnectionTimeout,
     Disconnected,
+    Event,
     Failed,
     IceCandidateLocal,
     IceConnectionState,
@@ -363,12 +365,12 @@ class Connection:
         # A method, not an inline test: handlers change ``state`` behind mypy's narrowing.
         return self.state is State.CLOSED
 
-    def next_action(self) -> Any:
-        """The oldest queued action (an `Action`), or None."""
+    def next_action(self) -> Action | None:
+        """The oldest queued action, or None."""
         return self._outbox.next_action()
 
-    def next_event(self) -> Any:
-        """The oldest queued event (an `Event`), or None."""
+    def next_event(self) -> Event | None:
+        """The oldest queued event, or None."""
         return self._outbox.next_event()
 
     @property

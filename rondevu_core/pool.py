@@ -36,7 +36,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from rondevu_core.actions import SendRpc
+from rondevu_core.actions import Action, SendRpc
 from rondevu_core.backoff import Backoff, BackoffPolicy
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection, State
@@ -44,6 +44,7 @@ from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
     AnswerDuplicate,
     ConnectionOpened,
+    Event,
     OfferCreated,
     OffersPublished,
     ProtocolViolation,
@@ -178,12 +179,12 @@ class OfferPool:
                 conn.handle_timer(now)
                 self._settle(conn, now)
 
-    def next_action(self) -> Any:
-        """The oldest queued action (an `Action`), or None."""
+    def next_action(self) -> Action | None:
+        """The oldest queued action, or None."""
         return self._outbox.next_action()
 
-    def next_event(self) -> Any:
-        """The oldest queued event (an `Event`), or None."""
+    def next_event(self) -> Event | None:
+        """The oldest queued event, or None."""
         return self._outbox.next_event()
 
     @property
