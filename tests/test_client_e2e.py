@@ -127,12 +127,8 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
 
 async def publish(rondevu: Rondevu, service: str, max_offers: int = 1) -> None:
     """Publish ``service`` and return once its offers are on the server."""
-    published = anyio.Event()
-    off = rondevu.on("offers:published", lambda _: published.set())
     rondevu.publish_service(service, max_offers=max_offers, poll_interval_ms=POLL_MS)
     await rondevu.start_filling()
-    await published.wait()
-    off()
 
 
 async def next_incoming(rondevu: Rondevu) -> DurableConnection:

@@ -236,11 +236,8 @@ async def _timeline(t: Timeline, verbose: bool) -> None:
 
 async def _scenario(t: Timeline, alice: Rondevu, bob: Rondevu, verbose: bool) -> None:
     t.step = "publishing alice's service"
-    published = anyio.Event()
-    alice.on("offers:published", lambda _event: published.set())
     alice.publish_service(SERVICE, max_offers=2)
-    await alice.start_filling()
-    await published.wait()
+    await alice.start_filling()  # returns once the offers are on the server
     t.say("alice", f"published {SERVICE}@alice ({alice.get_service_status().offer_count} offers)")
 
     incoming = alice.incoming()

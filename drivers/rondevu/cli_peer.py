@@ -347,21 +347,11 @@ async def _publish(args: argparse.Namespace) -> int:
     async with client, anyio.create_task_group() as group:
         group.start_soon(_until_signal, group.cancel_scope)
         await _check_server(client, args.api_url)
-        outcome: list[ev.Event] = []
-        answered = anyio.Event()
-
-        def first_outcome(event: ev.Event) -> None:
-            if not outcome:
-                outcome.append(event)
-                answered.set()
-
-        client.on("offers:published", first_outcome)
-        client.on("offers:publish:failed", first_outcome)
         client.publish_service(args.service, max_offers=args.max_offers)
-        await client.start_filling()
-        await answered.wait()
-        if isinstance(outcome[0], ev.PublishFailed):
-            raise CliError(f"publishing failed: {outcome[0].error}")
+        try:
+            await client.start_filling()  # returns once the offers are on the server
+        except RpcError as error:
+            raise CliError(f"publishing failed: {error}") from error
         mode = "interactive" if args.interactive else "echo"
         status(f"published {fqn.with_username(client.username)} ({mode}); waiting for peers")
         peers: list[DurableConnection] = []

@@ -51,6 +51,7 @@ from rondevu_core.fqn import ServiceFqn, validate_service_fqn
 from rondevu_core.ice import IceConfiguration, IceServer, IceTransportPolicy, ice_configuration
 from rondevu_core.inputs import Close, Connect, StartFilling, StopFilling
 from rondevu_core.pool import OfferPool, PoolState
+from rondevu_core.rpc import Method
 from rondevu_core.signing import KeyPair
 from rondevu_core.usernames import generate_anonymous_username, validate_username
 from rondevu_schemas.methods import ServiceEntry, ServicePage
@@ -91,6 +92,9 @@ class _Pool:
         self.runner = runner
         self.connections: dict[int, DurableConnection] = {}
         self.opened: set[int] = set()
+        self.first_publication = anyio.Event()
+        """Set when the first publishService of this pool succeeded or failed."""
+        self.publish_error: str | None = None
 
 
 class Rondevu:
@@ -389,18 +393,28 @@ class Rondevu:
         )
         self._channel_options = channel_options
 
-    async def start_filling(self) -> None:
-        """Publish the offers and keep the pool full until `stop_filling`."""
+    async def start_filling(self, *, timeout: float | None = 30.0) -> None:  # noqa: ASYNC109
+        """Publish the offers, returning once they are on the server (as 0.18.9 awaits
+        its first fill); the pool then stays full until `stop_filling`.
+
+        Raises `RpcError` if that first publication fails (the pool keeps retrying with
+        backoff until `stop_filling`), `TimeoutError` after ``timeout`` seconds.
+        """
         if self._published is None:
             raise UsageError("No service published. Call publish_service() first.")
         if self._pool is not None and self._pool.machine.state is PoolState.FILLING:
             return
         if self._pool is None or self._pool.machine.state is PoolState.CLOSED:
             machine = OfferPool(self._published, unit_random=self._unit_random)
-            pool = _Pool(machine, self._runner(machine, self._on_pool_event))
-            self._pool = pool
-            await self._start(pool.runner)
-        self._pool.runner.feed(StartFilling(now=self._pool.runner.clock()))
+            self._pool = _Pool(machine, self._runner(machine, self._on_pool_event))
+            await self._start(self._pool.runner)
+        pool = self._pool
+        pool.first_publication = anyio.Event()
+        pool.runner.feed(StartFilling(now=pool.runner.clock()))
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            await pool.first_publication.wait()
+        if pool.publish_error is not None:
+            raise RpcError(Method.PUBLISH_SERVICE, pool.publish_error)
 
     async def stop_filling(self) -> None:
         """Stop publishing and close every connection the pool made (0.18.9 semantics)."""
@@ -422,6 +436,10 @@ class Rondevu:
         pool = self._pool
         assert pool is not None
         if event.connection_id == 0:
+            first = not pool.first_publication.is_set()
+            if first and isinstance(event, ev.OffersPublished | ev.PublishFailed):
+                pool.publish_error = getattr(event, "error", None)
+                pool.first_publication.set()
             self._emit(event.name, event)
             return
         conn = pool.connections.get(event.connection_id)
