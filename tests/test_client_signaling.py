@@ -345,6 +345,41 @@ async def test_aclose_settles_every_pending_call_and_leaves_no_task(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("batching", [True, False], ids=["batched", "unbatched"])
+async def test_client_whose_tasks_were_cancelled_fails_calls_at_once(
+    env: Env, batching: bool
+) -> None:
+    """Regression: the scope that entered the client is cancelled while a connection
+    still issues calls.  The waiting call and any later one fail with ClientClosedError
+    instead of hanging or touching the dead task group ("This task group is not active")."""
+    options = BatcherOptions(max_wait_ms=60_000, enabled=batching)
+    api, gate = env.api(batching=options, wrap=Gate)
+    errors: list[ClientClosedError] = []
+
+    async def ask(name: str) -> None:
+        try:
+            await api.get_user(name)
+        except ClientClosedError as error:
+            errors.append(error)
+
+    with anyio.CancelScope() as host:
+        async with api:
+            # Shielded: this block stands for work that outlives the host's cancellation.
+            with anyio.CancelScope(shield=True), anyio.fail_after(TIMEOUT):
+                async with anyio.create_task_group() as callers:
+                    callers.start_soon(ask, "waiting")
+                    await anyio.wait_all_tasks_blocked()
+                    assert api.rpc.queued + api.rpc.in_flight == 1
+                    host.cancel()  # the client's own tasks end; aclose has not run
+                assert [str(e) for e in errors] == ["Client closed before the call completed"]
+                with pytest.raises(ClientClosedError):
+                    await api.get_user("late")
+                assert not api.rpc.closed  # aclose (from the block's exit) still runs
+    assert gate.closed
+    assert (api.rpc.queued, api.rpc.in_flight) == (0, 0)
+
+
+@pytest.mark.anyio
 async def test_a_cancelled_caller_does_not_disturb_the_others(env: Env) -> None:
     options = BatcherOptions(max_batch_size=2, max_wait_ms=60_000)
     api, wire = env.api(batching=options)

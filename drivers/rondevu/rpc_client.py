@@ -21,7 +21,10 @@ original).  They all live in a task group owned by the client, so the client is 
 
 Invariants: every awaiting caller is woken exactly once, by its own outcome or by
 `ClientClosedError`; after `aclose` returns, no task of the client runs, no call is
-pending and the transport is closed.  A caller cancelled while waiting does not cancel
+pending and the transport is closed.  If the client's tasks end without `aclose` (the
+scope that entered the client was cancelled), the pending calls fail the same way and a
+later `call` raises `ClientClosedError` at once: nothing is ever started on a task group
+that is gone.  A caller cancelled while waiting does not cancel
 its call: the batcher has no input for withdrawing a call, so the call still goes out
 (if it has not already) and its outcome is dropped.
 """
@@ -112,7 +115,7 @@ class RpcClient:
         self._bodies: dict[int, dict[str, Any]] = {}  # signed call objects not yet sent
         self._exit_stack: AsyncExitStack | None = None
         self._tasks: TaskGroup | None = None
-        self._stopped = anyio.Event()
+        self._stopped = anyio.Event()  # set once the client's task group has exited
         self._wakeup = anyio.Event()
         self._closed = False
         self._transport_closed = False
@@ -192,6 +195,12 @@ class RpcClient:
                 task_status.started()
         finally:
             self._stopped.set()
+            if not self._closed:
+                # Cancelled from outside, before aclose: no task can send any more, so
+                # settle every call now rather than leave its caller waiting forever.
+                self._batcher.close()
+                self._drain(closing=True)
+                self._bodies.clear()
 
     # -- calls ---------------------------------------------------------------------
 
@@ -202,7 +211,7 @@ class RpcClient:
         `ClientClosedError` if the client is (or gets) closed first, `UsageError` if it
         was never entered.
         """
-        if self._closed:
+        if self._closed or self._stopped.is_set():
             raise ClientClosedError("Client is closed")
         if self._tasks is None:
             raise UsageError("RpcClient must be entered first: 'async with RpcClient(...)'")

@@ -32,6 +32,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 import rondevu_aiortc as peer_events
+from rondevu.errors import ClientClosedError
 from rondevu_aiortc import AiortcPeer, PeerStateError
 from rondevu_core import actions, inputs
 from rondevu_core.events import Event
@@ -331,6 +332,8 @@ class MachineRunner:
     async def _call(self, action: actions.SendRpc) -> None:
         try:
             outcome = await self._rpc.call(action.request)
+        except ClientClosedError as exc:  # shutting down: an expected failure, not a bug
+            outcome = RpcFailed(error=str(exc), transport=True)
         except Exception as exc:  # a caller bug; the machine must still hear back
             logger.exception("rpc caller raised")
             outcome = RpcFailed(error=f"internal error: {type(exc).__name__}", transport=True)
