@@ -12,7 +12,6 @@ meets a new error.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -30,6 +29,7 @@ from rondevu_core.usernames import is_valid_username, js_length
 from rondevu_server import messages
 from rondevu_server.auth import Authenticator, Call
 from rondevu_server.config import ServerConfig
+from rondevu_server.jsonwire import RawJson, dumps
 from rondevu_server.storage import Rejected, ServiceOffer, Storage
 
 __all__ = ["METHODS", "Context", "Handler"]
@@ -272,7 +272,7 @@ async def poll(ctx: Context, call: Call, now: int) -> Any:
                 "offerId": item.offer_id,
                 "username": item.username,
                 "role": item.role,
-                "candidate": json.loads(item.candidate),
+                "candidate": RawJson(item.candidate),
                 "createdAt": item.created_at,
             }
         )
@@ -307,12 +307,12 @@ def _check_candidates(ctx: Context, candidates: Any) -> list[str]:
             raise ValidationError(
                 messages.CANDIDATE_TOO_DEEP.format(index=index, limit=config.max_candidate_depth)
             )
-        text = json.dumps(candidate, separators=(",", ":"), ensure_ascii=False)
-        if len(text.encode("utf-8", "replace")) > config.max_candidate_bytes:
+        data = dumps(candidate)
+        if len(data) > config.max_candidate_bytes:
             raise ValidationError(
                 messages.CANDIDATE_TOO_LARGE.format(index=index, limit=config.max_candidate_bytes)
             )
-        texts.append(text)
+        texts.append(data.decode("utf-8"))
     return texts
 
 
@@ -338,7 +338,7 @@ async def get_ice_candidates(ctx: Context, call: Call, now: int) -> Any:
     since = coerce_since(call.params.get("since"))
     rows = await ctx.storage.get_ice_candidates(offer_id, username, since, now)
     return {
-        "candidates": [{"candidate": json.loads(text), "createdAt": at} for text, at in rows],
+        "candidates": [{"candidate": RawJson(text), "createdAt": at} for text, at in rows],
         "offerId": offer_id,
     }
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +26,7 @@ from rondevu_core.errors import ValidationError
 from rondevu_server import messages
 from rondevu_server.auth import Authenticator, Call
 from rondevu_server.config import ServerConfig
+from rondevu_server.jsonwire import dumps, parse_body
 from rondevu_server.methods import METHODS, Context
 from rondevu_server.ratelimit import RateLimiter
 from rondevu_server.storage import Storage
@@ -38,47 +37,12 @@ MAX_BATCH_SIZE = 100
 
 log = logging.getLogger("rondevu_server")
 
-_LONE_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
 
 
 def system_clock() -> int:
     """Unix time in milliseconds from the system clock."""
     return time.time_ns() // 1_000_000
-
-
-def dumps(value: Any) -> bytes:
-    """Compact JSON as JavaScript's ``JSON.stringify`` writes it, as UTF-8 bytes."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: escape it, as JSON.stringify does
-        return json.dumps(value, separators=(",", ":")).encode("ascii")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # JSON.parse refuses NaN and Infinity too
-
-
-def _scrub(value: Any) -> Any:
-    """Replace lone surrogates (from ``\\udXXX`` escapes) by U+FFFD, as a JS server would
-    store them, so no database driver ever meets an unencodable string."""
-    if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [_scrub(item) for item in value]
-    if isinstance(value, dict):
-        return {_scrub(key): _scrub(item) for key, item in value.items()}
-    return value
-
-
-def _parse_body(body: bytes) -> Any:
-    text = body.decode("utf-8", "replace").lstrip("\ufeff")
-    value = json.loads(text, parse_constant=_reject_constant)
-    if _LONE_SURROGATE_ESCAPE.search(body):
-        value = _scrub(value)
-    return value
 
 
 async def open_storage(config: ServerConfig) -> Storage:
@@ -192,7 +156,7 @@ class RondevuServer:
         if self.is_rate_limited(client_key, self.clock()):
             return 429, dumps({"success": False, "error": messages.RATE_LIMITED})
         try:
-            request = _parse_body(body)
+            request = parse_body(body)
         except (ValueError, RecursionError):
             return 400, dumps({"success": False, "error": messages.INVALID_REQUEST_FORMAT})
         if isinstance(request, list):
