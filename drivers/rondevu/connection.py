@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
 from rondevu_core.errors import RondevuError, UsageError
-from rondevu_core.inputs import Close, SendMessage
+from rondevu_core.inputs import Close, PauseReconnect, ResumeReconnect, SendMessage
 
 if TYPE_CHECKING:
     from rondevu.runtime import MachineRunner
@@ -155,6 +155,23 @@ class DurableConnection:
             self._runner.feed(
                 SendMessage(now=self._runner.clock(), data=data, connection_id=self.connection_id)
             )
+        except UsageError as exc:
+            raise ConnectionClosedError(str(exc)) from exc
+
+    def pause_reconnect(self) -> None:
+        """Hold reconnection: a lost link waits (no attempt scheduled) until
+        `resume_reconnect`.  Raises `ConnectionClosedError` after close."""
+        self._command(PauseReconnect)
+
+    def resume_reconnect(self) -> None:
+        """Allow reconnection again; a reconnection held by `pause_reconnect` starts now."""
+        self._command(ResumeReconnect)
+
+    def _command(self, command: type[PauseReconnect | ResumeReconnect]) -> None:
+        if self.closed:
+            raise ConnectionClosedError("the connection is closed")
+        try:
+            self._runner.feed(command(now=self._runner.clock(), connection_id=self.connection_id))
         except UsageError as exc:
             raise ConnectionClosedError(str(exc)) from exc
 
