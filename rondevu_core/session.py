@@ -267,8 +267,10 @@ class SignalingSession:
                 self._report("addIceCandidates", outcome.error)
                 if outcome.transport:
                     # No server answer: retry with the next poll tick or candidate, not
-                    # at once (a dead network would otherwise spin).
-                    self._pending_local[:0] = batch
+                    # at once (a dead network would otherwise spin).  A `reupload` while
+                    # this call was in flight may have queued some of them already.
+                    held = {id(c) for c in self._pending_local}
+                    self._pending_local[:0] = [c for c in batch if id(c) not in held]
                 return
             self._flush_uploads()
             return
