@@ -27,6 +27,7 @@ import uvicorn
 
 from rondevu_core.signing import KeyPair, build_message, expected_context
 from rondevu_server.asgi import RondevuApp
+from rondevu_server.cli import uvicorn_config
 from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer
 
@@ -173,12 +174,17 @@ def drop_schema(schema: str) -> None:
 
 @contextmanager
 def running_server(
-    backend: str, *, clock: FakeClock | None = None, **settings: Any
+    backend: str,
+    *,
+    clock: FakeClock | None = None,
+    uvicorn_settings: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> Iterator[RunningServer]:
     """Serve ``backend`` over HTTP on 127.0.0.1 until the block ends, then clean up.
 
     ``clock`` replaces the default `FakeClock` (e.g. a subclass that follows real time,
-    for clients that sign with the wall clock)."""
+    for clients that sign with the wall clock).  uvicorn runs with the settings of
+    ``rondevu serve`` (`uvicorn_config`), changed by ``uvicorn_settings``."""
     config, schema = make_config(backend, **settings)
     clock = clock if clock is not None else FakeClock()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -197,9 +203,7 @@ def running_server(
             ready.set()
             raise
         app = RondevuApp(config, server=server, clock=clock)
-        uv = uvicorn.Server(
-            uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, loop="asyncio")
-        )
+        uv = uvicorn.Server(uvicorn_config(app, loop="asyncio", **(uvicorn_settings or {})))
         holder["server"], holder["uvicorn"] = server, uv
         holder["loop"] = asyncio.get_running_loop()
         ready.set()

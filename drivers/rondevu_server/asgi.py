@@ -121,7 +121,7 @@ class RondevuApp:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [_JSON, *cors, _EXPOSE, _VARY],
+                "headers": [_JSON, (b"content-length", b"%d" % len(body)), *cors, _EXPOSE, _VARY],
             }
         )
         await send({"type": "http.response.body", "body": body})

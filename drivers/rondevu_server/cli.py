@@ -25,8 +25,9 @@ import uvloop
 from rondevu_server.asgi import RondevuApp
 from rondevu_server.config import ServerConfig
 from rondevu_server.logs import configure_logging
+from rondevu_server.uvicorn_http import CoalescingHttpProtocol
 
-__all__ = ["add_serve_command", "bind_socket", "serve"]
+__all__ = ["add_serve_command", "bind_socket", "serve", "uvicorn_config"]
 
 log = logging.getLogger("rondevu_server")
 
@@ -88,25 +89,36 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
     return sock
 
 
+def uvicorn_config(app: RondevuApp, **overrides: Any) -> uvicorn.Config:
+    """uvicorn settings for serving ``app`` (``overrides`` for tests, e.g. ``loop``).
+
+    One write per response (`CoalescingHttpProtocol`), no access log, no Server or Date
+    header, no websockets, and no proxy-header rewriting: the app applies
+    ``trust_forwarded_for`` itself, so there is exactly one place that trusts a proxy.
+    """
+    settings: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": CoalescingHttpProtocol,
+        "ws": "none",
+        "lifespan": "on",
+        "proxy_headers": False,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "date_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    settings.update(overrides)
+    return uvicorn.Config(app, **settings)
+
+
 def serve(config: ServerConfig) -> None:
     """Serve until SIGINT or SIGTERM."""
     configure_logging(config.log_level)
     sock = bind_socket(config.host, config.port, reuse_port=config.reuse_port)
     host, port = sock.getsockname()[:2]
     log.info("listening", extra={"host": host, "port": port, "pid": os.getpid()})
-    server = _Server(
-        uvicorn.Config(
-            RondevuApp(config),
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=10,
-        )
-    )
+    server = _Server(uvicorn_config(RondevuApp(config)))
     try:
         uvloop.run(_serve(server, sock))
     finally:
