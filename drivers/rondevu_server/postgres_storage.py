@@ -410,27 +410,8 @@ class PostgresStorage:
                 now,
                 since,
             )
-        answers = [
-            AnswerRecord(
-                offer_id=row[0],
-                service_id=row[1],
-                answerer_username=row[2],
-                sdp=row[3],
-                answered_at=row[4],
-            )
-            for row in answer_rows
-        ]
-        ice = [
-            IceRecord(
-                id=row[0],
-                offer_id=row[1],
-                username=row[2],
-                role=row[3],
-                candidate=row[4],
-                created_at=row[5],
-            )
-            for row in ice_rows
-        ]
+        answers = list(map(AnswerRecord._make, answer_rows))
+        ice = list(map(IceRecord._make, ice_rows))
         return answers, ice
 
     # -- ICE candidates -------------------------------------------------------------

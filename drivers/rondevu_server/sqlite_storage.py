@@ -410,40 +410,32 @@ class SqliteStorage:
         self, username: str, since: int, now: int
     ) -> tuple[list[AnswerRecord], list[IceRecord]]:
         conn = self._conn
-        answers = [
-            AnswerRecord(
-                offer_id=row[0],
-                service_id=row[1],
-                answerer_username=row[2],
-                sdp=row[3],
-                answered_at=row[4],
+        answers = list(
+            map(
+                AnswerRecord._make,
+                conn.execute(
+                    "SELECT id, service_id, answerer_username, answer_sdp, answered_at"
+                    " FROM offers WHERE username = ? AND expires_at > ? AND answered_at > ?"
+                    " ORDER BY answered_at DESC, seq DESC",
+                    (username, now, since),
+                ),
             )
-            for row in conn.execute(
-                "SELECT id, service_id, answerer_username, answer_sdp, answered_at FROM offers"
-                " WHERE username = ? AND expires_at > ? AND answered_at > ?"
-                " ORDER BY answered_at DESC, seq DESC",
-                (username, now, since),
+        )
+        ice = list(
+            map(
+                IceRecord._make,
+                conn.execute(
+                    "SELECT c.id, c.offer_id, c.username, c.role, c.candidate, c.created_at"
+                    " FROM offers o JOIN ice_candidates c ON c.offer_id = o.id"
+                    " WHERE o.username = ? AND o.expires_at > ?"
+                    " AND o.answerer_username IS NOT NULL"
+                    " AND c.role = 'answerer' AND c.username = o.answerer_username"
+                    " AND c.created_at > ?"
+                    " ORDER BY o.created_at DESC, o.seq DESC, c.created_at, c.id",
+                    (username, now, since),
+                ),
             )
-        ]
-        ice = [
-            IceRecord(
-                id=row[0],
-                offer_id=row[1],
-                username=row[2],
-                role=row[3],
-                candidate=row[4],
-                created_at=row[5],
-            )
-            for row in conn.execute(
-                "SELECT c.id, c.offer_id, c.username, c.role, c.candidate, c.created_at"
-                " FROM offers o JOIN ice_candidates c ON c.offer_id = o.id"
-                " WHERE o.username = ? AND o.expires_at > ? AND o.answerer_username IS NOT NULL"
-                " AND c.role = 'answerer' AND c.username = o.answerer_username"
-                " AND c.created_at > ?"
-                " ORDER BY o.created_at DESC, o.seq DESC, c.created_at, c.id",
-                (username, now, since),
-            )
-        ]
+        )
         return answers, ice
 
     # -- ICE candidates -------------------------------------------------------------

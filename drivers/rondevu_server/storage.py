@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from rondevu_core.errors import ValidationError
 from rondevu_core.fqn import ServiceFqn
@@ -120,9 +120,12 @@ class OfferRecord:
     answered_at: int | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AnswerRecord:
-    """An answer to one of the caller's offers, as poll reports it (§6.7)."""
+class AnswerRecord(NamedTuple):
+    """An answer to one of the caller's offers, as poll reports it (§6.7).
+
+    A named tuple (like `IceRecord`) so a backend builds one from a result row in one
+    C call (``AnswerRecord._make(row)``): poll returns many of them.
+    """
 
     offer_id: str
     service_id: str
@@ -131,9 +134,8 @@ class AnswerRecord:
     answered_at: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IceRecord:
-    """A stored candidate; ``candidate`` is its compact JSON text."""
+class IceRecord(NamedTuple):
+    """A stored candidate; ``candidate`` is its compact JSON text (fields in row order)."""
 
     id: int
     offer_id: str
