@@ -20,6 +20,7 @@ from rondevu_core.connection import EDGES, Connection, State
 from rondevu_core.events import (
     ALL_EVENTS,
     ConnectionOpened,
+    IceCandidateLocal,
     Message,
     MessageReplayed,
     StateChanged,
@@ -63,6 +64,22 @@ def setup(
     return sim, alice, bob, pool, bob_conn
 
 
+def answerer_rpc_budget(config: ConnectionConfig, *, local_candidates: int) -> int:
+    """The most RPCs one answerer attempt may make, from the protocol (§15.8 with B1, B6
+    and B12 fixed): one getService, one answerOffer, single-flight getIceCandidates at
+    most one per polling interval until the polling timeout, and addIceCandidates
+    uploads, each of which carries a candidate not sent before, or retries on a poll
+    tick, or is the one flush when uploads are enabled."""
+    polls = config.ice_polling_timeout_ms // config.ice_polling_interval_ms + 1
+    uploads = local_candidates + polls + 1
+    return 2 + polls + uploads
+
+
+def trickled(endpoint: Endpoint) -> int:
+    """How many local candidates the endpoint's peer connections trickled."""
+    return sum(1 for e in endpoint.events if isinstance(e, IceCandidateLocal) and e.candidate)
+
+
 def connected_pool_conn(pool: OfferPool) -> Connection:
     up = [c for c in pool.connections.values() if c.state is State.CONNECTED]
     assert len(up) == 1
@@ -87,9 +104,11 @@ def check_edges(endpoint: Endpoint) -> None:
 @pytest.mark.parametrize("server_mode", ["ours", "upstream"])
 def test_connects_and_exchanges_messages(trickle: bool, server_mode: str) -> None:
     sim, alice, bob, pool, bob_conn = setup(trickle=trickle, server_mode=server_mode)
+    started_at = sim.now
     bob.feed(Connect(now=sim.now))
     bob.feed(SendMessage(now=sim.now, data="sent early"))
     assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=10_000)
+    connected_at = sim.now
     assert sim.run_until(lambda: any(isinstance(e, Message) for e in alice.events), limit_ms=1000)
     # The early message was buffered, then replayed once.
     assert [e.data for e in alice.events if isinstance(e, Message)] == ["sent early"]
@@ -106,7 +125,18 @@ def test_connects_and_exchanges_messages(trickle: bool, server_mode: str) -> Non
     before = bob.rpcs(Method.GET_ICE_CANDIDATES)
     sim.run_for(5000)
     assert bob.rpcs(Method.GET_ICE_CANDIDATES) == before
-    assert bob.rpc_count <= 6
+    # RPCs of this established connection: one of each handshake call, polls only until
+    # connected (at most one per interval over the time it took), one upload per batch
+    # of trickled candidates at most, and all of it within the protocol's budget.
+    config = bob_conn.config
+    assert bob.rpcs(Method.GET_SERVICE) == 1
+    assert bob.rpcs(Method.ANSWER_OFFER) == 1
+    assert 1 <= before <= (connected_at - started_at) // config.ice_polling_interval_ms + 1
+    uploads = bob.rpcs(Method.ADD_ICE_CANDIDATES)
+    assert uploads <= trickled(bob)
+    if not trickle:
+        assert uploads == 0  # aiortc: every candidate travelled in the answer's SDP
+    assert bob.rpc_count <= answerer_rpc_budget(config, local_candidates=trickled(bob))
     check_edges(bob)
 
 
@@ -216,7 +246,7 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
             seen.add(e.name)
     expected = {cls.name for cls in ALL_EVENTS}
     # Events that need a misbehaving peer/server, a failing publish, a gathering stall or
-    # a second answer are exercised by the unit and property tests instead.
+    # a second answer are provoked by name in test_core_events.py and test_core_session.py.
     elsewhere = {
         "protocol:error",
         "signaling:error",
