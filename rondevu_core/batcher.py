@@ -26,6 +26,10 @@ holds an item that is not ``{"success": true, "result": …}`` /
 (submitting after `RpcBatcher.close`, a reply for a batch never sent or already settled)
 raises `UsageError` at the caller.
 
+A queued call can be withdrawn (`RpcBatcher.withdraw`) when its caller stops waiting;
+it then settles at once and never reaches the server.  A call already in a batch cannot
+be taken back: the server may run it.
+
 Invariants: every submitted call settles exactly once (a `CallSettled` event); after
 `RpcBatcher.close` there is no timer, no further action, and every call has settled.
 Time is the ``now`` argument (Unix ms); the machine reads no clock.
@@ -60,6 +64,7 @@ MAX_SERVER_BATCH = 100
 """The server refuses HTTP bodies with more calls than this (§2)."""
 
 ERR_QUEUE_CLEARED = "Batch queue cleared"
+ERR_WITHDRAWN = "Call withdrawn"
 ERR_CLOSED_IN_FLIGHT = "Batcher closed before the server replied"
 ERR_NOT_ARRAY = "Server returned invalid batch response (not an array)"
 ERR_MALFORMED_ITEM = "Server returned a malformed reply for this call"
@@ -186,7 +191,7 @@ def _settle_batch(
 class RpcBatcher:
     """Groups RPC calls into HTTP bodies; see the module docstring for the rules.
 
-    Inputs: `submit`, `batch_sent_result`, `handle_timer`, `clear`, `close`.  Output:
+    Inputs: `submit`, `withdraw`, `batch_sent_result`, `handle_timer`, `clear`, `close`.  Output:
     `next_action` (what to send) and `next_event` (settled calls), each None when empty.
     `get_timer` is the next deadline at which the driver must call `handle_timer`.
     """
@@ -244,6 +249,22 @@ class RpcBatcher:
     def handle_timer(self, now: int) -> None:
         """Send whatever is due at ``now``; harmless when nothing is."""
         self._pump(now)
+
+    def withdraw(self, call_id: int) -> bool:
+        """Take call ``call_id`` back if it is still queued: it never goes out and settles
+        at once as failed (``Call withdrawn``).  For a caller that stopped waiting.
+
+        Returns False, changing nothing, when the call is not queued: a call already in
+        a batch (sent or not yet drained) is on its way and settles with its reply; an
+        unknown or settled id has nothing left to withdraw.
+        """
+        for index, queued in enumerate(self._queue):
+            if queued.call.call_id == call_id:
+                del self._queue[index]
+                # A shorter queue is never due earlier, so no send can become due here.
+                self._fail(queued.call, ERR_WITHDRAWN)
+                return True
+        return False
 
     def clear(self) -> None:
         """Fail every queued call with ``Batch queue cleared`` (as the original's clear()).

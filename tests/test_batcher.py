@@ -18,6 +18,7 @@ from hypothesis.stateful import (
 from rondevu_core.batcher import (
     ERR_MALFORMED_ITEM,
     ERR_NOT_ARRAY,
+    ERR_WITHDRAWN,
     BatcherOptions,
     BatchFailed,
     BatchReply,
@@ -183,6 +184,37 @@ def test_clear_fails_queued_calls_and_leaves_in_flight_ones() -> None:
     assert batcher.queued == 1
 
 
+def test_withdraw_takes_back_a_queued_call_only() -> None:
+    batcher = RpcBatcher(BatcherOptions(max_batch_size=3, max_wait_ms=50))
+    sent = [batcher.submit(POLL, now=0) for _ in range(3)]
+    [batch] = sends(batcher)
+    first = batcher.submit(POLL, now=10)
+    second = batcher.submit(POLL, now=20)
+    assert batcher.get_timer() == 60  # the head, ``first``, is due 50 ms after submission
+    assert batcher.withdraw(first)
+    assert settled(batcher) == {first: RpcFailed(error=ERR_WITHDRAWN, transport=True)}
+    assert batcher.get_timer() == 70  # now ``second`` leads the queue
+    assert not batcher.withdraw(first)  # settled already: nothing to take back
+    assert not batcher.withdraw(sent[0])  # in flight: it settles with its reply
+    assert not batcher.withdraw(999)
+    batcher.handle_timer(70)
+    [later] = sends(batcher)
+    assert [c.call_id for c in later.calls] == [second]  # the withdrawn call never went out
+    batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1), ok(2), ok(3)]), now=71)
+    assert settled(batcher) == {c: RpcOk(result=n) for n, c in enumerate(sent, 1)}
+    assert batcher.withdraw(batcher.submit(POLL, now=80))
+    assert batcher.get_timer() is None  # nothing left to wait for
+
+
+def test_withdraw_after_close_changes_nothing() -> None:
+    batcher = RpcBatcher()
+    call = batcher.submit(POLL, now=0)
+    batcher.close()
+    assert set(settled(batcher)) == {call}
+    assert not batcher.withdraw(call)
+    assert batcher.next_event() is None
+
+
 def test_close_settles_everything_and_stops() -> None:
     batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
     in_flight = [batcher.submit(POLL, now=0) for _ in range(2)]
@@ -260,6 +292,7 @@ class BatcherMachine(RuleBasedStateMachine):
         self.expected: dict[int, RpcOutcome] = {}
         self.in_flight: dict[int, SendBatch] = {}
         self.last_send: int | None = None
+        self.withdrawn: set[int] = set()
 
     @initialize(
         options=st.builds(
@@ -279,6 +312,7 @@ class BatcherMachine(RuleBasedStateMachine):
             assert not self.batcher.closed
             assert isinstance(action, SendBatch)
             assert 1 <= len(action.calls) <= options.max_batch_size
+            assert not {c.call_id for c in action.calls} & self.withdrawn, "withdrawn call sent"
             assert action.as_array is options.enabled
             if options.enabled and self.last_send is not None:
                 assert self.now - self.last_send >= options.throttle_interval_ms
@@ -334,6 +368,21 @@ class BatcherMachine(RuleBasedStateMachine):
         self.drain()
         if not closed:
             assert all(call.call_id in self.settled for call in batch.calls)
+
+    @rule(pick=st.integers(0, 50))
+    def withdraw(self, pick: int) -> None:
+        if not self.submitted:
+            return
+        call_id = sorted(self.submitted)[pick % len(self.submitted)]
+        queued_before = self.batcher.queued
+        withdrawn = self.batcher.withdraw(call_id)
+        self.drain()
+        if withdrawn:
+            assert self.settled[call_id] == RpcFailed(error=ERR_WITHDRAWN, transport=True)
+            assert self.batcher.queued == queued_before - 1
+            self.withdrawn.add(call_id)
+        else:
+            assert self.batcher.queued == queued_before
 
     @rule()
     def clear(self) -> None:
