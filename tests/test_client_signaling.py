@@ -389,11 +389,41 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(env: Env) -> None:
                 tg.start_soon(api.get_user, "gone")
                 await anyio.wait_all_tasks_blocked()  # "gone" is queued, its caller waits
                 tg.cancel_scope.cancel()
-            # The batcher cannot withdraw a call: "gone" still goes out, with the next one.
-            assert api.rpc.queued == 1
-            kept = await api.get_user("kept")
+            # "gone" was still queued: its caller's cancellation withdrew it.
+            assert api.rpc.queued == 0
+            kept: dict[str, str] = {}
+
+            async def ask(name: str) -> None:
+                kept[name] = (await api.get_user(name)).username
+
+            async with anyio.create_task_group() as tg:  # two calls fill the batch of two
+                tg.start_soon(ask, "kept1")
+                tg.start_soon(ask, "kept2")
+    assert kept == {"kept1": "kept1", "kept2": "kept2"}
+    assert [sorted(c["params"]["username"] for c in body) for body in wire.bodies] == [
+        ["kept1", "kept2"]
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_caller_cannot_take_back_a_call_already_sent(env: Env) -> None:
+    api, gate = env.api(batching=BatcherOptions(max_batch_size=1), wrap=Gate)
+    assert isinstance(gate, Gate)
+    with anyio.fail_after(TIMEOUT):
+        async with api:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(api.get_user, "sent")
+                await gate.entered.wait()  # the body is on its way
+                tg.cancel_scope.cancel()
+            assert api.rpc.in_flight == 1
+            gate.released.set()
+            kept = await api.get_user("kept")  # the sent call completed; nothing stuck
+            assert api.rpc.in_flight == 0
     assert kept.username == "kept"
-    assert [[c["params"]["username"] for c in body] for body in wire.bodies] == [["gone", "kept"]]
+    assert [[c["params"]["username"] for c in body] for body in gate.bodies] == [
+        ["sent"],
+        ["kept"],
+    ]
 
 
 @pytest.mark.anyio

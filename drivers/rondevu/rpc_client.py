@@ -24,9 +24,9 @@ Invariants: every awaiting caller is woken exactly once, by its own outcome or b
 pending and the transport is closed.  If the client's tasks end without `aclose` (the
 scope that entered the client was cancelled), the pending calls fail the same way and a
 later `call` raises `ClientClosedError` at once: nothing is ever started on a task group
-that is gone.  A caller cancelled while waiting does not cancel
-its call: the batcher has no input for withdrawing a call, so the call still goes out
-(if it has not already) and its outcome is dropped.
+that is gone.  A caller cancelled while waiting withdraws its call if it is still queued
+(it never reaches the server); a call already sent cannot be taken back, so it
+completes and its outcome is dropped.
 """
 
 from __future__ import annotations
@@ -224,7 +224,13 @@ class RpcClient:
         self._bodies[call_id] = body
         log.debug("call %d: %s queued", call_id, request.method.value)
         self._drain()
-        await pending.done.wait()
+        try:
+            await pending.done.wait()
+        except anyio.get_cancelled_exc_class():
+            # Nobody waits for this call any more: if it has not gone out, it never will.
+            if not pending.done.is_set() and self._batcher.withdraw(call_id):
+                self._drain()
+            raise
         if pending.closed:
             raise ClientClosedError("Client closed before the call completed")
         assert pending.outcome is not None
