@@ -23,10 +23,11 @@ from typing import Any
 
 from rondevu_core.errors import ValidationError
 from rondevu_core.server_rules import check_call_binding
-from rondevu_core.signing import check_timestamp, parse_auth_message, verify_signature
+from rondevu_core.signing import check_timestamp, parse_auth_message
 from rondevu_core.usernames import is_valid_username, validate_username
 from rondevu_server import messages
 from rondevu_server.storage import USERNAME_TTL_MS, ClaimOutcome, Storage
+from rondevu_server.verifier import SignatureVerifier
 
 __all__ = ["Authenticator", "Call"]
 
@@ -46,8 +47,11 @@ class Call:
 class Authenticator:
     """Checks signatures against stored (or, for a first call, provided) keys."""
 
-    def __init__(self, storage: Storage, *, cache_size: int) -> None:
+    def __init__(
+        self, storage: Storage, *, cache_size: int, verifier: SignatureVerifier | None = None
+    ) -> None:
         self._storage = storage
+        self._verifier = verifier if verifier is not None else SignatureVerifier(threads=0)
         self._cache_size = max(1, cache_size)
         self._keys: OrderedDict[str, tuple[str, int]] = OrderedDict()
 
@@ -87,12 +91,12 @@ class Authenticator:
             if not call.public_key:
                 raise ValidationError(messages.NOT_CLAIMED.format(username=username))
             validate_username(username)
-            if not isinstance(call.public_key, str) or not verify_signature(
+            if not isinstance(call.public_key, str) or not await self._verifier.verify(
                 call.public_key, call.message, call.signature
             ):
                 raise ValidationError(messages.INVALID_SIGNATURE_CLAIM)
             claim_with = call.public_key
-        elif not verify_signature(key, call.message, call.signature):
+        elif not await self._verifier.verify(key, call.message, call.signature):
             raise ValidationError(messages.INVALID_SIGNATURE)
         signed = parse_auth_message(call.message)
         check_timestamp(signed.timestamp_ms, now)

@@ -30,6 +30,7 @@ from rondevu_server.jsonwire import dumps, parse_body
 from rondevu_server.methods import METHODS, Context
 from rondevu_server.ratelimit import RateLimiter
 from rondevu_server.storage import Storage
+from rondevu_server.verifier import SignatureVerifier
 
 __all__ = ["MAX_BATCH_SIZE", "RondevuServer", "dumps", "open_storage", "system_clock"]
 
@@ -74,10 +75,13 @@ class RondevuServer:
         self.config = config
         self.storage = storage
         self.clock = clock
+        self._verifier = SignatureVerifier(threads=config.verify_threads)
         self._context = Context(
             config=config,
             storage=storage,
-            auth=Authenticator(storage, cache_size=config.username_cache_size),
+            auth=Authenticator(
+                storage, cache_size=config.username_cache_size, verifier=self._verifier
+            ),
         )
         self._limiter = (
             RateLimiter(
@@ -127,12 +131,13 @@ class RondevuServer:
             )
 
     async def aclose(self) -> None:
-        """Stop the cleanup task and close the storage."""
+        """Stop the cleanup task and the signature worker, and close the storage."""
         if self._cleanup_task is not None:
             self._cleanup_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._cleanup_task
             self._cleanup_task = None
+        self._verifier.close()
         await self.storage.close()
 
     # -- requests -------------------------------------------------------------------
