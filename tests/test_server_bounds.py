@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from rondevu_server.config import ServerConfig
-from tests.rondevu_server_testing import BACKENDS, Peer, running_server, sdp, unique
+from tests.rondevu_server_testing import (
+    BACKENDS,
+    Peer,
+    drop_schema,
+    make_config,
+    running_server,
+    sdp,
+    unique,
+)
 
 
 def test_defaults_accept_honest_traffic() -> None:
@@ -48,6 +56,41 @@ def test_body_size_limit() -> None:
         streamed = srv.http.post("/rpc", content=chunks())
         assert streamed.status_code == 413
         assert srv.http.post("/rpc", content=b" " * 990 + b"42").status_code == 200
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_body_size_limit_in_process(backend: str) -> None:
+    """`handle_rpc_body` (the in-process transport's entry) applies the same limit."""
+    import asyncio
+
+    from rondevu_server.server import RondevuServer
+
+    config, schema = make_config(backend, max_body_bytes=1000)
+    peer = Peer("b")
+    now = 1_765_700_000_000
+
+    async def run() -> list[tuple[int, Any]]:
+        server = await RondevuServer.open(config, clock=lambda: now)
+        try:
+            call = json.dumps(peer.call("poll", {}, now=now)).encode()
+            replies = []
+            for body in (b"[" + b" " * 2000 + b"]", call.ljust(1001), call.ljust(1000)):
+                status, reply = await server.handle_rpc_body(body)
+                replies.append((status, json.loads(reply)))
+            return replies
+        finally:
+            await server.aclose()
+
+    try:
+        too_big, just_over, at_limit = asyncio.run(run())
+    finally:
+        if schema is not None:
+            drop_schema(schema)
+    refused = {"success": False, "error": "Request body too large (max 1000 bytes)"}
+    assert too_big == (413, refused)
+    assert just_over == (413, refused)
+    assert at_limit[0] == 200
+    assert at_limit[1]["success"] is True
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from rondevu_server import messages
+from rondevu_schemas.http import NOT_FOUND_ERROR, SERVER_DESCRIPTION, SERVER_NAME
 from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer, dumps, system_clock
 
@@ -63,8 +63,8 @@ class RondevuApp:
         self._info = dumps(
             {
                 "version": config.version,
-                "name": "Rondevu",
-                "description": "WebRTC signaling with RPC interface and Ed25519 authentication",
+                "name": SERVER_NAME,
+                "description": SERVER_DESCRIPTION,
             }
         )
 
@@ -131,30 +131,31 @@ class RondevuApp:
     ) -> tuple[int, bytes]:
         server = self.server
         if method == "POST" and path == "/rpc" and server is not None:
-            body = await self._read_body(scope, receive)
-            if body is None:
-                limit = self.config.max_body_bytes
-                return 413, dumps(
-                    {"success": False, "error": messages.BODY_TOO_LARGE.format(limit=limit)}
-                )
+            body = await self._read_body(server, scope, receive)
+            if isinstance(body, tuple):  # too large: the server's 413 reply
+                return body
             return await server.handle_rpc_body(body, self._client_key(scope))
         if method == "GET" and path == "/":
             return 200, self._info
         if method == "GET" and path == "/health":
             health = {"status": "ok", "timestamp": self._clock(), "version": self.config.version}
             return 200, dumps(health)
-        return 404, dumps({"error": messages.NOT_FOUND_ROUTE})
+        return 404, dumps({"error": NOT_FOUND_ERROR})
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole request body, or None as soon as it exceeds ``max_body_bytes``."""
-        limit = self.config.max_body_bytes
+    async def _read_body(
+        self, server: RondevuServer, scope: Scope, receive: Receive
+    ) -> bytes | tuple[int, bytes]:
+        """The whole request body, or the server's 413 reply as soon as the declared or
+        received length is over the limit (`RondevuServer.oversized_reply`)."""
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    if int(value) > limit:
-                        return None
+                    declared = int(value)
                 except ValueError:
-                    pass
+                    break
+                refused = server.oversized_reply(declared)
+                if refused is not None:
+                    return refused
                 break
         chunks: list[bytes] = []
         size = 0
@@ -164,11 +165,12 @@ class RondevuApp:
                 return b""
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
-            if size > limit:
-                return None
+            refused = server.oversized_reply(size)
+            if refused is not None:
+                return refused
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _client_key(self, scope: Scope) -> str | None:
         if self.config.trust_forwarded_for:

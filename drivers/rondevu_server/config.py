@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rondevu_schemas.http import DEFAULT_VERSION
+
 __all__ = ["ENV_PREFIX", "ServerConfig"]
 
 ENV_PREFIX = "RONDEVU_"
@@ -37,7 +39,7 @@ class ServerConfig:
     """Bind with SO_REUSEPORT so several processes can share one port (Linux)."""
     log_level: str = "info"
     """Python logging level name for the JSON log lines on stderr."""
-    version: str = "unknown"
+    version: str = DEFAULT_VERSION
     """Shown by ``GET /`` and ``GET /health`` (the original's ``VERSION``)."""
     cors_origins: tuple[str, ...] = ("*",)
     """Allowed origins; ``*`` echoes any origin (§1)."""

@@ -4,16 +4,15 @@ Texts the 0.5.4 server also sends are copied exactly, because 0.18.x clients mat
 substrings (``not yet answered`` becomes ``null``).  Texts for our own bounds and for
 the hardening of §16 are new; each says which limit was hit so an honest developer can
 fix the call.  Texts from the pure rules (usernames, FQNs, signed messages) stay in
-``rondevu_core`` and reach the wire through ``str(ValidationError)``.
+``rondevu_core`` and reach the wire through ``str(ValidationError)``; the fixed HTTP
+bodies (and the server's name and description) come from ``rondevu_schemas.http``, the
+single source the client and the JSON Schemas also use.
 """
 
 from __future__ import annotations
 
-# HTTP-level replies of POST /rpc (§1).
-INVALID_REQUEST_FORMAT = "Invalid request format"
-EMPTY_REQUEST_ARRAY = "Empty request array"
-TOO_MANY_IN_BATCH = "Too many requests in batch (max 100)"
-NOT_FOUND_ROUTE = "Not found. Use POST /rpc for all API calls."
+# HTTP-level replies of POST /rpc (§1): the texts of `rondevu_schemas.http`
+# (INVALID_REQUEST_FORMAT_ERROR, EMPTY_BATCH_ERROR, BATCH_TOO_LARGE_ERROR, NOT_FOUND_ERROR).
 NULL_CALL = "Cannot destructure property 'method' of 'request' as it is null."
 
 # Envelope (§2).

@@ -23,6 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 from rondevu_core.errors import ValidationError
+from rondevu_schemas.envelope import MAX_BATCH_SIZE
+from rondevu_schemas.http import (
+    BATCH_TOO_LARGE_ERROR,
+    EMPTY_BATCH_ERROR,
+    INVALID_REQUEST_FORMAT_ERROR,
+)
 from rondevu_server import messages
 from rondevu_server.auth import Authenticator, Call
 from rondevu_server.config import ServerConfig
@@ -33,8 +39,6 @@ from rondevu_server.storage import Storage
 from rondevu_server.verifier import SignatureVerifier
 
 __all__ = ["MAX_BATCH_SIZE", "RondevuServer", "dumps", "open_storage", "system_clock"]
-
-MAX_BATCH_SIZE = 100
 
 log = logging.getLogger("rondevu_server")
 
@@ -150,25 +154,41 @@ class RondevuServer:
             return False
         return not self._limiter.allow(client_key, now)
 
+    def oversized_reply(self, size: int) -> tuple[int, bytes] | None:
+        """The 413 reply when a body of ``size`` bytes exceeds ``max_body_bytes``, else None.
+
+        The one body-size rule: `handle_rpc_body` applies it to every body, and the ASGI
+        app asks it about the declared and the received length so that it can stop
+        reading an oversized body early.
+        """
+        limit = self.config.max_body_bytes
+        if size <= limit:
+            return None
+        return 413, dumps({"success": False, "error": messages.BODY_TOO_LARGE.format(limit=limit)})
+
     async def handle_rpc_body(
         self, body: bytes, client_key: str | None = None
     ) -> tuple[int, bytes]:
         """Answer one POST /rpc body: ``(HTTP status, JSON body)``.
 
         ``client_key`` identifies the sender for the rate limit (an address; None for a
-        trusted in-process caller).  Parsed requests always get 200 (§1).
+        trusted in-process caller).  A body over ``max_body_bytes`` gets 413, in-process
+        too.  Parsed requests always get 200 (§1).
         """
+        too_large = self.oversized_reply(len(body))
+        if too_large is not None:
+            return too_large
         if self.is_rate_limited(client_key, self.clock()):
             return 429, dumps({"success": False, "error": messages.RATE_LIMITED})
         try:
             request = parse_body(body)
         except (ValueError, RecursionError):
-            return 400, dumps({"success": False, "error": messages.INVALID_REQUEST_FORMAT})
+            return 400, dumps({"success": False, "error": INVALID_REQUEST_FORMAT_ERROR})
         if isinstance(request, list):
             if not request:
-                return 400, dumps({"error": messages.EMPTY_REQUEST_ARRAY})
+                return 400, dumps({"error": EMPTY_BATCH_ERROR})
             if len(request) > MAX_BATCH_SIZE:
-                return 400, dumps({"error": messages.TOO_MANY_IN_BATCH})
+                return 400, dumps({"error": BATCH_TOO_LARGE_ERROR})
             return 200, dumps([await self.handle_call(item) for item in request])
         return 200, dumps(await self.handle_call(request))
 
