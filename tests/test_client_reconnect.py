@@ -12,7 +12,13 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from rondevu import ConnectionClosedError, ConnectionConfig, InProcessTransport, Rondevu
+from rondevu import (
+    ConnectionClosedError,
+    ConnectionConfig,
+    ConnectionFailedError,
+    InProcessTransport,
+    Rondevu,
+)
 from rondevu_core import events as ev
 from rondevu_core.signing import KeyPair
 from rondevu_server.config import ServerConfig
@@ -82,3 +88,21 @@ async def test_paused_reconnection_waits_for_resume(server: RondevuServer) -> No
         await conn.close()
         with pytest.raises(ConnectionClosedError):
             conn.pause_reconnect()
+
+
+@pytest.mark.anyio
+async def test_a_connection_that_gave_up_says_so(server: RondevuServer) -> None:
+    quick = ConnectionConfig(
+        reconnect_backoff_base_ms=10, reconnect_backoff_max_ms=20, max_reconnect_attempts=2
+    )
+    async with client(server, "bob", 2) as bob:
+        conn = await bob.connect_to_service("nothing:1.0.0@nobody", connection_config=quick)
+        exhausted = anyio.Event()
+        conn.on("reconnect:exhausted", lambda _: exhausted.set())
+        with anyio.fail_after(TIMEOUT):
+            with pytest.raises(ConnectionFailedError, match="Service not found"):
+                await conn.wait_connected()
+            await exhausted.wait()
+        with pytest.raises(ConnectionFailedError, match="failed for good"):
+            conn.send("too late")
+        assert conn.state == "failed"

@@ -144,8 +144,9 @@ class DurableConnection:
     def send(self, data: Payload) -> None:
         """Send ``data`` (str or bytes); buffered and replayed if not connected now.
 
-        Raises `ConnectionClosedError` after the connection closed, `TypeError` for
-        anything but str or bytes.
+        Raises `ConnectionClosedError` after the connection closed,
+        `ConnectionFailedError` once it gave up reconnecting, `UsageError` when it is
+        down and buffering is disabled, `TypeError` for anything but str or bytes.
         """
         if not isinstance(data, str | bytes):
             raise TypeError("send() takes str or bytes")
@@ -156,7 +157,12 @@ class DurableConnection:
                 SendMessage(now=self._runner.clock(), data=data, connection_id=self.connection_id)
             )
         except UsageError as exc:
-            raise ConnectionClosedError(str(exc)) from exc
+            core = self._core()
+            if core is None or self.closed:
+                raise ConnectionClosedError(str(exc)) from exc
+            if core.terminal:
+                raise ConnectionFailedError(str(exc)) from exc
+            raise
 
     def pause_reconnect(self) -> None:
         """Hold reconnection: a lost link waits (no attempt scheduled) until
