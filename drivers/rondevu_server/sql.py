@@ -1,0 +1,585 @@
+"""The storage logic of both SQL backends, written once as plans of statements (sans-IO).
+
+Every `Storage` method is a *plan* here (`PlanStorage` maps each method to its plan): a
+generator that yields steps (one SQL statement, how to read its result, its arguments)
+and receives each result; its return value is the method's result.  A backend only runs steps: `SqliteStorage` on its
+connection, synchronously; `PostgresStorage` on a pooled asyncpg connection, awaiting
+each.  So the checks, the order of statements and the records built from rows exist
+once, and the backends differ only where the databases do: parameter style, arrays,
+row locks and advisory locks (`Sql` carries both texts; a ``None`` text is a step that
+backend skips).  The three plans with several writes (publish, add_ice, cleanup) run
+in one transaction; every other plan is one write or only reads.
+
+A unique-key violation raised by a step is thrown into the plan as `Conflict`, which a
+plan either handles or lets propagate.  Statements are few and merged where one
+statement can answer (direct and random discovery, getIceCandidates, deleteService),
+and single-statement writes run without a transaction (answerOffer is a conditional
+update and then a clean-up that is correct on its own).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeVar
+
+from rondevu_core.fqn import ServiceFqn
+from rondevu_core.server_rules import next_ice_timestamps
+from rondevu_server import messages
+from rondevu_server.storage import (
+    USERNAME_TTL_MS,
+    AnswerRecord,
+    ClaimOutcome,
+    CleanupCounts,
+    IceRecord,
+    OfferRecord,
+    Publication,
+    PublishedOffer,
+    Rejected,
+    ServiceOffer,
+    UserRecord,
+)
+
+__all__ = ["SCHEMA_V1", "Conflict", "Fetch", "Plan", "PlanStorage", "Sql", "Step"]
+
+_T = TypeVar("_T")
+_NUMBERED = re.compile(r"\$(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """One statement for each backend; ``None``: that backend has no such step."""
+
+    postgres: str | None
+    sqlite: str | None
+    json_arrays: bool = False
+    """SQLite receives list arguments as JSON text (read with ``json_each``)."""
+
+
+def _sql(text: str) -> Sql:
+    """The same statement on both: ``$n`` parameters become SQLite's ``?n``."""
+    return Sql(text, _NUMBERED.sub(r"?\1", text))
+
+
+class Fetch(Enum):
+    """What a step's result is."""
+
+    ONE = "one"
+    """The first row, or None."""
+    ALL = "all"
+    """Every row."""
+    VALUE = "value"
+    """The first column of the first row, or None."""
+    COUNT = "count"
+    """The number of rows the statement changed."""
+    MANY = "many"
+    """Nothing: the statement ran once per argument tuple."""
+
+
+Step = tuple[Sql, Fetch, Sequence[Any]]
+Plan = Generator[Step, Any, _T]
+
+
+class Conflict(Exception):
+    """A step hit a unique key (thrown into the plan by the backend)."""
+
+
+SCHEMA_V1 = """
+    CREATE TABLE usernames (
+        username TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL UNIQUE,
+        claimed_at {int} NOT NULL,
+        expires_at {int} NOT NULL,
+        last_used {int} NOT NULL,
+        CHECK (length(username) >= 3 AND length(username) <= 32)
+    );
+    CREATE INDEX idx_usernames_expires ON usernames(expires_at);
+    CREATE TABLE services (
+        seq {serial},
+        id TEXT NOT NULL UNIQUE,
+        service_fqn TEXT NOT NULL UNIQUE,
+        service_name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        username TEXT NOT NULL REFERENCES usernames(username) ON DELETE CASCADE,
+        created_at {int} NOT NULL,
+        expires_at {int} NOT NULL
+    );
+    CREATE INDEX idx_services_name ON services(service_name, version, created_at);
+    CREATE INDEX idx_services_username ON services(username);
+    CREATE INDEX idx_services_expires ON services(expires_at);
+    CREATE TABLE offers (
+        seq {serial},
+        id TEXT NOT NULL UNIQUE,
+        username TEXT NOT NULL,
+        service_id TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+        sdp TEXT NOT NULL,
+        created_at {int} NOT NULL,
+        expires_at {int} NOT NULL,
+        answerer_username TEXT,
+        answer_sdp TEXT,
+        answered_at {int},
+        ice_last {int}
+    );
+    CREATE INDEX idx_offers_username ON offers(username);
+    CREATE INDEX idx_offers_service ON offers(service_id);
+    CREATE INDEX idx_offers_expires ON offers(expires_at);
+    CREATE TABLE ice_candidates (
+        id {serial},
+        offer_id TEXT NOT NULL REFERENCES offers(id) ON DELETE CASCADE,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('offerer', 'answerer')),
+        candidate TEXT NOT NULL,
+        created_at {int} NOT NULL
+    );
+    CREATE INDEX idx_ice_offer ON ice_candidates(offer_id, created_at);
+"""
+"""Version 1 of the schema; ``{int}`` and ``{serial}`` are each backend's types."""
+
+# -- statements ----------------------------------------------------------------------
+
+_GET_USER = _sql(
+    "SELECT public_key, claimed_at, expires_at FROM usernames"
+    " WHERE username = $1 AND expires_at > $2"
+)
+_CLAIM = _sql(
+    "INSERT INTO usernames (username, public_key, claimed_at, expires_at, last_used)"
+    " VALUES ($1, $2, $3, $4, $3)"
+    " ON CONFLICT (username) DO UPDATE SET expires_at = excluded.expires_at,"
+    " last_used = excluded.last_used"
+    " WHERE usernames.public_key = excluded.public_key"
+    " RETURNING username"
+)
+_LOCK_USER = Sql("SELECT pg_advisory_xact_lock(hashtext('rondevu-user:' || $1))", None)
+_OLD_SERVICE = _sql("SELECT id FROM services WHERE service_fqn = $1")
+_DROP_REPLACED = _sql(
+    "DELETE FROM offers WHERE service_id = $1 AND (answerer_username IS NULL OR expires_at <= $2)"
+)
+_KEPT_OFFERS = _sql(
+    "SELECT id, sdp, created_at, expires_at FROM offers WHERE service_id = $1"
+    " ORDER BY created_at, seq"
+)
+_DELETE_SERVICE_ID = _sql("DELETE FROM services WHERE id = $1")
+_REFRESH_SERVICE = _sql("UPDATE services SET created_at = $2, expires_at = $3 WHERE id = $1")
+_TAKEN_ID = Sql(
+    "SELECT 1 FROM offers WHERE id = ANY($1::text[]) AND expires_at > $2 LIMIT 1",
+    "SELECT 1 FROM offers WHERE id IN (SELECT value FROM json_each(?1)) AND expires_at > ?2"
+    " LIMIT 1",
+    json_arrays=True,
+)
+_CLEAR_IDS = Sql(
+    "DELETE FROM offers WHERE id = ANY($1::text[])",
+    "DELETE FROM offers WHERE id IN (SELECT value FROM json_each(?1))",
+    json_arrays=True,
+)
+_HELD_OFFERS = _sql("SELECT COUNT(*) FROM offers WHERE username = $1 AND expires_at > $2")
+_INSERT_SERVICE = _sql(
+    "INSERT INTO services (id, service_fqn, service_name, version, username, created_at,"
+    " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+_INSERT_OFFER = _sql(
+    "INSERT INTO offers (id, username, service_id, sdp, created_at, expires_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+_TOUCH_USER = _sql("UPDATE usernames SET last_used = $2, expires_at = $3 WHERE username = $1")
+
+_SERVICE_COLUMNS = "s.id, s.username, s.service_fqn, s.created_at, s.expires_at, f.id, f.sdp"
+_FIRST_FREE_OFFER = (
+    "(SELECT o.seq FROM offers o WHERE o.service_id = s.id AND o.answerer_username IS NULL"
+    " AND o.expires_at > {now} ORDER BY o.created_at, o.seq LIMIT 1)"
+)
+_FIND_SERVICE = _sql(
+    f"SELECT {_SERVICE_COLUMNS} FROM services s"
+    f" LEFT JOIN offers f ON f.seq = {_FIRST_FREE_OFFER.format(now='$2')}"
+    " WHERE s.service_fqn = $1 AND s.expires_at > $2"
+)
+_FIND_RANDOM = _sql(
+    f"SELECT {_SERVICE_COLUMNS} FROM ("
+    "   SELECT o.service_id FROM services s JOIN offers o ON o.service_id = s.id"
+    "   WHERE s.service_name = $1 AND s.version = $2 AND s.expires_at > $3"
+    "   AND o.answerer_username IS NULL AND o.expires_at > $3"
+    "   ORDER BY random() LIMIT 1) pick"
+    " JOIN services s ON s.id = pick.service_id"
+    f" LEFT JOIN offers f ON f.seq = {_FIRST_FREE_OFFER.format(now='$3')}"
+)
+_LIST_SERVICES = _sql(
+    f"SELECT {_SERVICE_COLUMNS} FROM services s"
+    f" JOIN offers f ON f.seq = {_FIRST_FREE_OFFER.format(now='$1')}"
+    " WHERE s.service_name = $2 AND s.version = $3 AND s.expires_at > $1"
+    " ORDER BY s.created_at DESC, s.seq DESC LIMIT $4 OFFSET $5"
+)
+_DELETE_OWNED_SERVICE = _sql(
+    "DELETE FROM services WHERE service_fqn = $1 AND expires_at > $2 AND username = $3"
+)
+_SERVICE_OWNER = _sql("SELECT username FROM services WHERE service_fqn = $1 AND expires_at > $2")
+_ANSWER = _sql(
+    "UPDATE offers SET answerer_username = $1, answer_sdp = $2, answered_at = $3"
+    " WHERE id = $4 AND expires_at > $3 AND answerer_username IS NULL RETURNING 1"
+)
+_OFFER_LIVE = _sql("SELECT 1 FROM offers WHERE id = $1 AND expires_at > $2")
+_DROP_OUTSIDERS_ICE = _sql(
+    "DELETE FROM ice_candidates WHERE offer_id = $1 AND role = 'answerer' AND username <> $2"
+)
+_GET_OFFER = _sql(
+    "SELECT username, service_id, answerer_username, answer_sdp, answered_at"
+    " FROM offers WHERE id = $1 AND expires_at > $2"
+)
+_POLL_ANSWERS = _sql(
+    "SELECT id, service_id, answerer_username, answer_sdp, answered_at FROM offers"
+    " WHERE username = $1 AND expires_at > $2 AND answered_at > $3"
+    " ORDER BY answered_at DESC, seq DESC"
+)
+_POLL_ICE = _sql(
+    "SELECT c.id, c.offer_id, c.username, c.role, c.candidate, c.created_at"
+    " FROM offers o JOIN ice_candidates c ON c.offer_id = o.id"
+    " WHERE o.username = $1 AND o.expires_at > $2 AND o.answerer_username IS NOT NULL"
+    " AND c.role = 'answerer' AND c.username = o.answerer_username AND c.created_at > $3"
+    " ORDER BY o.created_at DESC, o.seq DESC, c.created_at, c.id"
+)
+_ICE_TARGET_COLUMNS = (
+    "SELECT username, answerer_username, ice_last, (SELECT COUNT(*) FROM ice_candidates c"
+    " WHERE c.offer_id = $1 AND c.username = $3) FROM offers"
+    " WHERE id = $1 AND expires_at > $2"
+)
+_ICE_TARGET = Sql(  # the row lock orders concurrent writers' createdAt (B5)
+    _ICE_TARGET_COLUMNS + " FOR UPDATE", _NUMBERED.sub(r"?\1", _ICE_TARGET_COLUMNS)
+)
+_INSERT_ICE = _sql(
+    "INSERT INTO ice_candidates (offer_id, username, role, candidate, created_at)"
+    " VALUES ($1, $2, $3, $4, $5)"
+)
+_SET_ICE_LAST = _sql("UPDATE offers SET ice_last = $1 WHERE id = $2")
+_GET_ICE = _sql(
+    "SELECT o.username, o.answerer_username, c.candidate, c.created_at FROM offers o"
+    " LEFT JOIN ice_candidates c ON c.offer_id = o.id AND c.created_at > $3 AND ("
+    "   (o.username = $2 AND c.role = 'answerer' AND c.username = o.answerer_username)"
+    "   OR (o.username <> $2 AND o.answerer_username = $2"
+    "       AND c.role = 'offerer' AND c.username = o.username))"
+    " WHERE o.id = $1 AND o.expires_at > $4"
+    " ORDER BY c.created_at, c.id"
+)
+_COUNT_LIVE = _sql("SELECT COUNT(*) FROM offers WHERE expires_at > $1")
+_EXPIRED = (
+    _sql("DELETE FROM offers WHERE expires_at <= $1"),
+    _sql("DELETE FROM services WHERE expires_at <= $1"),
+    _sql("DELETE FROM usernames WHERE expires_at <= $1"),
+)
+
+# -- plans ---------------------------------------------------------------------------
+
+
+def _service_offer(row: Sequence[Any]) -> ServiceOffer:
+    return ServiceOffer(
+        service_id=row[0],
+        username=row[1],
+        service_fqn=row[2],
+        created_at=row[3],
+        expires_at=row[4],
+        offer_id=row[5],
+        sdp=row[6],
+    )
+
+
+def _get_user(username: str, now: int) -> Plan[UserRecord | None]:
+    """See `Storage.get_user`."""
+    row = yield _GET_USER, Fetch.ONE, (username, now)
+    if row is None:
+        return None
+    return UserRecord(username=username, public_key=row[0], claimed_at=row[1], expires_at=row[2])
+
+
+def _claim(username: str, public_key: str, now: int) -> Plan[ClaimOutcome]:
+    """See `Storage.claim_username`."""
+    try:
+        row = yield _CLAIM, Fetch.ONE, (username, public_key, now, now + USERNAME_TTL_MS)
+    except Conflict:  # the key already holds another name (S16)
+        return ClaimOutcome.KEY_TAKEN
+    return ClaimOutcome.CLAIMED if row is not None else ClaimOutcome.OTHER_KEY
+
+
+def _publish(
+    fqn: ServiceFqn,
+    service_id: str,
+    offers: Sequence[tuple[str, str]],
+    now: int,
+    expires_at: int,
+    max_offers_per_user: int,
+) -> Plan[Publication]:
+    """See `Storage.publish_service`.
+
+    Replaces the service's *unanswered* offers; offers of it that are already answered
+    stay, with their candidates and expiry, so a handshake in progress survives a
+    republish that raced with it (B8).  The service then keeps its row and id (its
+    expiry covers its kept offers); with nothing kept it gets a fresh row, as in the
+    original.  An offer in the request identical to a kept one is that offer, reported
+    as stored.
+    """
+    username = fqn.username
+    assert username is not None
+    fqn_text = str(fqn)
+    yield _LOCK_USER, Fetch.VALUE, (username,)
+    old_id = yield _OLD_SERVICE, Fetch.VALUE, (fqn_text,)
+    kept: dict[str, PublishedOffer] = {}
+    if old_id is not None:
+        yield _DROP_REPLACED, Fetch.COUNT, (old_id, now)
+        rows = yield _KEPT_OFFERS, Fetch.ALL, (old_id,)
+        for oid, sdp, created_at, offer_expires_at in rows:
+            kept[oid] = PublishedOffer(
+                offer_id=oid, sdp=sdp, created_at=created_at, expires_at=offer_expires_at
+            )
+        if not kept:
+            yield _DELETE_SERVICE_ID, Fetch.COUNT, (old_id,)
+    fresh = [(oid, sdp) for oid, sdp in offers if oid not in kept]
+    ids = [oid for oid, _ in fresh]
+    this_service = old_id if kept else service_id
+    try:
+        if ids:
+            taken = yield _TAKEN_ID, Fetch.VALUE, (ids, now)
+            if taken is not None:
+                raise Rejected(messages.OFFER_EXISTS)
+            yield _CLEAR_IDS, Fetch.COUNT, (ids,)  # expired namesakes
+        held = yield _HELD_OFFERS, Fetch.VALUE, (username, now)
+        if held + len(fresh) > max_offers_per_user:
+            raise Rejected(messages.USER_OFFER_LIMIT.format(limit=max_offers_per_user))
+        if kept:
+            expires_at = max(expires_at, *(offer.expires_at for offer in kept.values()))
+            yield _REFRESH_SERVICE, Fetch.COUNT, (this_service, now, expires_at)
+        else:
+            yield (
+                _INSERT_SERVICE,
+                Fetch.COUNT,
+                (service_id, fqn_text, fqn.service, fqn.version, username, now, expires_at),
+            )
+        if fresh:
+            yield (
+                _INSERT_OFFER,
+                Fetch.MANY,
+                [(oid, username, this_service, sdp, now, expires_at) for oid, sdp in fresh],
+            )
+    except Conflict:  # another process took one of the ids between check and insert
+        raise Rejected(messages.OFFER_EXISTS) from None
+    yield _TOUCH_USER, Fetch.COUNT, (username, now, now + USERNAME_TTL_MS)
+    return Publication(
+        service_id=this_service,
+        username=username,
+        service_fqn=fqn_text,
+        created_at=now,
+        expires_at=expires_at,
+        offers=tuple(
+            kept.get(oid)
+            or PublishedOffer(offer_id=oid, sdp=sdp, created_at=now, expires_at=expires_at)
+            for oid, sdp in offers
+        ),
+    )
+
+
+def _find_service(fqn_text: str, now: int) -> Plan[ServiceOffer]:
+    """See `Storage.find_service`."""
+    row = yield _FIND_SERVICE, Fetch.ONE, (fqn_text, now)
+    if row is None:
+        raise Rejected(messages.SERVICE_NOT_FOUND)
+    if row[5] is None:
+        raise Rejected(messages.NO_AVAILABLE_OFFERS)
+    return _service_offer(row)
+
+
+def _find_random(service: str, version: str, now: int) -> Plan[ServiceOffer]:
+    """See `Storage.find_random_service`."""
+    row = yield _FIND_RANDOM, Fetch.ONE, (service, version, now)
+    if row is None:
+        raise Rejected(messages.NO_SERVICES_FOUND)
+    if row[5] is None:  # one statement, one snapshot: kept for the contract
+        raise Rejected(messages.NO_AVAILABLE_OFFERS)
+    return _service_offer(row)
+
+
+def _list_services(
+    service: str, version: str, limit: int, offset: int, now: int
+) -> Plan[list[ServiceOffer]]:
+    """See `Storage.list_services`."""
+    # The original scans the 1000 newest services, then pages: same window here.
+    limit = max(0, min(limit, 1000 - offset))
+    rows = yield _LIST_SERVICES, Fetch.ALL, (now, service, version, limit, offset)
+    return [_service_offer(row) for row in rows]
+
+
+def _delete_service(fqn_text: str, username: str, now: int) -> Plan[None]:
+    """See `Storage.delete_service` (one statement when it succeeds)."""
+    deleted = yield _DELETE_OWNED_SERVICE, Fetch.COUNT, (fqn_text, now, username)
+    if deleted:
+        return
+    owner = yield _SERVICE_OWNER, Fetch.VALUE, (fqn_text, now)
+    raise Rejected(messages.SERVICE_NOT_FOUND if owner is None else messages.SERVICE_NOT_OWNED)
+
+
+def _answer(offer_id: str, username: str, sdp: str, now: int) -> Plan[None]:
+    """See `Storage.answer_offer`: the conditional update alone decides the race (S3)."""
+    won = yield _ANSWER, Fetch.VALUE, (username, sdp, now, offer_id)
+    if won is None:
+        live = yield _OFFER_LIVE, Fetch.VALUE, (offer_id, now)
+        raise Rejected(messages.OFFER_ALREADY_ANSWERED if live else messages.OFFER_NOT_FOUND)
+    # Candidates other would-be answerers sent before the answer can never be shown to
+    # anyone (S4), so they are dropped now rather than at expiry.
+    yield _DROP_OUTSIDERS_ICE, Fetch.COUNT, (offer_id, username)
+
+
+def _get_offer(offer_id: str, now: int) -> Plan[OfferRecord | None]:
+    """See `Storage.get_offer`."""
+    row = yield _GET_OFFER, Fetch.ONE, (offer_id, now)
+    if row is None:
+        return None
+    return OfferRecord(
+        offer_id=offer_id,
+        username=row[0],
+        service_id=row[1],
+        answerer_username=row[2],
+        answer_sdp=row[3],
+        answered_at=row[4],
+    )
+
+
+def _poll(username: str, since: int, now: int) -> Plan[tuple[list[AnswerRecord], list[IceRecord]]]:
+    """See `Storage.poll`."""
+    answers = yield _POLL_ANSWERS, Fetch.ALL, (username, now, since)
+    ice = yield _POLL_ICE, Fetch.ALL, (username, now, since)
+    return list(map(AnswerRecord._make, answers)), list(map(IceRecord._make, ice))
+
+
+def _add_ice(
+    offer_id: str, username: str, candidates: Sequence[str], now: int, max_per_offer: int
+) -> Plan[None]:
+    """See `Storage.add_ice_candidates`."""
+    offer = yield _ICE_TARGET, Fetch.ONE, (offer_id, now, username)
+    if offer is None:
+        raise Rejected(messages.OFFER_NOT_FOUND)
+    owner, answerer, last, held = offer
+    if username == owner:
+        role = "offerer"
+    elif answerer is None or answerer == username:
+        role = "answerer"
+    else:
+        raise Rejected(messages.NOT_AUTHORIZED_OFFER)
+    if held + len(candidates) > max_per_offer:
+        raise Rejected(messages.OFFER_CANDIDATE_LIMIT.format(limit=max_per_offer))
+    stamps = next_ice_timestamps(last, now, len(candidates))
+    yield (
+        _INSERT_ICE,
+        Fetch.MANY,
+        [
+            (offer_id, username, role, text, stamp)
+            for text, stamp in zip(candidates, stamps, strict=True)
+        ],
+    )
+    yield _SET_ICE_LAST, Fetch.COUNT, (stamps[-1], offer_id)
+
+
+def _get_ice(offer_id: str, username: str, since: int, now: int) -> Plan[list[tuple[str, int]]]:
+    """See `Storage.get_ice_candidates`: one statement.  The owner reads its actual
+    answerer's candidates, the answerer the owner's, anyone else nothing (S4)."""
+    rows = yield _GET_ICE, Fetch.ALL, (offer_id, username, since, now)
+    if not rows:
+        raise Rejected(messages.OFFER_NOT_FOUND)
+    return [(row[2], row[3]) for row in rows if row[2] is not None]
+
+
+def _count_live(now: int) -> Plan[int]:
+    """See `Storage.count_live_offers`."""
+    count = yield _COUNT_LIVE, Fetch.VALUE, (now,)
+    return int(count)
+
+
+def _cleanup(now: int) -> Plan[CleanupCounts]:
+    """See `Storage.cleanup`."""
+    offers = yield _EXPIRED[0], Fetch.COUNT, (now,)
+    services = yield _EXPIRED[1], Fetch.COUNT, (now,)
+    users = yield _EXPIRED[2], Fetch.COUNT, (now,)
+    return CleanupCounts(offers=offers, services=services, usernames=users)
+
+
+class PlanStorage:
+    """`Storage` by running this module's plans; a backend supplies `_run` (and open and
+    close).  ``write`` plans must run in one transaction."""
+
+    async def _run(self, plan: Plan[_T], *, write: bool = False) -> _T:
+        raise NotImplementedError
+
+    async def get_user(self, username: str, now: int) -> UserRecord | None:
+        """See `Storage.get_user`."""
+        return await self._run(_get_user(username, now))
+
+    async def claim_username(self, username: str, public_key: str, now: int) -> ClaimOutcome:
+        """See `Storage.claim_username`."""
+        return await self._run(_claim(username, public_key, now))
+
+    async def publish_service(
+        self,
+        *,
+        fqn: ServiceFqn,
+        service_id: str,
+        offers: Sequence[tuple[str, str]],
+        now: int,
+        expires_at: int,
+        max_offers_per_user: int,
+    ) -> Publication:
+        """See `Storage.publish_service`."""
+        plan = _publish(fqn, service_id, offers, now, expires_at, max_offers_per_user)
+        return await self._run(plan, write=True)
+
+    async def find_service(self, fqn: ServiceFqn, now: int) -> ServiceOffer:
+        """See `Storage.find_service`."""
+        return await self._run(_find_service(str(fqn), now))
+
+    async def find_random_service(self, service: str, version: str, now: int) -> ServiceOffer:
+        """See `Storage.find_random_service`."""
+        return await self._run(_find_random(service, version, now))
+
+    async def list_services(
+        self, service: str, version: str, limit: int, offset: int, now: int
+    ) -> list[ServiceOffer]:
+        """See `Storage.list_services`."""
+        return await self._run(_list_services(service, version, limit, offset, now))
+
+    async def delete_service(self, fqn: ServiceFqn, username: str, now: int) -> None:
+        """See `Storage.delete_service`."""
+        await self._run(_delete_service(str(fqn), username, now))
+
+    async def answer_offer(self, offer_id: str, username: str, sdp: str, now: int) -> None:
+        """See `Storage.answer_offer`."""
+        await self._run(_answer(offer_id, username, sdp, now))
+
+    async def get_offer(self, offer_id: str, now: int) -> OfferRecord | None:
+        """See `Storage.get_offer`."""
+        return await self._run(_get_offer(offer_id, now))
+
+    async def poll(
+        self, username: str, since: int, now: int
+    ) -> tuple[list[AnswerRecord], list[IceRecord]]:
+        """See `Storage.poll`."""
+        return await self._run(_poll(username, since, now))
+
+    async def add_ice_candidates(
+        self,
+        offer_id: str,
+        username: str,
+        candidates: Sequence[str],
+        now: int,
+        max_per_offer: int,
+    ) -> None:
+        """See `Storage.add_ice_candidates`."""
+        plan = _add_ice(offer_id, username, candidates, now, max_per_offer)
+        await self._run(plan, write=True)
+
+    async def get_ice_candidates(
+        self, offer_id: str, username: str, since: int, now: int
+    ) -> list[tuple[str, int]]:
+        """See `Storage.get_ice_candidates`."""
+        return await self._run(_get_ice(offer_id, username, since, now))
+
+    async def count_live_offers(self, now: int) -> int:
+        """See `Storage.count_live_offers`."""
+        return await self._run(_count_live(now))
+
+    async def cleanup(self, now: int) -> CleanupCounts:
+        """See `Storage.cleanup`."""
+        return await self._run(_cleanup(now), write=True)
