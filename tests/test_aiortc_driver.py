@@ -50,11 +50,6 @@ TIMEOUT = 10.0
 E = TypeVar("E", bound=PeerEvent)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # aiortc runs on asyncio only
-
-
 class Recorder:
     """An ``on_event`` callback that keeps every event and lets a test wait for one."""
 

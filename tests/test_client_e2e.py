@@ -65,11 +65,6 @@ FAST = ConnectionConfig(
 PUBLISHER = Path(__file__).parent / "peers" / "publisher.py"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # aiortc and our server's storage run on asyncio
-
-
 class WallClock(FakeClock):
     """A server clock that follows real time (Unix ms)."""
 

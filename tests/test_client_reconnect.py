@@ -7,8 +7,6 @@ which the answerer's machine sees as a failure and answers with a reconnection.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
 
@@ -16,46 +14,21 @@ from rondevu import (
     ConnectionClosedError,
     ConnectionConfig,
     ConnectionFailedError,
-    InProcessTransport,
-    Rondevu,
 )
 from rondevu_core import events as ev
-from rondevu_core.signing import KeyPair
-from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer
+from tests.client_testing import loopback_client
 
 TIMEOUT = 20
 FAST = ConnectionConfig(reconnect_backoff_base_ms=50, reconnect_backoff_max_ms=200)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[RondevuServer]:
-    server = await RondevuServer.open(ServerConfig())
-    try:
-        yield server
-    finally:
-        await server.aclose()
-
-
-def client(server: RondevuServer, username: str, seed: int) -> Rondevu:
-    return Rondevu.connect(
-        transport=InProcessTransport(server),
-        username=username,
-        keypair=KeyPair.from_seed(bytes([seed]) * 32),
-        ice_servers=[],
-        host_addresses=["127.0.0.1"],
-        connection_config=FAST,
-    )
-
-
 @pytest.mark.anyio
-async def test_paused_reconnection_waits_for_resume(server: RondevuServer) -> None:
-    async with client(server, "alice", 1) as alice, client(server, "bob", 2) as bob:
+async def test_paused_reconnection_waits_for_resume(inprocess_server: RondevuServer) -> None:
+    async with (
+        loopback_client(inprocess_server, "alice", 1, connection_config=FAST) as alice,
+        loopback_client(inprocess_server, "bob", 2, connection_config=FAST) as bob,
+    ):
         alice.publish_service("chat:1.0.0", max_offers=1, poll_interval_ms=50)
         await alice.start_filling()
         seen: list[ev.Event] = []
@@ -91,11 +64,11 @@ async def test_paused_reconnection_waits_for_resume(server: RondevuServer) -> No
 
 
 @pytest.mark.anyio
-async def test_a_connection_that_gave_up_says_so(server: RondevuServer) -> None:
+async def test_a_connection_that_gave_up_says_so(inprocess_server: RondevuServer) -> None:
     quick = ConnectionConfig(
         reconnect_backoff_base_ms=10, reconnect_backoff_max_ms=20, max_reconnect_attempts=2
     )
-    async with client(server, "bob", 2) as bob:
+    async with loopback_client(inprocess_server, "bob", 2, connection_config=FAST) as bob:
         conn = await bob.connect_to_service("nothing:1.0.0@nobody", connection_config=quick)
         exhausted = anyio.Event()
         conn.on("reconnect:exhausted", lambda _: exhausted.set())

@@ -47,11 +47,6 @@ TIMEOUT = 10.0
 KINDS = ["http", "inprocess"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # our server's storage drivers run on asyncio
-
-
 class Recording:
     """Wraps a real transport and keeps every body it sends (and whether it closed)."""
 

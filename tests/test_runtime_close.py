@@ -19,11 +19,6 @@ from rondevu_core.ice import NO_ICE_SERVERS
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_action_during_close_is_dropped_and_close_completes() -> None:
     fed: list[inputs.Input] = []
     described = anyio.Event()
