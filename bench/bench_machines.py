@@ -149,6 +149,10 @@ def main(argv: list[str]) -> None:
     print(f"{lifecycles} lifecycles x {len(steps)} inputs = {total} inputs")
     print(f"machine:    {total / machine:,.0f} inputs/s ({machine * 1e6 / total:.2f} us/input)")
     print(f"empty loop: {total / baseline:,.0f} inputs/s ({baseline * 1e6 / total:.3f} us/input)")
+    print(
+        f"ratio:      the machines cost {machine / baseline:,.0f}x the empty loop; "
+        f"goal >= 100,000 inputs/s: {'met' if total / machine >= 100_000 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":
