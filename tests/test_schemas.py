@@ -126,6 +126,25 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
             "expiresAt": 1795733398663,
         },
     ),
+    (  # our extension: a server that keeps answered offers on republish says so (B8)
+        rs.PublishServiceResult,
+        {
+            "serviceId": SERVICE_ID,
+            "username": "alice",
+            "serviceFqn": "chat:1.2.3@alice",
+            "offers": [
+                {
+                    "offerId": OFFER_ID,
+                    "sdp": SDP,
+                    "createdAt": 1795733338665,
+                    "expiresAt": 1795733398663,
+                }
+            ],
+            "createdAt": 1795733338663,
+            "expiresAt": 1795733398663,
+            "keepsAnsweredOffers": True,
+        },
+    ),
     # §6.3 getService, §10 discovery modes
     (rs.GetServiceParams, {"serviceFqn": "chat:1.0.0@alice"}),
     (rs.GetServiceParams, {"serviceFqn": "chat:1.0.0"}),
@@ -387,6 +406,28 @@ def test_publish_offers_count_1_to_100() -> None:
     for bad in ([], offers, None, {"sdp": SDP}):
         with pytest.raises(ValidationError):
             rs.PublishServiceParams.from_wire({"serviceFqn": fqn, "offers": bad})
+
+
+def test_keeps_answered_offers_is_an_optional_boolean_never_null() -> None:
+    base = {
+        "serviceId": SERVICE_ID,
+        "username": "alice",
+        "serviceFqn": "chat:1.0.0@alice",
+        "offers": [{"offerId": OFFER_ID, "sdp": SDP, "createdAt": 1, "expiresAt": 2}],
+        "createdAt": 1,
+        "expiresAt": 2,
+    }
+    upstream = rs.PublishServiceResult.from_wire(base)  # 0.5.4 never sends it
+    assert upstream.keeps_answered_offers is None
+    assert "keepsAnsweredOffers" not in upstream.to_wire()
+    ours = rs.PublishServiceResult.from_wire({**base, "keepsAnsweredOffers": True})
+    assert ours.keeps_answered_offers is True
+    for bad in (None, 1, "true"):
+        with pytest.raises(ValidationError):
+            rs.PublishServiceResult.from_wire({**base, "keepsAnsweredOffers": bad})
+    schema = rs.PublishServiceResult.model_json_schema(by_alias=True)
+    assert schema["properties"]["keepsAnsweredOffers"]["type"] == "boolean"
+    assert "keepsAnsweredOffers" not in schema["required"]
 
 
 @pytest.mark.parametrize("sdp", ["", "   ", "\r\n\t", "\u3000\ufeff\u00a0", None, 5, ["v=0"]])
@@ -672,7 +713,8 @@ STRATEGIES: dict[Model, st.SearchStrategy[Any]] = {
             "offers": st.lists(published_offers, min_size=1, max_size=3),
             "createdAt": timestamps,
             "expiresAt": timestamps,
-        }
+        },
+        {"keepsAnsweredOffers": st.booleans()},
     ),
     rs.GetServiceParams: obj(
         {"serviceFqn": fqns}, {"limit": st.none() | ints, "offset": st.none() | ints}

@@ -196,8 +196,18 @@ class PublishedOffer(WireModel):
     expires_at: Timestamp
 
 
+def _keeps_answered_offers_not_null(schema: dict[str, Any]) -> None:
+    """JSON Schema of `PublishServiceResult`: ``keepsAnsweredOffers`` is omitted, never
+    ``null``."""
+    prop = schema["properties"]["keepsAnsweredOffers"]
+    prop.pop("default", None)
+    prop.update(next(s for s in prop.pop("anyOf") if s.get("type") != "null"))
+
+
 class PublishServiceResult(WireModel):
     """``publishService``'s result: the new service and all of its offers."""
+
+    model_config = ConfigDict(json_schema_extra=_keeps_answered_offers_not_null)
 
     service_id: ServiceId
     username: UsernameStr
@@ -206,6 +216,17 @@ class PublishServiceResult(WireModel):
     created_at: Timestamp
     expires_at: Timestamp
     """Shared by the service and all of its offers: ``now + ttl``."""
+    keeps_answered_offers: bool | None = None
+    """Our extension, absent from 0.5.4 (whose 0.18.9 client would ignore it as unknown):
+    ``true`` when this server's publishService replaces only the service's *unanswered*
+    offers and keeps the answered ones with their candidates (B8), so an offer pool may
+    republish while a handshake is pending.  Omitted, never ``null``, otherwise."""
+
+    @model_validator(mode="after")
+    def _keeps_answered_offers_not_null(self) -> Self:
+        if "keeps_answered_offers" in self.model_fields_set and self.keeps_answered_offers is None:
+            raise ValueError("keepsAnsweredOffers is a boolean when present, never null")
+        return self
 
 
 # --- getService (§6.3, §10) -------------------------------------------------------
