@@ -12,12 +12,19 @@ Rules (each fixes a bug of §16):
   undershoot (B7).  The pool never holds more than ``max_offers`` unanswered offers.
 - **One publication for the whole pool.**  Server 0.5.4 replaces a service with every
   publishService (§6.2), deleting the previous offers and their candidates.  So the pool
-  publishes all its unanswered offers in one call, and republishes (to add new offers or
-  to refresh them before ``ttl_ms`` runs out) only while no handshake is pending and no
-  poll is in flight: the replacement can never delete an offer whose answer is being
-  applied (B8).  A republish deletes the server's copy of the candidates, so each
-  retained offer re-uploads its trickled ones.  While k handshakes are pending the pool
-  therefore holds ``max_offers - k`` published offers; it refills as soon as they settle.
+  publishes all its unanswered offers in one call and republishes them (to add new
+  offers or to refresh them before ``ttl_ms`` runs out), never while a publish or a poll
+  is in flight.  A republish deletes the server's copy of the unanswered offers'
+  candidates, so each retained offer re-uploads its trickled ones.
+- **No republish can delete a handshake in progress (B8).**  Against 0.5.4 the pool
+  republishes only while no handshake is pending, so while k handshakes are pending it
+  holds ``max_offers - k`` published offers and refills as soon as they settle.  Our
+  server replaces only the *unanswered* offers and keeps the answered ones with their
+  candidates; it says so with ``keepsAnsweredOffers: true`` in the publishService
+  result.  The pool remembers that flag from the latest successful publish and, while
+  it is set, republishes whatever handshakes are pending: the pool then holds
+  ``max_offers`` unanswered offers at all times but during the publish round trip
+  (B7, B11).  Before the first publish returns the flag is unknown, hence off.
 - **Answers exactly once.**  One ``poll`` at a time (B6), every ``poll_interval_ms``.  Its
   answers cursor is its own (B20) and lags one millisecond behind the newest
   ``answeredAt`` seen, so two answers stored in the same millisecond are both seen;
@@ -93,6 +100,7 @@ class OfferPool:
         "_conns",
         "_cursor",
         "_deadlines",
+        "_keeps_answered",
         "_opened",
         "_outbox",
         "_poll_call",
@@ -129,6 +137,7 @@ class OfferPool:
         self._publish_backoff = Backoff(_PUBLISH_RETRY)
         self._refresh_due = False
         self._stale: set[int] = set()
+        self._keeps_answered = False
 
     # -- driver interface ------------------------------------------------------------
 
@@ -201,6 +210,11 @@ class OfferPool:
         """Connections whose offer has no answer yet (being created, ready or published)."""
         return [c for c in self._conns.values() if not c.answer_applied and not c.terminal]
 
+    @property
+    def server_keeps_answered_offers(self) -> bool:
+        """The ``keepsAnsweredOffers`` of the latest successful publish (False before)."""
+        return self._keeps_answered
+
     def pending_handshakes(self) -> int:
         """Answered offers whose connection is neither up nor finished."""
         return sum(
@@ -238,7 +252,7 @@ class OfferPool:
             or self._publish_call is not None
             or self._poll_call is not None
             or _Timer.PUBLISH_RETRY in self._deadlines
-            or self.pending_handshakes()
+            or (self.pending_handshakes() and not self._keeps_answered)  # B8 on 0.5.4
         ):
             return
         offers = self.unanswered()
@@ -266,11 +280,13 @@ class OfferPool:
             self._publish_failed(outcome.error, now)
             return
         try:
-            published = dict((sdp, offer_id) for offer_id, sdp in parse_published(outcome.result))
+            publication = parse_published(outcome.result)
         except ProtocolError as error:
             self._outbox.emit(ProtocolViolation(connection_id=0, error=error))
             self._publish_failed(str(error), now)
             return
+        published = {sdp: offer_id for offer_id, sdp in publication.offers}
+        self._keeps_answered = publication.keeps_answered_offers
         self._publish_backoff.reset()
         ids: list[str] = []
         for conn in self.unanswered():

@@ -17,6 +17,7 @@ from rondevu_core.sdp import parse_wire_candidate
 __all__ = [
     "FetchedOffer",
     "PolledAnswer",
+    "Publication",
     "RemoteCandidate",
     "parse_candidates",
     "parse_fetched_offer",
@@ -42,6 +43,18 @@ class PolledAnswer:
     answerer_id: str
     sdp: str
     answered_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publication:
+    """A publishService result: the offers stored, and what a republish will keep."""
+
+    offers: tuple[tuple[str, str], ...]
+    """``(offerId, sdp)`` per offer, in the order sent."""
+    keeps_answered_offers: bool
+    """The server's ``keepsAnsweredOffers`` (our extension): a republish replaces only
+    unanswered offers, so it cannot delete a handshake in progress (B8).  False when
+    absent, as from 0.5.4."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,8 +99,12 @@ def parse_fetched_offer(result: object) -> FetchedOffer:
     )
 
 
-def parse_published(result: object) -> list[tuple[str, str]]:
-    """publishService → ``[(offerId, sdp), …]`` in the order sent (§6.2)."""
+def parse_published(result: object) -> Publication:
+    """publishService → its offers in the order sent, and the server's promise (§6.2).
+
+    Only a JSON ``true`` counts as ``keepsAnsweredOffers``: anything else falls back to
+    0.5.4's replace-everything rule, the safe reading of a server that did not promise.
+    """
     obj = _mapping(result, "publishService")
     offers = obj.get("offers")
     if not isinstance(offers, list):
@@ -96,7 +113,9 @@ def parse_published(result: object) -> list[tuple[str, str]]:
     for item in offers:
         entry = _mapping(item, "publishService offer")
         out.append((_string(entry, "offerId", "publishService"), _string(entry, "sdp", "offer")))
-    return out
+    return Publication(
+        offers=tuple(out), keeps_answered_offers=obj.get("keepsAnsweredOffers") is True
+    )
 
 
 def parse_poll_answers(result: object) -> list[PolledAnswer]:
