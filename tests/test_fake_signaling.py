@@ -47,6 +47,47 @@ def test_publish_replaces_previous_offers_and_clamps_ttl() -> None:
     assert [o.sdp for o in server.offers] == ["v=0 b"]
 
 
+@pytest.mark.parametrize("mode", ["ours", "upstream"])
+def test_republish_keeps_answered_offers_only_in_ours(mode: str) -> None:
+    server = FakeSignalingServer(mode=mode)  # type: ignore[arg-type]
+    first = publish(server, "v=0 a", "v=0 b", ttl=120_000)
+    id_a, id_b = (o["offerId"] for o in first["offers"])
+    ok(server, "bob", Method.ANSWER_OFFER, T0 + 1, offerId=id_a, sdp="answer")
+    ok(server, "bob", Method.ADD_ICE_CANDIDATES, T0 + 2, offerId=id_a, candidates=[{"a": 1}])
+    ok(server, "alice", Method.ADD_ICE_CANDIDATES, T0 + 2, offerId=id_a, candidates=[{"o": 1}])
+    # The pool had not seen the answer: it sends A again, with a new C instead of B.
+    again = publish(server, "v=0 a", "v=0 c", now=T0 + 10, ttl=60_000)
+    id_c = offer_id_for_sdp("v=0 c")
+    assert [o["offerId"] for o in again["offers"]] == [id_a, id_c]
+    gone = error(server, "alice", Method.GET_OFFER_ANSWER, T0 + 11, offerId=id_b)
+    assert gone == "Offer not found"  # unanswered offers are replaced in both modes
+    if mode == "upstream":  # 0.5.4: everything replaced, no promise made
+        assert "keepsAnsweredOffers" not in again
+        assert again["serviceId"] != first["serviceId"]
+        # A was stored afresh: its answer and candidates are lost (B8).
+        lost = error(server, "alice", Method.GET_OFFER_ANSWER, T0 + 11, offerId=id_a)
+        assert lost == "Offer not yet answered"
+        assert server.candidates == []
+        return
+    assert again["keepsAnsweredOffers"] is True
+    assert again["serviceId"] == first["serviceId"]
+    assert again["offers"][0] == first["offers"][0]  # the kept offer, as stored
+    assert again["offers"][1]["createdAt"] == T0 + 10
+    assert again["offers"][1]["expiresAt"] == T0 + 10 + 60_000
+    assert again["expiresAt"] == first["offers"][0]["expiresAt"]  # covers the kept offer
+    answer = ok(server, "alice", Method.GET_OFFER_ANSWER, T0 + 11, offerId=id_a)
+    assert (answer["sdp"], answer["answererId"]) == ("answer", "bob")
+    for reader, seen in (("alice", {"a": 1}), ("bob", {"o": 1})):
+        got = ok(server, reader, Method.GET_ICE_CANDIDATES, T0 + 11, offerId=id_a)
+        assert [c["candidate"] for c in got["candidates"]] == [seen]
+    assert ok(server, "bob", Method.GET_SERVICE, T0 + 11, serviceFqn=FQN)["offerId"] == id_c
+    # Nothing answered any more that is still alive: a plain replacement again.
+    late = T0 + 120_000
+    fresh = publish(server, "v=0 d", now=late)
+    assert fresh["serviceId"] != first["serviceId"]
+    assert [o.sdp for o in server.offers] == ["v=0 d"]
+
+
 def test_publish_errors_in_server_order() -> None:
     server = FakeSignalingServer()
     pub = Method.PUBLISH_SERVICE

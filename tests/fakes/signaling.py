@@ -5,15 +5,22 @@ caller named by ``username`` and a time ``now_ms`` the test chooses.  It checks 
 signatures (the caller *is* ``username``) and does no I/O, so a harness can drive a
 state machine against it step by step.
 
-What it reproduces: publishService's replace-the-whole-service upsert (B8) with the TTL
-clamp; offer ids from `offer_id_for_sdp`; getService's paginated / direct / random modes;
-answerOffer, getOfferAnswer, poll, add/getIceCandidates with roles by ownership;
-deleteService; getUser; expiry filtered on every read; the exact error strings.
+What it reproduces: publishService's upsert with the TTL clamp; offer ids from
+`offer_id_for_sdp`; getService's paginated / direct / random modes; answerOffer,
+getOfferAnswer, poll, add/getIceCandidates with roles by ownership; deleteService;
+getUser; expiry filtered on every read; the exact error strings.
 
-``mode`` chooses the ICE ``createdAt`` rule: ``"ours"`` keeps it strictly increasing per
-offer (the recommendation of §8), ``"upstream"`` gives ``now + index`` like 0.5.4, which
-produces the collisions of B5.  Upstream mode also keeps 0.5.4's non-atomic publish: a
-duplicate offer id leaves an orphan service behind (S5).
+``mode`` chooses between our server and 0.5.4 where they differ:
+
+- ICE ``createdAt``: ``"ours"`` keeps it strictly increasing per offer (the
+  recommendation of §8), ``"upstream"`` gives ``now + index`` like 0.5.4, which produces
+  the collisions of B5.
+- publishService: ``"upstream"`` replaces the whole service with its offers and their
+  candidates (B8), non-atomically: a duplicate offer id leaves an orphan service behind
+  (S5).  ``"ours"`` is atomic and replaces only the *unanswered* (or expired) offers: the
+  answered ones stay with their candidates and expiry, the service keeps its row and id
+  while it has any, an offer sent again identical to a kept one is reported as stored,
+  and the result says so with ``keepsAnsweredOffers: true``.
 
 Test conveniences: `fail_next` injects failures, `offers` / `services` / `candidates`
 expose the stored rows, `calls` logs every call and its outcome.
@@ -264,7 +271,12 @@ class FakeSignalingServer:
     def _delete_service_rows(self, service_id: str) -> None:
         """Drop a service with its offers and their candidates (ON DELETE CASCADE)."""
         self._store.services.pop(service_id, None)
-        gone = {o.id for o in self._store.offers.values() if o.service_id == service_id}
+        self._delete_offer_rows(
+            {o.id for o in self._store.offers.values() if o.service_id == service_id}
+        )
+
+    def _delete_offer_rows(self, gone: set[str]) -> None:
+        """Drop offers and their candidates (ON DELETE CASCADE)."""
         for offer_id in gone:
             del self._store.offers[offer_id]
         self._store.candidates = [c for c in self._store.candidates if c.offer_id not in gone]
@@ -326,52 +338,74 @@ class FakeSignalingServer:
         old = next((s for s in self._store.services.values() if s.fqn == str(fqn)), None)
         # 0.5.4 matches the old service by (name, version, username); with a validated FQN
         # that is the same as the FQN string.
-        replaced = {o.id for o in self._store.offers.values() if old and o.service_id == old.id}
+        mine = [o for o in self._store.offers.values() if old and o.service_id == old.id]
+        kept: dict[str, FakeOffer] = {}
+        if self.mode == "ours":  # answered, unexpired offers survive the republish (B8)
+            kept = {o.id: o for o in mine if o.answerer is not None and o.expires_at > now}
+        replaced = {o.id for o in mine if o.id not in kept}
+        fresh = [(i, sdp) for i, sdp in zip(ids, sdps, strict=True) if i not in kept]
         duplicate = len(set(ids)) < len(ids) or any(
-            i in self._store.offers and i not in replaced for i in ids
+            i in self._store.offers and i not in replaced for i, _ in fresh
         )
         if duplicate and self.mode == "ours":
             raise _Failure("UNIQUE constraint failed: offers.id")  # atomic: nothing changed
-        if old is not None:
-            self._delete_service_rows(old.id)
         self._store.users[username] = _User(
             claimed_at=self._store.users[username].claimed_at, expires_at=now + USERNAME_TTL
         )
-        service = FakeService(
-            id=self._service_ids(),
-            fqn=str(fqn),
-            service=fqn.service,
-            version=fqn.version,
-            username=username,
-            created_at=now,
-            expires_at=expires_at,
-        )
-        self._store.services[service.id] = service
-        if duplicate:  # upstream: the service row is committed, the offers are not (S5)
-            raise _Failure("UNIQUE constraint failed: offers.id")
-        rows = [
-            FakeOffer(
-                id=offer_id,
+        if old is not None and kept:
+            self._delete_offer_rows(replaced)
+            # The service outlives its kept offers; the new ones get ``now + ttl``.
+            latest = max(expires_at, *(o.expires_at for o in kept.values()))
+            service = replace(old, created_at=now, expires_at=latest)
+        else:
+            if old is not None:
+                self._delete_service_rows(old.id)
+            service = FakeService(
+                id=self._service_ids(),
+                fqn=str(fqn),
+                service=fqn.service,
+                version=fqn.version,
                 username=username,
-                service_id=service.id,
-                sdp=sdp,
                 created_at=now,
                 expires_at=expires_at,
             )
-            for offer_id, sdp in zip(ids, sdps, strict=True)
-        ]
-        self._store.offers.update((row.id, row) for row in rows)
-        return {
+        self._store.services[service.id] = service
+        if duplicate:  # upstream: the service row is committed, the offers are not (S5)
+            raise _Failure("UNIQUE constraint failed: offers.id")
+        self._store.offers.update(
+            (
+                offer_id,
+                FakeOffer(
+                    id=offer_id,
+                    username=username,
+                    service_id=service.id,
+                    sdp=sdp,
+                    created_at=now,
+                    expires_at=expires_at,
+                ),
+            )
+            for offer_id, sdp in fresh
+        )
+        rows = [self._store.offers[offer_id] for offer_id in ids]
+        result: dict[str, Any] = {
             "serviceId": service.id,
             "username": username,
             "serviceFqn": service.fqn,
             "offers": [
-                {"offerId": r.id, "sdp": r.sdp, "createdAt": r.created_at, "expiresAt": expires_at}
+                {
+                    "offerId": r.id,
+                    "sdp": r.sdp,
+                    "createdAt": r.created_at,
+                    "expiresAt": r.expires_at,
+                }
                 for r in rows
             ],
             "createdAt": now,
-            "expiresAt": expires_at,
+            "expiresAt": service.expires_at,
         }
+        if self.mode == "ours":
+            result["keepsAnsweredOffers"] = True
+        return result
 
     def _get_service(self, username: str, params: Mapping[str, Any], now: int) -> Any:
         if username:  # getService authenticates only when the message names a user
