@@ -4,7 +4,9 @@ the fake signaling server and the fake WebRTC network, on a fake clock (no sleep
 Covers both ICE styles (aiortc: candidates in the SDP; browser: trickled), both server
 timestamp rules (ours and upstream 0.5.4), drops seen the aiortc way (``closed`` after
 30 s) and the browser way (ICE ``disconnected`` then ``failed``), reconnection to the
-same user with a fresh offer, buffering across the outage, and the closing invariants.
+same user with a fresh offer, buffering across the outage, and the closing invariants;
+and the pool's refill while a handshake is pending: at once with our server, which keeps
+answered offers on republish, and only once it settles with upstream's (B7, B8, B11).
 """
 
 from __future__ import annotations
@@ -151,6 +153,91 @@ def test_pool_refills_after_a_connection_and_never_exceeds_max_offers() -> None:
     assert len(pool.unanswered()) == 2
     # The connected offerer survived the republish.
     assert connected_pool_conn(pool).state is State.CONNECTED
+
+
+def unanswered_on_server(sim: Sim) -> set[str]:
+    """Ids of the live, unanswered offers the fake server would hand out."""
+    return {o.id for o in sim.server.offers if o.answerer is None and o.expires_at > sim.now}
+
+
+def publishes(sim: Sim) -> int:
+    return sum(1 for c in sim.server.calls if c.request.method is Method.PUBLISH_SERVICE)
+
+
+def answered_conn(pool: OfferPool) -> Connection:
+    found = [c for c in pool.connections.values() if c.answer_applied]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_with_our_server_the_pool_stays_full_while_a_handshake_is_pending() -> None:
+    """B7/B11 with B8 kept: our server keeps answered offers on republish and says so, so
+    the pool refills at once; the pending handshake survives the republish."""
+    sim, _, bob, pool, bob_conn = setup(trickle=True, max_offers=3)
+    assert sim.run_until(lambda: pool.server_keeps_answered_offers, limit_ms=1000)
+    bob.feed(Connect(now=sim.now))
+    # Browser-style ICE: the pool's side needs bob's candidates from the server, so the
+    # handshake cannot complete if a republish deleted its offer or their candidates.
+    assert sim.run_until(lambda: pool.pending_handshakes() == 1, limit_ms=10_000)
+    conn = answered_conn(pool)
+    answered = conn.offer_id
+    assert answered is not None
+    before = publishes(sim)
+
+    def refilled() -> bool:  # the publish of the replacement offer has settled
+        if conn.state is State.CONNECTED:
+            return True  # too late: the assertion below says so
+        offers = pool.unanswered()
+        return len(offers) == 3 and all(c.offer_id for c in offers)
+
+    assert sim.run_until(refilled, limit_ms=10_000)
+    assert pool.pending_handshakes() == 1, "the refill waited for the handshake"
+    assert publishes(sim) == before + 1
+    assert unanswered_on_server(sim) == {c.offer_id for c in pool.unanswered()}
+    kept = sim.server.offer(answered)
+    assert kept is not None
+    assert kept.answerer == "bob"
+    # The handshake still completes, over the kept offer and candidates.
+    assert sim.run_until(is_up(bob_conn), limit_ms=10_000)
+    assert sim.run_until(is_up(conn), limit_ms=10_000)
+    assert [c.offer_id for c in pool.connections.values() if c.state is State.CONNECTED] == [
+        answered
+    ]
+    assert len(unanswered_on_server(sim)) == 3
+    check_edges(bob)
+
+
+def test_with_upstream_no_republish_while_a_handshake_is_pending() -> None:
+    """0.5.4 would delete the answered offer: the pool waits, one offer short, and the
+    handshake's offer is never deleted under it."""
+    sim, _, bob, pool, bob_conn = setup(trickle=True, max_offers=3, server_mode="upstream")
+    assert sim.run_until(lambda: all(c.offer_id for c in pool.unanswered()), limit_ms=1000)
+    assert not pool.server_keeps_answered_offers
+    bob.feed(Connect(now=sim.now))
+    assert sim.run_until(lambda: pool.pending_handshakes() == 1, limit_ms=10_000)
+    conn = answered_conn(pool)
+    answered = conn.offer_id
+    assert answered is not None
+    before = publishes(sim)
+    pending_steps = 0
+
+    def connected_and_checked() -> bool:
+        nonlocal pending_steps
+        if pool.pending_handshakes():
+            pending_steps += 1
+            assert publishes(sim) == before, "republished while a handshake was pending"
+            kept = sim.server.offer(answered)
+            assert kept is not None
+            assert kept.answerer == "bob"
+            assert len(unanswered_on_server(sim)) == 2  # max_offers - 1, as before
+        return conn.state is State.CONNECTED
+
+    assert sim.run_until(connected_and_checked, limit_ms=10_000)
+    assert pending_steps > 1  # the handshake took some steps: the checks ran
+    assert sim.run_until(is_up(bob_conn), limit_ms=10_000)
+    # Refilled once the handshake settled.
+    assert sim.run_until(lambda: len(unanswered_on_server(sim)) == 3, limit_ms=5000)
+    assert publishes(sim) == before + 1
 
 
 @pytest.mark.parametrize("browser", [False, True], ids=["aiortc-closed", "browser-ice"])
