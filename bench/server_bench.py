@@ -159,6 +159,28 @@ def run_wrk(url: str, script: str, seconds: int, connections: int, env: dict[str
     return Outcome(calls, ok, failed, p50 / 1000, p99 / 1000, float(seconds))
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(
+    pid: int, url: str, script: str, seconds: int, connections: int, env: dict[str, str]
+) -> tuple[Outcome, float | None]:
+    """One wrk run and the server's CPU time per request during it (µs), when known."""
+    before = cpu_seconds(pid)
+    outcome = run_wrk(url, script, seconds, connections, env)
+    after = cpu_seconds(pid)
+    if before is None or after is None or not outcome.calls:
+        return outcome, None
+    return outcome, (after - before) * 1e6 / outcome.calls
+
+
 def start_server(db: str, schema: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "RONDEVU_DB": db, "RONDEVU_DB_SCHEMA": schema, "RONDEVU_PORT": "0"}
     proc = subprocess.Popen(
@@ -285,18 +307,26 @@ def bench_backend(label: str, db: str, seconds: int, connections: int, expect_ra
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
             handle.write("\n".join(bodies) + "\n")
         try:
-            ceiling = run_wrk(url + "/health", CEILING_SCRIPT, seconds, connections, {})
-            mix = run_wrk(url, WRK_SCRIPT, seconds, connections, {"BENCH_BODIES": handle.name})
+            ceiling, ceiling_cpu = measured(
+                proc.pid, url + "/health", CEILING_SCRIPT, seconds, connections, {}
+            )
+            mix, mix_cpu = measured(
+                proc.pid, url, WRK_SCRIPT, seconds, connections, {"BENCH_BODIES": handle.name}
+            )
         finally:
             os.unlink(handle.name)
         if mix.calls > total:
             print(f"  note: {mix.calls} calls > {total} bodies; answers repeated (failures)")
         success = mix.ok / max(1, mix.calls)
+
+        def cpu(value: float | None) -> str:
+            return "" if value is None else f"  server CPU {value:5.0f} µs/request"
+
         print(
             f"{label:10s} mix: {mix.rate:8.0f} calls/s  p50 {mix.p50_ms:6.2f} ms  "
-            f"p99 {mix.p99_ms:6.2f} ms  success {success:6.1%}\n"
+            f"p99 {mix.p99_ms:6.2f} ms  success {success:6.1%}{cpu(mix_cpu)}\n"
             f"{'':10s} ceiling (GET /health): {ceiling.rate:8.0f} req/s  "
-            f"p50 {ceiling.p50_ms:6.2f} ms  p99 {ceiling.p99_ms:6.2f} ms\n"
+            f"p50 {ceiling.p50_ms:6.2f} ms  p99 {ceiling.p99_ms:6.2f} ms{cpu(ceiling_cpu)}\n"
             f"{'':10s} ratio to ceiling: {mix.rate / ceiling.rate:.2f}"
         )
     finally:
@@ -323,7 +353,11 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
-    print(f"{args.connections} connections, {args.seconds} s per run, one server process")
+    print(
+        f"{args.connections} connections, {args.seconds} s per run, one server process, "
+        f"{os.cpu_count()} CPUs shared with wrk (server CPU per request: its own CPU time "
+        "over the run, signature-check thread included)"
+    )
     bench_backend("sqlite", ":memory:", args.seconds, args.connections, args.max_rate)
     dsn = os.environ.get("RONDEVU_TEST_POSTGRES_DSN")
     if dsn:

@@ -2,13 +2,14 @@
 
 Every `Storage` method is a *plan* here (`PlanStorage` maps each method to its plan): a
 generator that yields steps (one SQL statement, how to read its result, its arguments)
-and receives each result; its return value is the method's result.  A backend only runs steps: `SqliteStorage` on its
-connection, synchronously; `PostgresStorage` on a pooled asyncpg connection, awaiting
-each.  So the checks, the order of statements and the records built from rows exist
-once, and the backends differ only where the databases do: parameter style, arrays,
-row locks and advisory locks (`Sql` carries both texts; a ``None`` text is a step that
-backend skips).  The three plans with several writes (publish, add_ice, cleanup) run
-in one transaction; every other plan is one write or only reads.
+and receives each result; its return value is the method's result.  A backend only
+runs steps: `SqliteStorage` on its connection, synchronously; `PostgresStorage` on a
+pooled asyncpg connection, awaiting each.  So the checks, the order of statements and
+the records built from rows exist once, and the backends differ only where the
+databases do: parameter style, arrays, row locks and advisory locks (`Sql` carries both
+texts; a ``None`` text is a step that backend skips).  The three plans with several
+writes (publish, add_ice, cleanup) run in one transaction; every other plan is one
+write or only reads.
 
 A unique-key violation raised by a step is thrown into the plan as `Conflict`, which a
 plan either handles or lets propagate.  Statements are few and merged where one
