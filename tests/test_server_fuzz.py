@@ -17,21 +17,12 @@ from hypothesis import strategies as st
 
 from rondevu_core.signing import KeyPair, build_message, expected_context
 from rondevu_server.config import ServerConfig
+from rondevu_server.methods import METHODS as SERVER_METHODS
 from rondevu_server.server import RondevuServer
 
 NOW = 1_765_700_000_000
 KEY = KeyPair.generate(os.urandom)
-METHODS = [
-    "getUser",
-    "publishService",
-    "getService",
-    "deleteService",
-    "answerOffer",
-    "getOfferAnswer",
-    "poll",
-    "addIceCandidates",
-    "getIceCandidates",
-]
+METHODS = list(SERVER_METHODS)  # the nine method names
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
     scalars,

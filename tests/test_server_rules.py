@@ -20,6 +20,7 @@ from rondevu_core.server_rules import (
     next_ice_timestamps,
 )
 from rondevu_core.signing import build_message, expected_context, parse_auth_message
+from rondevu_server.methods import METHODS as SERVER_METHODS
 from rondevu_server.ratelimit import RateLimiter
 
 numbers = st.one_of(st.integers(-(10**15), 10**15), st.floats(allow_nan=True, allow_infinity=True))
@@ -106,17 +107,7 @@ def test_json_depth_handles_huge_nesting() -> None:
     assert json_depth(json.loads("[[{}]]"), 10) == 3
 
 
-METHODS = [
-    "getUser",
-    "publishService",
-    "getService",
-    "deleteService",
-    "answerOffer",
-    "getOfferAnswer",
-    "poll",
-    "addIceCandidates",
-    "getIceCandidates",
-]
+METHODS = list(SERVER_METHODS)  # the nine method names
 params_strategy = st.fixed_dictionaries(
     {},
     optional={
