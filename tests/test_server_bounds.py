@@ -221,3 +221,81 @@ def test_sqlite_file_database_persists_and_migrates(tmp_path: Any) -> None:
         return reply
 
     assert json.loads(asyncio.run(claim_then_reopen()))["result"]["available"] is False
+
+
+def test_sqlite_v1_database_migrates_to_v2(tmp_path: Any) -> None:
+    """A database made by schema version 1 gets version 2's indexes, data kept."""
+    import asyncio
+    import sqlite3
+
+    from rondevu_server import sql
+    from rondevu_server.sqlite_storage import SqliteStorage
+
+    path = str(tmp_path / "v1.db")
+    old = sqlite3.connect(path, isolation_level=None)
+    for statement in sql.SCHEMA_V1.format(int="INTEGER", serial="INTEGER PRIMARY KEY").split(";"):
+        if statement.strip():
+            old.execute(statement)
+    old.execute("INSERT INTO usernames VALUES ('kept', 'k', 1, 9999999999999, 1)")
+    old.execute("PRAGMA user_version = 1")
+    old.close()
+
+    async def reopen() -> Any:
+        storage = await SqliteStorage.open(path)
+        try:
+            return await storage.get_user("kept", 2)
+        finally:
+            await storage.close()
+
+    assert asyncio.run(reopen()).public_key == "k"
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone() == (2,)
+        names = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
+    finally:
+        check.close()
+    assert {"idx_offers_owner", "idx_offers_service_order"} <= names
+    assert not {"idx_offers_username", "idx_offers_service"} & names
+
+
+@pytest.mark.postgres
+def test_postgres_v1_schema_migrates_to_v2() -> None:
+    import asyncio
+    import uuid
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    from rondevu_server import sql
+    from rondevu_server.postgres_storage import PostgresStorage
+    from tests.rondevu_server_testing import postgres_dsn
+
+    dsn = postgres_dsn()
+    schema = f"rdv_test_{uuid.uuid4().hex[:12]}"
+
+    async def run() -> set[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+            await conn.execute(f"SET search_path TO {schema}")
+            await conn.execute(sql.SCHEMA_V1.format(int="BIGINT", serial="BIGSERIAL PRIMARY KEY"))
+            await conn.execute("CREATE TABLE rondevu_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO rondevu_schema VALUES (1)")
+        finally:
+            await conn.close()
+        storage = await PostgresStorage.open(dsn, schema=schema, pool_size=1)
+        await storage.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema
+            )
+            return {row[0] for row in rows}
+        finally:
+            await conn.close()
+
+    try:
+        names = asyncio.run(run())
+    finally:
+        drop_schema(schema)
+    assert {"idx_offers_owner", "idx_offers_service_order"} <= names
+    assert not {"idx_offers_username", "idx_offers_service"} & names

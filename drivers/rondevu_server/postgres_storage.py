@@ -37,7 +37,10 @@ _T = TypeVar("_T")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 _MIGRATION_LOCK = 0x52444E56  # "RDNV": serialises schema set-up across processes
 
-_MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1.format(int="BIGINT", serial="BIGSERIAL PRIMARY KEY"),)
+_MIGRATIONS: tuple[str, ...] = (
+    sql.SCHEMA_V1.format(int="BIGINT", serial="BIGSERIAL PRIMARY KEY"),
+    sql.SCHEMA_V2,
+)
 
 
 async def _drive(conn: Any, plan: Plan[_T]) -> _T:

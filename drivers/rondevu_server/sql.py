@@ -43,7 +43,7 @@ from rondevu_server.storage import (
     UserRecord,
 )
 
-__all__ = ["SCHEMA_V1", "Conflict", "Fetch", "Plan", "PlanStorage", "Sql", "Step"]
+__all__ = ["SCHEMA_V1", "SCHEMA_V2", "Conflict", "Fetch", "Plan", "PlanStorage", "Sql", "Step"]
 
 _T = TypeVar("_T")
 _NUMBERED = re.compile(r"\$(\d+)")
@@ -137,6 +137,15 @@ SCHEMA_V1 = """
     CREATE INDEX idx_ice_offer ON ice_candidates(offer_id, created_at);
 """
 """Version 1 of the schema; ``{int}`` and ``{serial}`` are each backend's types."""
+
+SCHEMA_V2 = """
+    CREATE INDEX idx_offers_owner ON offers(username, created_at);
+    CREATE INDEX idx_offers_service_order ON offers(service_id, created_at);
+    DROP INDEX idx_offers_username;
+    DROP INDEX idx_offers_service;
+"""
+"""Version 2: offer indexes in the order poll and "first free offer" read them, so
+neither sorts (poll's candidates come out in ``ORDER BY`` order straight from them)."""
 
 # -- statements ----------------------------------------------------------------------
 

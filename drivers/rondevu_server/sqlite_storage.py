@@ -31,7 +31,10 @@ __all__ = ["SqliteStorage"]
 _T = TypeVar("_T")
 
 # Version n of the schema is _MIGRATIONS[n-1]; PRAGMA user_version records where we are.
-_MIGRATIONS: tuple[str, ...] = (sql.SCHEMA_V1.format(int="INTEGER", serial="INTEGER PRIMARY KEY"),)
+_MIGRATIONS: tuple[str, ...] = (
+    sql.SCHEMA_V1.format(int="INTEGER", serial="INTEGER PRIMARY KEY"),
+    sql.SCHEMA_V2,
+)
 
 
 def _one(conn: sqlite3.Connection, text: str, args: Sequence[Any]) -> Any:
