@@ -73,6 +73,13 @@ async def _drive(conn: Any, plan: Plan[_T]) -> _T:
             conflict = Conflict(str(error))
 
 
+async def _keep_session(conn: Any) -> None:
+    """Pool reset on release: nothing beyond asyncpg's own rollback of an open
+    transaction.  The default also sends ``RESET ALL; UNLISTEN *; CLOSE ALL;
+    pg_advisory_unlock_all()`` - one more round trip per call - but this backend never
+    changes session state: no SET, LISTEN or cursors, only transaction-scoped locks."""
+
+
 class PostgresStorage(PlanStorage):
     """`Storage` on PostgreSQL through an asyncpg pool."""
 
@@ -98,7 +105,11 @@ class PostgresStorage(PlanStorage):
             finally:
                 await conn.close()
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=max(1, pool_size), server_settings=settings
+            dsn,
+            min_size=1,
+            max_size=max(1, pool_size),
+            server_settings=settings,
+            reset=_keep_session,
         )
         try:
             async with pool.acquire() as conn, conn.transaction():
