@@ -213,11 +213,22 @@ _FIND_RANDOM = _sql(
     " JOIN services s ON s.id = pick.service_id"
     f" LEFT JOIN offers f ON f.seq = {_FIRST_FREE_OFFER.format(now='$3')}"
 )
-_LIST_SERVICES = _sql(
-    f"SELECT {_SERVICE_COLUMNS} FROM services s"
-    f" JOIN offers f ON f.seq = {_FIRST_FREE_OFFER.format(now='$1')}"
+_LIST_WHERE = (
     " WHERE s.service_name = $2 AND s.version = $3 AND s.expires_at > $1"
     " ORDER BY s.created_at DESC, s.seq DESC LIMIT $4 OFFSET $5"
+)
+_LIST_SERVICES = Sql(
+    # PostgreSQL plans the scalar-subquery join as a hash join over every offer; a
+    # lateral join looks up each service's first free offer by index instead.
+    f"SELECT {_SERVICE_COLUMNS} FROM services s CROSS JOIN LATERAL ("
+    "   SELECT o.id, o.sdp FROM offers o WHERE o.service_id = s.id"
+    "   AND o.answerer_username IS NULL AND o.expires_at > $1"
+    f"   ORDER BY o.created_at, o.seq LIMIT 1) f{_LIST_WHERE}",
+    _NUMBERED.sub(
+        r"?\1",
+        f"SELECT {_SERVICE_COLUMNS} FROM services s"
+        f" JOIN offers f ON f.seq = {_FIRST_FREE_OFFER.format(now='$1')}{_LIST_WHERE}",
+    ),
 )
 _DELETE_OWNED_SERVICE = _sql(
     "DELETE FROM services WHERE service_fqn = $1 AND expires_at > $2 AND username = $3"
