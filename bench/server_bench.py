@@ -1,6 +1,7 @@
 """Signaling server throughput on a realistic call mix, next to its own ceiling.
 
-Starts ``rondevu serve`` (the shipped CLI: uvicorn + uvloop + httptools, one process)
+Starts ``rondevu serve`` (the shipped CLI: uvicorn + uvloop + httptools, one process;
+``RONDEVU_*`` variables in the environment reach it, e.g. RONDEVU_VERIFY_THREADS=1)
 on 127.0.0.1, seeds it over HTTP, then drives it with ``wrk`` (a C load generator, so
 the client is not the bottleneck) replaying pre-signed single-call bodies.  Per 100
 calls: 30 poll by offer owners, 25 getIceCandidates, 15 direct getService, 10 discovery

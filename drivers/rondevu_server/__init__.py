@@ -4,9 +4,11 @@
   ``await server.handle_rpc_body(body, client_key) -> (status, json bytes)``.
 - `RondevuApp` (`asgi`): the raw ASGI app (routes, CORS, body limit, lifespan).
 - `ServerConfig` (`config`): every setting, also from ``RONDEVU_*`` variables.
-- `storage`: the async storage interface; `sqlite_storage` and `postgres_storage`
-  implement it.  `methods` holds the nine RPC handlers, `auth` the signature checks.
-- `cli`: ``rondevu serve``.
+- `storage`: the async storage interface; `sql` holds its logic once, as plans of SQL
+  statements, which `sqlite_storage` and `postgres_storage` run.  `methods` holds the
+  nine RPC handlers, `auth` the signature checks (`verifier`: inline or on a thread),
+  `jsonwire` the JSON in and out.
+- `cli`: ``rondevu serve`` (uvicorn with `uvicorn_http`: one write per response).
 """
 
 from rondevu_server.asgi import RondevuApp
