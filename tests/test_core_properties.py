@@ -8,13 +8,20 @@
   timer after CLOSED; the buffer stays bounded; backoff delays stay within bounds;
   messages replay in order and at most once per connection; the pool never holds more
   than ``max_offers`` unanswered offers and applies each answer at most once.
+- Two more pool suites run the pool against the fake server, ours and upstream 0.5.4,
+  with a peer answering offers: neither side ever holds more than ``max_offers``
+  unanswered offers and the pool refills at once; no publish deletes a pending
+  handshake's offer, answer or candidates (B8); with ``keepsAnsweredOffers`` (ours) each
+  settled publish leaves on the server exactly the pool's unanswered offers and pending
+  handshakes never hold a publish back; without it no publish is sent while a handshake
+  is pending.
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import pytest
 from hypothesis import settings
@@ -27,27 +34,33 @@ from rondevu_core.connection import EDGES, Connection, State
 from rondevu_core.errors import UsageError
 from rondevu_core.events import (
     AnswerProcessed,
+    ConnectionOpened,
     MessageReplayed,
     ReconnectScheduled,
     StateChanged,
 )
 from rondevu_core.inputs import (
     COMMAND_KINDS,
+    ChannelOpen,
     Close,
     Connect,
     IceConnectionStateChanged,
+    Input,
     InputKind,
     LocalCandidate,
     LocalDescriptionReady,
     PauseReconnect,
+    RemoteDescriptionSet,
     RpcResult,
     SendMessage,
     StartFilling,
 )
-from rondevu_core.pool import OfferPool
-from rondevu_core.rpc import Method, RpcOk
-from tests.core_inputs import SDP, arbitrary_input, connection_pc
+from rondevu_core.offer_id import offer_id_for_sdp
+from rondevu_core.pool import OfferPool, PoolState
+from rondevu_core.rpc import Method, RpcOk, RpcOutcome, RpcRequest
+from tests.core_inputs import CANDIDATE, SDP, arbitrary_input, connection_pc
 from tests.fakes.network import Sim
+from tests.fakes.signaling import FakeSignalingServer
 from tests.test_core_harness import answerer_rpc_budget, fqn
 
 SERVICE = fqn("chat:1.0.0@alice")
@@ -296,7 +309,261 @@ class PoolMachine(RuleBasedStateMachine):
         assert all(n == 1 for n in self.applied.values())
 
 
+class ServerPoolMachine(RuleBasedStateMachine):
+    """An offer pool whose calls run against the fake server, with a peer answering its
+    offers and arbitrary peer reports, replies delivered in any order, lost publishes.
+
+    ``mode`` is the fake server's: ``"ours"`` keeps answered offers on republish and says
+    so (``keepsAnsweredOffers``), ``"upstream"`` is 0.5.4 and says nothing.
+    """
+
+    mode: ClassVar[Literal["ours", "upstream"]] = "ours"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = FakeSignalingServer(mode=self.mode)
+        self.pool = OfferPool(
+            PoolConfig(service=SERVICE, max_offers=3), unit_random=random.Random(0).random
+        )
+        self.now = 1_765_700_000_000
+        # Sent calls, already executed by the server, whose replies are not delivered yet.
+        self.in_flight: dict[int, tuple[Method, RpcOutcome]] = {}
+        # Calls the pool no longer waits for (sent before a stop, start or close).
+        self.stale: set[int] = set()
+        # Per publish in flight: the connections it carried ({connection_id: sdp}).
+        self.carried: dict[int, dict[int, str]] = {}
+        # The pool's last publish failed and it has not sent the retry yet.
+        self.retry_pending = False
+        # The candidates the peer uploaded to each offer it answered.
+        self.peer_candidates: dict[str, list[Any]] = {}
+        self.opened: set[int] = set()  # connections that came up (no longer handshaking)
+        self.pool.handle(StartFilling(now=self.now))
+        self.drain()
+
+    def drain(self) -> None:
+        while (action := self.pool.next_action()) is not None:
+            if not isinstance(action, SendRpc):
+                continue
+            if action.request.method is Method.PUBLISH_SERVICE:
+                if not self.pool.server_keeps_answered_offers:
+                    # 0.5.4 would delete the offer of a handshake in progress (B8).
+                    assert self.pool.pending_handshakes() == 0, "publish mid-handshake"
+                self.carried[action.call_id] = {
+                    c.connection_id: c.offer_sdp or "" for c in self.pool.unanswered()
+                }
+                self.retry_pending = False
+            outcome = self.server.call("alice", action.request, self.now)
+            self.in_flight[action.call_id] = (action.request.method, outcome)
+        while (event := self.pool.next_event()) is not None:
+            if isinstance(event, ConnectionOpened):
+                self.opened.add(event.connection_id)
+
+    def server_offers(self) -> tuple[set[str], set[str]]:
+        """The service's live offers on the server: (unanswered ids, answered ids)."""
+        services = {s.id for s in self.server.services if s.fqn == str(SERVICE)}
+        live = [o for o in self.server.offers if o.service_id in services]
+        live = [o for o in live if o.expires_at > self.now]
+        return (
+            {o.id for o in live if o.answerer is None},
+            {o.id for o in live if o.answerer is not None},
+        )
+
+    @rule(answer=st.booleans())
+    def healthy_round(self, answer: bool) -> None:
+        """Every reply arrives, every offer gets ready, one poll interval passes, and
+        maybe a peer answers.  Without it, random steps rarely get a handshake pending
+        while the pool wants to refill."""
+        if answer:
+            self.peer_answers(0, candidate=True)
+        for call_id in sorted(self.in_flight):  # not the calls these replies cause
+            if call_id in self.in_flight:
+                self.deliver(sorted(self.in_flight).index(call_id))
+        for _ in range(self.pool.config.max_offers):
+            self.describe(0)
+        self.advance(self.pool.config.poll_interval_ms)
+
+    @rule(pick=st.integers(0, 2**16))
+    def deliver(self, pick: int) -> None:
+        if not self.in_flight:
+            return
+        call_id = sorted(self.in_flight)[pick % len(self.in_flight)]
+        _, outcome = self.in_flight.pop(call_id)
+        self.stale.discard(call_id)
+        carried = self.carried.pop(call_id, None)
+        self.pool.handle(RpcResult(now=self.now, call_id=call_id, outcome=outcome))
+        if carried is not None and isinstance(outcome, RpcOk):
+            self.check_settled_publish(carried)
+        elif carried is not None and self.pool.state is PoolState.FILLING:
+            self.retry_pending = True
+        self.drain()
+
+    def check_settled_publish(self, carried: dict[int, str]) -> None:
+        """With the flag, a settled publish leaves on the server exactly the pool's
+        unanswered offers: all but those a peer answered during the round trip (still
+        unanswered for the pool, kept by the server), and those of connections that
+        failed during it (still on the server until the next publish)."""
+        if self.pool.state is not PoolState.FILLING or not self.pool.server_keeps_answered_offers:
+            return
+        unanswered, answered = self.server_offers()
+        published = {c.offer_id for c in self.pool.unanswered() if c.offer_id is not None}
+        gone = {
+            offer_id_for_sdp(sdp)
+            for connection_id, sdp in carried.items()
+            if connection_id not in self.pool.connections
+        }
+        assert unanswered - gone == published - answered
+
+    @rule(pick=st.integers(0, 2**16))
+    def describe(self, pick: int) -> None:
+        """A gathering connection's offer is ready (each its own SDP, so its own id)."""
+        ready = [
+            c
+            for c in self.pool.unanswered()
+            if c.state is State.GATHERING and c.pc_id and c.offer_sdp is None
+        ]
+        if not ready:
+            return
+        conn = ready[pick % len(ready)]
+        assert conn.pc_id is not None
+        sdp = SDP.replace("o=- 9 ", f"o=- {conn.pc_id} ")
+        self.pool.handle(
+            LocalDescriptionReady(now=self.now, pc_id=conn.pc_id, sdp=sdp, complete=True)
+        )
+        self.drain()
+
+    @rule(pick=st.integers(0, 2**16), candidate=st.booleans())
+    def peer_answers(self, pick: int, candidate: bool) -> None:
+        """A peer answers one of the service's free offers, maybe trickling a candidate."""
+        unanswered = sorted(self.server_offers()[0])
+        if not unanswered:
+            return
+        offer_id = unanswered[pick % len(unanswered)]
+        answer = {"offerId": offer_id, "sdp": "v=0 answer"}
+        outcome = self.server.call(
+            "bob", RpcRequest(method=Method.ANSWER_OFFER, params=answer), self.now
+        )
+        assert isinstance(outcome, RpcOk)
+        self.peer_candidates[offer_id] = []
+        if candidate:
+            upload = {"offerId": offer_id, "candidates": [CANDIDATE]}
+            request = RpcRequest(method=Method.ADD_ICE_CANDIDATES, params=upload)
+            assert isinstance(self.server.call("bob", request, self.now), RpcOk)
+            self.peer_candidates[offer_id].append(CANDIDATE)
+
+    @rule(pick=st.integers(0, 2**16), step=st.sampled_from(["remote", "ice", "open", "failed"]))
+    def handshake(self, pick: int, step: str) -> None:
+        """One step of a pending handshake: it completes, or fails and is replaced."""
+        pending = [c for c in self.pool.connections.values() if c.answer_applied and c.pc_id]
+        if not pending:
+            return
+        conn = pending[pick % len(pending)]
+        pc = conn.pc_id
+        assert pc is not None
+        event: Input = {
+            "remote": RemoteDescriptionSet(now=self.now, pc_id=pc),
+            "ice": IceConnectionStateChanged(now=self.now, pc_id=pc, state="connected"),
+            "open": ChannelOpen(now=self.now, pc_id=pc),
+            "failed": IceConnectionStateChanged(now=self.now, pc_id=pc, state="failed"),
+        }[step]
+        self.pool.handle(event)
+        self.drain()
+
+    @rule(
+        kind=st.sampled_from([k for k in InputKind if k is not InputKind.RPC_RESULT]),
+        seed=st.integers(0, 2**16),
+        pick=st.integers(),
+    )
+    def feed(self, kind: InputKind, seed: int, pick: int) -> None:
+        conns = list(self.pool.connections.values())
+        pcs = [c.pc_id for c in conns if c.pc_id is not None] or [10**9]
+        event = arbitrary_input(
+            kind, self.now, pcs[pick % len(pcs)], [], random.Random(seed).choice
+        )
+        assert event is not None
+        before = self.pool.state
+        try:
+            self.pool.handle(event)
+        except UsageError:
+            assert kind in COMMAND_KINDS
+        if self.pool.state is not before:  # started, stopped or closed
+            self.carried.clear()  # calls sent before are stale for the pool
+            self.stale.update(self.in_flight)
+            self.retry_pending = False
+        self.drain()
+
+    @rule(execute=st.booleans())
+    def lose_next_publish(self, execute: bool) -> None:
+        """The next publish fails; with ``execute`` the server did the work anyway."""
+        self.server.fail_next(Method.PUBLISH_SERVICE, execute=execute)
+
+    @rule(ms=st.integers(0, 5000))
+    def advance(self, ms: int) -> None:
+        self.now += ms
+        at = self.pool.get_timer()
+        if at is not None and at <= self.now:
+            self.pool.handle_timer(self.now)
+        self.drain()
+
+    @invariant()
+    def never_more_than_max_unanswered(self) -> None:
+        assert len(self.pool.unanswered()) <= self.pool.config.max_offers
+        assert len(self.server_offers()[0]) <= self.pool.config.max_offers
+
+    @invariant()
+    def full_while_filling(self) -> None:
+        # B7/B11: a slot freed by an answer or a failure is taken at once.
+        if self.pool.state is PoolState.FILLING:
+            assert len(self.pool.unanswered()) == self.pool.config.max_offers
+
+    @invariant()
+    def with_the_flag_pending_handshakes_do_not_hold_publishes_back(self) -> None:
+        # B7/B11 with our server: once nothing blocks a publish (a publish or a poll in
+        # flight, a retry waiting) every ready offer is published, handshakes or not.
+        if self.pool.state is not PoolState.FILLING or not self.pool.server_keeps_answered_offers:
+            return
+        blocking = (Method.PUBLISH_SERVICE, Method.POLL)
+        if self.retry_pending or any(
+            method in blocking and call_id not in self.stale
+            for call_id, (method, _) in self.in_flight.items()
+        ):
+            return
+        offers = self.pool.unanswered()
+        if all(c.offer_sdp is not None for c in offers):
+            assert all(c.offer_id is not None for c in offers)
+
+    @invariant()
+    def handshakes_keep_their_offer(self) -> None:
+        # B8: no publish deletes the offer, answer or candidates of a pending handshake
+        # (once the connection is up they are no longer needed).
+        for conn in self.pool.connections.values():
+            if not conn.answer_applied or conn.terminal or conn.offer_id is None:
+                continue
+            if conn.connection_id in self.opened:
+                continue
+            offer = self.server.offer(conn.offer_id)
+            assert offer is not None
+            assert offer.answerer == "bob"
+            stored = [
+                c.candidate
+                for c in self.server.candidates
+                if c.offer_id == conn.offer_id and c.username == "bob"
+            ]
+            assert stored == self.peer_candidates[conn.offer_id]
+
+
+class UpstreamPoolMachine(ServerPoolMachine):
+    """The same pool against 0.5.4: no flag, so no publish while a handshake is pending."""
+
+    mode = "upstream"
+
+
 TestConnectionMachine = ConnectionMachine.TestCase
 TestConnectionMachine.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 TestPoolMachine = PoolMachine.TestCase
 TestPoolMachine.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
+# More examples here (about 2 s each): a pending handshake meeting a refill takes a
+# few specific steps, and 40 examples missed a pool that ignores the flag now and then.
+TestServerPoolMachine = ServerPoolMachine.TestCase
+TestServerPoolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+TestUpstreamPoolMachine = UpstreamPoolMachine.TestCase
+TestUpstreamPoolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
