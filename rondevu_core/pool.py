@@ -18,7 +18,8 @@ Rules (each fixes a bug of §16):
   candidates, so each retained offer re-uploads its trickled ones.
 - **No republish can delete a handshake in progress (B8).**  Against 0.5.4 the pool
   republishes only while no handshake is pending, so while k handshakes are pending it
-  holds ``max_offers - k`` published offers and refills as soon as they settle.  Our
+  holds ``max_offers - k`` published offers and refills once they settle (a handshake
+  that succeeds is noticed by the next poll's refill, a failed one at once).  Our
   server replaces only the *unanswered* offers and keeps the answered ones with their
   candidates; it says so with ``keepsAnsweredOffers: true`` in the publishService
   result.  The pool remembers that flag from the latest successful publish and, while
