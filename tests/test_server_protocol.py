@@ -330,6 +330,7 @@ def test_publish_result_ttl_and_replace(srv: RunningServer) -> None:
     first = srv.ok(
         alice, "publishService", {"serviceFqn": fqn, "offers": [{"sdp": offer_sdp}], "ttl": 1000}
     )
+    # The original's keys in its order, then our extension (README: deviations).
     assert list(first) == [
         "serviceId",
         "username",
@@ -337,7 +338,9 @@ def test_publish_result_ttl_and_replace(srv: RunningServer) -> None:
         "offers",
         "createdAt",
         "expiresAt",
+        "keepsAnsweredOffers",
     ]
+    assert first["keepsAnsweredOffers"] is True
     assert first["username"] == alice.username
     assert first["serviceFqn"] == fqn
     assert first["expiresAt"] == now + 60_000  # ttl clamped up

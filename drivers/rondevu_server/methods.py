@@ -192,6 +192,9 @@ async def publish_service(ctx: Context, call: Call, now: int) -> Any:
         ],
         "createdAt": published.created_at,
         "expiresAt": published.expires_at,
+        # Our extension, after the original's keys (clients of 0.18.x ignore it): a
+        # republish keeps answered offers, so a pool may refill mid-handshake (B8).
+        "keepsAnsweredOffers": True,
     }
 
 
