@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from rondevu_core.errors import ValidationError
 from rondevu_core.usernames import js_length, validate_username
 
 __all__ = [
     "SERVICE_NAME_MAX_LENGTH",
+    "DiscoveryMode",
     "ServiceFqn",
     "Version",
+    "connect_target",
+    "discovery_mode",
     "is_version_compatible",
     "parse_service_fqn",
     "parse_version",
@@ -146,3 +150,33 @@ def is_version_compatible(requested: str, available: str) -> bool:
     if have_key < (_numeric_key(want.minor), _numeric_key(want.patch)):
         return False
     return want.prerelease is None or want.prerelease == have.prerelease
+
+
+DiscoveryMode = Literal["direct", "random", "paginated"]
+
+
+def discovery_mode(fqn: str) -> DiscoveryMode:
+    """The lookup mode the 0.18.9 client picks for ``findService(fqn)`` without an
+    explicit mode (§10): ``direct`` when the FQN names a user, else ``random``."""
+    return "direct" if "@" in fqn else "random"
+
+
+def connect_target(
+    service_fqn: str | None, service: str | None, username: str | None
+) -> ServiceFqn:
+    """The FQN ``connectToService`` aims at, with the 0.18.9 client's input errors.
+
+    Either a whole ``service_fqn`` (``chat:1.0.0@alice``, or ``chat:1.0.0`` for a random
+    provider) or a ``service`` with an optional ``username``.
+    """
+    if service_fqn is not None:
+        if not service_fqn.strip():
+            raise ValidationError("serviceFqn cannot be empty")
+        return validate_service_fqn(service_fqn)
+    if service is None:
+        raise ValidationError("Either serviceFqn or service must be provided")
+    if not service.strip():
+        raise ValidationError("service cannot be empty")
+    if username is not None and not username.strip():
+        raise ValidationError("username cannot be empty")
+    return validate_service_fqn(service if username is None else f"{service}@{username}")

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from rondevu_core.errors import ValidationError
 from rondevu_core.fqn import (
     ServiceFqn,
+    connect_target,
+    discovery_mode,
     is_version_compatible,
     parse_service_fqn,
     parse_version,
@@ -133,3 +135,37 @@ def test_huge_version_numbers_do_not_break_comparison() -> None:
     big = "9" * 5000
     assert is_version_compatible(f"{big}.0.0", f"{big}.1.0")
     assert not is_version_compatible(f"{big}.0.0", f"{big}8.0.0")
+
+
+# -- the client's choice of target and lookup mode (§10, §15.2) --------------------------
+
+
+@given(fqns)
+def test_discovery_mode_is_direct_exactly_when_a_user_is_named(fqn: ServiceFqn) -> None:
+    assert discovery_mode(str(fqn)) == ("random" if fqn.username is None else "direct")
+
+
+@given(fqns)
+def test_connect_target_forms_agree(fqn: ServiceFqn) -> None:
+    by_fqn = connect_target(str(fqn), None, None)
+    by_parts = connect_target(None, fqn.base, fqn.username)
+    assert by_fqn == by_parts == fqn
+
+
+@pytest.mark.parametrize(
+    ("service_fqn", "service", "username", "error"),
+    [
+        ("  ", None, None, "serviceFqn cannot be empty"),
+        (None, None, None, "Either serviceFqn or service must be provided"),
+        (None, "", None, "service cannot be empty"),
+        (None, "chat:1.0.0", " ", "username cannot be empty"),
+        (None, "chat", "alice", ERR_FORMAT),
+        ("Chat:1.0.0", None, None, ERR_CHARS),
+    ],
+)
+def test_connect_target_errors(
+    service_fqn: str | None, service: str | None, username: str | None, error: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        connect_target(service_fqn, service, username)
+    assert str(raised.value) == error

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -47,7 +47,12 @@ from rondevu_core.batcher import BatcherOptions
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection
 from rondevu_core.errors import UsageError, ValidationError
-from rondevu_core.fqn import ServiceFqn, validate_service_fqn
+from rondevu_core.fqn import (
+    DiscoveryMode,
+    connect_target,
+    discovery_mode,
+    validate_service_fqn,
+)
 from rondevu_core.ice import IceConfiguration, IceServer, IceTransportPolicy, ice_configuration
 from rondevu_core.inputs import Close, Connect, StartFilling, StopFilling
 from rondevu_core.pool import OfferPool, PoolState
@@ -302,7 +307,7 @@ class Rondevu:
         provider (B13).  ``connection_config`` overrides the client's for this
         connection, except the ICE servers, which are always the client's.
         """
-        fqn = _target(service_fqn, service, username)
+        fqn = connect_target(service_fqn, service, username)
         config = self._with_client_ice(connection_config)
         machine = Connection.answerer(fqn, config=config, unit_random=self._unit_random)
         holder: list[DurableConnection] = []
@@ -345,14 +350,14 @@ class Rondevu:
         self,
         service_fqn: str,
         *,
-        mode: Literal["direct", "random", "paginated"] | None = None,
+        mode: DiscoveryMode | None = None,
         limit: int = 10,
         offset: int = 0,
     ) -> ServiceEntry | ServicePage:
         """Discover services (§10): ``direct`` with ``@user`` (auto-detected), ``random``
         without, or ``paginated`` (one offer per provider, ``limit``/``offset``)."""
         if mode is None:
-            mode = "direct" if "@" in service_fqn else "random"
+            mode = discovery_mode(service_fqn)
         if mode == "paginated":
             return await self.api.get_service(service_fqn, limit=limit, offset=offset)
         return await self.api.get_service(service_fqn)
@@ -497,22 +502,6 @@ class Rondevu:
         """Close every connection (the pool keeps filling if it was)."""
         for conn in self.active_connections:
             await conn.close("disconnect_all")
-
-
-def _target(service_fqn: str | None, service: str | None, username: str | None) -> ServiceFqn:
-    """The FQN ``connect_to_service`` aims at, with 0.18.9's input errors."""
-    if service_fqn is not None:
-        if not service_fqn.strip():
-            raise ValidationError("serviceFqn cannot be empty")
-        return validate_service_fqn(service_fqn)
-    if service is None:
-        raise ValidationError("Either serviceFqn or service must be provided")
-    if not service.strip():
-        raise ValidationError("service cannot be empty")
-    if username is not None and not username.strip():
-        raise ValidationError("username cannot be empty")
-    text = service if username is None else f"{service}@{username}"
-    return validate_service_fqn(text)
 
 
 async def _await(awaitable: Any) -> None:
