@@ -7,19 +7,17 @@ the server says may make the batcher raise (only `ProtocolError` would be allowe
 the batcher has no reason to raise even that); every submitted call must settle exactly
 once, and at most ``max_batch_size`` calls may share a body.
 
-Run with atheris when it is installed (``python fuzz/fuzz_batcher.py [atheris flags]``),
-or without it as a seeded loop: ``python fuzz/fuzz_batcher.py --iterations 10000``.
+Run from the repository root: ``python -m fuzz.fuzz_batcher`` (atheris, when installed)
+or ``python -m fuzz.fuzz_batcher --iterations 10000`` (a seeded loop; see `fuzz._runner`).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
-import random
 import sys
 from typing import Any
 
+from fuzz._runner import run
 from rondevu_core.batcher import (
     BatcherOptions,
     BatchFailed,
@@ -145,28 +143,5 @@ def test_one_input(data: bytes) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Fuzz with atheris if present, else run ``--iterations`` seeded random inputs."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--iterations", type=int, help="run a plain seeded loop this long")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-len", type=int, default=512)
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if args.iterations is None:
-        try:
-            atheris = importlib.import_module("atheris")
-        except ImportError:
-            args.iterations = 10_000
-        else:
-            atheris.Setup([sys.argv[0], *rest], test_one_input)
-            atheris.Fuzz()
-            return 0
-    rng = random.Random(args.seed)
-    for _ in range(args.iterations):
-        test_one_input(rng.randbytes(rng.randint(0, args.max_len)))
-    print(f"{args.iterations} inputs, no finding")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(test_one_input, name="fuzz_batcher", default_iterations=10000, max_len=512))

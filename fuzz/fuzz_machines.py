@@ -3,18 +3,18 @@
 The input bytes choose a sequence of inputs (peer reports naming the current or a stale
 peer connection, server replies to outstanding calls - well-formed, malformed or failed -
 and clock jumps).  Only `ProtocolError` may escape (in practice it is reported as an
-event), plus `UsageError` for application commands the bytes misuse.  Run it with
-atheris when installed (``python fuzz/fuzz_machines.py``) or as a seeded random loop
-(``python fuzz/fuzz_machines.py --iterations 2000``).
+event), plus `UsageError` for application commands the bytes misuse.  Run it from the
+repository root: ``python -m fuzz.fuzz_machines`` (atheris, when installed) or
+``python -m fuzz.fuzz_machines --iterations 2000`` (a seeded loop; see `fuzz._runner`).
 """
 
 from __future__ import annotations
 
-import random
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from fuzz._runner import run
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection
 from rondevu_core.errors import ProtocolError, UsageError
@@ -79,20 +79,5 @@ def test_one_input(data: bytes) -> None:
             pass
 
 
-def main(argv: list[str]) -> None:
-    """Run under atheris if it is installed, else a bounded seeded random loop."""
-    try:
-        import atheris
-    except ImportError:
-        iterations = int(argv[argv.index("--iterations") + 1]) if "--iterations" in argv else 2000
-        rng = random.Random(0)
-        for _ in range(iterations):
-            test_one_input(rng.randbytes(rng.randrange(0, 200)))
-        print(f"fuzz_machines: {iterations} inputs, no unexpected exception")
-        return
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    sys.exit(run(test_one_input, name="fuzz_machines", default_iterations=2000, max_len=200))

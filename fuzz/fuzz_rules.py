@@ -2,16 +2,16 @@
 
 Every rule that reads text from the wire (usernames, FQNs, signed messages, base64
 keys) must either accept it or raise the documented `ValidationError`; nothing else may
-escape.  Run it with atheris when installed (``python fuzz/fuzz_rules.py``), or without
-it as a seeded random loop (``python fuzz/fuzz_rules.py --iterations 100000``).
+escape.  Run it from the repository root: ``python -m fuzz.fuzz_rules`` (atheris, when installed)
+or ``python -m fuzz.fuzz_rules --iterations 100000`` (a seeded loop; see `fuzz._runner`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
 import sys
 
+from fuzz._runner import run
 from rondevu_core.errors import ValidationError
 from rondevu_core.fqn import parse_service_fqn, validate_service_fqn
 from rondevu_core.offer_id import offer_id_for_sdp
@@ -44,20 +44,5 @@ def test_one_input(data: bytes) -> None:
         pass
 
 
-def main(argv: list[str]) -> None:
-    """Run under atheris if it is installed, else a bounded seeded random loop."""
-    try:
-        import atheris
-    except ImportError:
-        iterations = int(argv[argv.index("--iterations") + 1]) if "--iterations" in argv else 10000
-        rng = random.Random(0)
-        for _ in range(iterations):
-            test_one_input(rng.randbytes(rng.randrange(0, 64)))
-        print(f"fuzz_rules: {iterations} inputs, no unexpected exception")
-        return
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    sys.exit(run(test_one_input, name="fuzz_rules", default_iterations=10000, max_len=64))
