@@ -203,7 +203,6 @@ class DurableConnection:
                     raise ConnectionClosedError(self._closed_reason or "connection closed")
                 if self._gave_up is not None:
                     raise ConnectionFailedError(self._gave_up)
-                self._state_changed = anyio.Event()
                 await self._state_changed.wait()
 
     # -- events -----------------------------------------------------------------------
@@ -243,7 +242,6 @@ class DurableConnection:
         while not self._inbox:
             if self.closed:
                 raise ConnectionClosedError(self._closed_reason or "connection closed")
-            self._inbox_changed = anyio.Event()
             await self._inbox_changed.wait()
         return self._inbox.popleft()
 
@@ -266,7 +264,7 @@ class DurableConnection:
                 self._state = new
                 if self.role == "answerer":
                     self._learn_offer()
-                self._state_changed.set()
+                self._notify_state()
             case ev.Message(data=data):
                 if len(self._inbox) >= self._inbox_size:
                     self._inbox.popleft()
@@ -274,25 +272,36 @@ class DurableConnection:
                         "connection %d: inbox full, oldest message dropped", self.connection_id
                     )
                 self._inbox.append(data)
-                self._inbox_changed.set()
+                self._notify_inbox()
             case ev.AnswerProcessed(offer_id=offer_id, answerer_id=answerer):
                 self.offer_id, self.peer_username = offer_id, answerer
             case ev.Failed(error=error):
                 core = self._core()
                 if core is not None and core.terminal:
                     self._gave_up = error
-                    self._state_changed.set()
+                    self._notify_state()
             case ev.Closed(reason=reason):
                 self._state = "closed"
                 self._closed_reason = reason
-                self._state_changed.set()
-                self._inbox_changed.set()
+                self._notify_state()
+                self._notify_inbox()
         for callback in (*self._listeners.get(event.name, ()), *self._listeners.get("*", ())):
             self._call(callback, event)
         for stream in list(self._streams):
             stream.send_nowait(event)
             if isinstance(event, ev.Closed):
                 stream.close()
+
+    # Waiters await the event current when they wait; a change sets it and installs a
+    # fresh one.  (A waiter replacing the shared event itself would strand every other
+    # waiter on the old one, which nothing sets any more.)
+    def _notify_state(self) -> None:
+        self._state_changed.set()
+        self._state_changed = anyio.Event()
+
+    def _notify_inbox(self) -> None:
+        self._inbox_changed.set()
+        self._inbox_changed = anyio.Event()
 
     def _learn_offer(self) -> None:
         # An answerer learns its offer (and, after discovery, the provider) from the

@@ -22,6 +22,7 @@ signatures use the wall clock inside the RPC client, a separate concern.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -82,7 +83,12 @@ class _Peer:
     def __init__(self, peer: AiortcPeer) -> None:
         self.peer = peer
         self.channel: int | None = None
-        send, receive = anyio.create_memory_object_stream[actions.PeerAction](max_buffer_size=1024)
+        # Unbounded: the machine bounds what it asks for (its own buffers), and a full
+        # queue here would raise WouldBlock out of `feed` (into the application's
+        # send()) after the machine already counted the action as done.
+        send, receive = anyio.create_memory_object_stream[actions.PeerAction](
+            max_buffer_size=math.inf
+        )
         self.outbox: MemoryObjectSendStream[actions.PeerAction] = send
         self.inbox: MemoryObjectReceiveStream[actions.PeerAction] = receive
 
