@@ -33,12 +33,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rondevu.api import RondevuAPI
 from rondevu.connection import DurableConnection
-from rondevu.errors import RpcError
+from rondevu.errors import ClientClosedError, RpcError
 from rondevu.rpc_client import wall_clock_ms
 from rondevu.runtime import DataChannelOptions, MachineRunner
 from rondevu.transport import HttpTransport, SignalingTransport
@@ -120,6 +120,7 @@ class Rondevu:
         self._unit_random = unit_random
         self._stack: AsyncExitStack | None = None
         self._group: TaskGroup | None = None
+        self._stopped = anyio.Event()
         self._closed = False
         self._answerers: dict[int, tuple[DurableConnection, MachineRunner]] = {}
         self._listeners: dict[str, list[Callable[[Any], Any]]] = {}
@@ -214,12 +215,24 @@ class Rondevu:
         await stack.__aenter__()
         try:
             await stack.enter_async_context(self.api)
-            self._group = await stack.enter_async_context(anyio.create_task_group())
+            outer = await stack.enter_async_context(anyio.create_task_group())
+            await outer.start(self._supervise)
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
         self._stack = stack
         return self
+
+    async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
+        # The runners live in this task's own group, so aclose() can stop them from any
+        # task without cancelling the code inside the application's `async with`.
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._stopped.set()
 
     async def __aexit__(
         self,
@@ -227,27 +240,37 @@ class Rondevu:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        try:
+            await self.aclose()
+        finally:
+            if self._stack is not None:
+                stack, self._stack = self._stack, None
+                await stack.__aexit__(exc_type, exc, tb)
 
     async def aclose(self) -> None:
-        """Close every connection and the pool, stop every task, close the transport."""
-        if self._closed:
-            return
-        self._closed = True
+        """Close every connection and the pool, stop every task, close the transport.
+
+        Idempotent, and callable from any task: code waiting on this client (for
+        example in `start_filling`) is woken with `ClientClosedError`.
+        """
+        if not self._closed:
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                if self._pool is not None:
+                    self._pool.first_publication.set()  # a waiting start_filling() gives up
+                    self._pool.runner.feed(Close(now=self._pool.runner.clock()))
+                    await self._pool.runner.aclose()
+                for _conn, runner in list(self._answerers.values()):
+                    runner.feed(Close(now=runner.clock(), reason="Client closed"))
+                    await runner.aclose()
+                self._answerers.clear()
+                self._incoming_send.close()
+            if self._group is not None:
+                self._group.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
-            if self._pool is not None:
-                self._pool.runner.feed(Close(now=self._pool.runner.clock()))
-                await self._pool.runner.aclose()
-            for _conn, runner in list(self._answerers.values()):
-                runner.feed(Close(now=runner.clock(), reason="Client closed"))
-                await runner.aclose()
-            self._answerers.clear()
-            self._incoming_send.close()
-        # Outside the shield: a task group must be exited under its own cancel scope.
-        if self._group is not None:
-            self._group.cancel_scope.cancel()
-        if self._stack is not None:
-            await self._stack.aclose()
+            if self._group is not None:
+                await self._stopped.wait()
+            await self.api.aclose()
 
     def _require_running(self) -> TaskGroup:
         if self._closed:
@@ -280,8 +303,8 @@ class Rondevu:
             except Exception:
                 logger.exception("listener for %s failed", name)
                 continue
-            if hasattr(result, "__await__") and self._pool is not None:
-                self._pool.runner.spawn(_await, result)
+            if hasattr(result, "__await__") and self._group is not None and not self._closed:
+                self._group.start_soon(_await, result)
 
     async def incoming(self) -> AsyncIterator[DurableConnection]:
         """Every connection a peer opens to our offers, in order (one consumer)."""
@@ -418,6 +441,8 @@ class Rondevu:
         pool.runner.feed(StartFilling(now=pool.runner.clock()))
         with anyio.fail_after(timeout if timeout is not None else math.inf):
             await pool.first_publication.wait()
+        if self._closed:
+            raise ClientClosedError("the client closed before the offers were published")
         if pool.publish_error is not None:
             raise RpcError(Method.PUBLISH_SERVICE, pool.publish_error)
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
@@ -223,12 +223,23 @@ class DurableConnection:
 
         return off
 
-    async def events(self) -> AsyncIterator[ev.Event]:
-        """Every event from now on, until the connection closes (``closed`` included)."""
+    def events(self) -> AsyncIterator[ev.Event]:
+        """Every event from this call on, until the connection closes (``closed`` included).
+
+        Collection starts here, not at the first iteration, so nothing emitted between
+        ``it = conn.events()`` and ``await anext(it)`` is missed.
+        """
         send, receive = anyio.create_memory_object_stream[ev.Event](max_buffer_size=math.inf)
         self._streams.append(send)
         if self.closed:
             send.close()
+        return self._iterate_events(send, receive)
+
+    async def _iterate_events(
+        self,
+        send: MemoryObjectSendStream[ev.Event],
+        receive: MemoryObjectReceiveStream[ev.Event],
+    ) -> AsyncIterator[ev.Event]:
         try:
             async with receive:
                 async for event in receive:

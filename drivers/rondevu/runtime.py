@@ -209,7 +209,11 @@ class PeerHost:
                         await peer.close()
                 case _:
                     raise PeerStateError(f"unsupported peer action {type(action).__name__}")
-        except (PeerStateError, RuntimeError, ValueError) as exc:
+        except Exception as exc:
+            # Whatever aiortc raises while performing an action fails that attempt (the
+            # machine decides what follows); it must never take the runtime down.
+            if not isinstance(exc, PeerStateError | RuntimeError | ValueError):
+                logger.warning("pc %d: %s raised", pc_id, type(action).__name__, exc_info=exc)
             if not peer.closed:
                 operation = type(action).__name__
                 self._feed(
