@@ -320,6 +320,9 @@ class OfferPool:
 
     def _publish_failed(self, error: str, now: int) -> None:
         self._outbox.emit(PublishFailed(connection_id=0, error=error))
+        # The retry must publish even when every offer already has an id: the failed
+        # call may have been the refresh, whose timer has fired and will not fire again.
+        self._refresh_due = True
         delay = self._publish_backoff.next_delay(self._random())
         assert delay is not None  # unlimited attempts
         self._deadlines.set(_Timer.PUBLISH_RETRY, now + delay)

@@ -1,0 +1,43 @@
+"""Regressions found by a review of the pool, connection and session machines.
+
+Each test drives one machine by hand (the test plays the WebRTC driver and the server on
+an integer clock) and failed before its fix.
+"""
+
+from __future__ import annotations
+
+from rondevu_core.actions import SendRpc
+from rondevu_core.rpc import Method, RpcFailed, RpcOk
+from tests.test_core_events import Driver, published, published_pool
+
+NO_ANSWERS = RpcOk(result={"answers": [], "iceCandidates": {}})
+
+
+def run_pool(d: Driver, seconds: int, *, fail_publishes: int = 0) -> int:
+    """Serve the pool for ``seconds``: empty polls, publishes failing ``fail_publishes``
+    times and then succeeding.  Returns how many publishService calls were made."""
+    publishes = 0
+    for _ in range(seconds):
+        for action in d.advance(1_000):
+            if not isinstance(action, SendRpc):
+                continue
+            if action.request.method is Method.POLL:
+                d.reply(action, NO_ANSWERS)
+            elif action.request.method is Method.PUBLISH_SERVICE:
+                publishes += 1
+                if publishes <= fail_publishes:
+                    d.reply(action, RpcFailed(error="Internal server error"))
+                else:
+                    d.reply(action, published())
+    return publishes
+
+
+def test_a_failed_refresh_is_retried_so_the_offers_do_not_expire() -> None:
+    # ttl 300 s, refresh margin 30 s: the refresh is due 270 s after the first publish.
+    d, actions = published_pool()
+    d.reply(d.call(Method.PUBLISH_SERVICE, actions), published())
+    assert run_pool(d, 269) == 0
+    # The refresh fails once; the backoff retry (about 1 s later) must publish again.
+    assert run_pool(d, 5, fail_publishes=1) == 2
+    assert d.named("offers:publish:failed")
+    assert len(d.named("offers:published")) == 2
