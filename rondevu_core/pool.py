@@ -288,8 +288,8 @@ class OfferPool:
             return
         published = {sdp: offer_id for offer_id, sdp in publication.offers}
         self._keeps_answered = publication.keeps_answered_offers
-        self._publish_backoff.reset()
         ids: list[str] = []
+        omitted = False
         for conn in self.unanswered():
             sdp = conn.offer_sdp
             if sdp is None or sdp not in self._publish_sdps:
@@ -301,6 +301,7 @@ class OfferPool:
                         connection_id=0, error=ProtocolError("publishService omitted an offer")
                     )
                 )
+                omitted = True
                 continue
             new = conn.offer_id is None
             conn.offer_published(offer_id, now)
@@ -316,6 +317,12 @@ class OfferPool:
         self._outbox.emit(OffersPublished(connection_id=0, offer_ids=tuple(ids)))
         refresh_at = now + max(self.config.ttl_ms - self.config.refresh_margin_ms, 1000)
         self._deadlines.set(_Timer.REFRESH, refresh_at)
+        if omitted:
+            # Retry after the backoff: republishing at once would loop as fast as the
+            # server answers, and starve the poll that collects answers.
+            self._publish_failed("publishService omitted an offer", now)
+            return
+        self._publish_backoff.reset()
         self._maybe_publish(now)  # offers created while this call was in flight
 
     def _publish_failed(self, error: str, now: int) -> None:

@@ -41,3 +41,18 @@ def test_a_failed_refresh_is_retried_so_the_offers_do_not_expire() -> None:
     assert run_pool(d, 5, fail_publishes=1) == 2
     assert d.named("offers:publish:failed")
     assert len(d.named("offers:published")) == 2
+
+
+def test_a_publish_reply_omitting_an_offer_is_retried_after_a_backoff_not_at_once() -> None:
+    d, actions = published_pool()
+    first = d.call(Method.PUBLISH_SERVICE, actions)
+    # A misbehaving server stores nothing: no immediate republish (that would loop as fast
+    # as the server answers and starve the poll), but a retry after the backoff.
+    again = d.reply(first, RpcOk(result={"offers": []}))
+    assert [a for a in again if isinstance(a, SendRpc)] == []
+    names = [e.name for e in d.events]
+    assert names[-3:] == ["protocol:error", "offers:published", "offers:publish:failed"]
+    retry = d.call(Method.PUBLISH_SERVICE, d.advance(1_200))
+    assert retry.request.params["offers"] == first.request.params["offers"]
+    d.reply(retry, published())
+    assert len(d.named("offer:created")) == 1
