@@ -585,7 +585,9 @@ class Connection:
     def _give_up(self) -> None:
         self._terminal = True
         self._deadlines.clear()
-        self._drop_buffer()
+        if not self.config.preserve_buffer_on_close:
+            self._drop_buffer()
+        # Otherwise the buffer waits, unexpired, for `Close` to hand it back as ``unsent``.
         if self.state is not State.FAILED:
             self._set_state(State.FAILED, "no reconnection")
             self._emit(Failed, error="Connection lost")

@@ -7,8 +7,13 @@ an integer clock) and failed before its fix.
 from __future__ import annotations
 
 from rondevu_core.actions import SendRpc
+from rondevu_core.config import ConnectionConfig
+from rondevu_core.connection import Connection
+from rondevu_core.events import Closed
+from rondevu_core.inputs import Close, Connect, SendMessage
 from rondevu_core.rpc import Method, RpcFailed, RpcOk
 from tests.test_core_events import Driver, published, published_pool
+from tests.test_core_harness import SERVICE
 
 NO_ANSWERS = RpcOk(result={"answers": [], "iceCandidates": {}})
 
@@ -56,3 +61,27 @@ def test_a_publish_reply_omitting_an_offer_is_retried_after_a_backoff_not_at_onc
     assert retry.request.params["offers"] == first.request.params["offers"]
     d.reply(retry, published())
     assert len(d.named("offer:created")) == 1
+
+
+def test_preserve_buffer_on_close_hands_back_messages_after_a_final_failure() -> None:
+    config = ConnectionConfig(preserve_buffer_on_close=True, reconnect_enabled=False)
+    d = Driver(Connection.answerer(SERVICE, config=config, unit_random=lambda: 0.5))
+    fetch = d.call(Method.GET_SERVICE, d.feed(Connect(now=d.now)))
+    d.feed(SendMessage(now=d.now, data="hello"))
+    d.reply(fetch, RpcFailed(error="Service not found"))
+    assert isinstance(d.machine, Connection)
+    assert d.machine.terminal
+    assert d.machine.get_timer() is None
+    d.feed(Close(now=d.now, reason="done"))
+    (closed,) = [e for e in d.events if isinstance(e, Closed)]
+    assert closed.unsent == ("hello",)
+
+
+def test_without_preserve_buffer_on_close_a_final_failure_still_drops_the_buffer() -> None:
+    config = ConnectionConfig(reconnect_enabled=False)
+    d = Driver(Connection.answerer(SERVICE, config=config, unit_random=lambda: 0.5))
+    fetch = d.call(Method.GET_SERVICE, d.feed(Connect(now=d.now)))
+    d.feed(SendMessage(now=d.now, data="hello"))
+    d.reply(fetch, RpcFailed(error="Service not found"))
+    assert isinstance(d.machine, Connection)
+    assert d.machine.buffered == 0
