@@ -39,11 +39,13 @@ handler may make; the tests hold the machine to it.
 
 Failures.  ICE ``failed``, a peer-connection ``failed``, an unrequested ``closed`` (how
 aiortc reports a vanished peer), the data channel closing, a failed peer operation, a
-failed signaling call or the connection timeout all end the current attempt: the peer
-connection is closed, then the machine reconnects (answerer, reconnection enabled, not
-exhausted, not paused) or stays FAILED.  ICE ``disconnected`` on an established link is
-softer: the old peer connection is kept while the backoff timer runs, and the link is
-restored at no cost if ICE recovers first (browsers recover from short outages).
+failed signaling call (except an answerOffer whose reply fails after the link came up
+on that answer: that is only reported) or the connection timeout all end the current
+attempt: the peer connection is closed, then the machine reconnects (answerer,
+reconnection enabled, not exhausted, not paused) or stays FAILED.  ICE ``disconnected``
+on an established link is softer: the old peer connection is kept while the backoff
+timer runs, and the link is restored at no cost if ICE recovers first (browsers recover
+from short outages).
 
 Messages sent while not CONNECTED are buffered (bounded, aged) and replayed in order on
 (re)connection; every message that leaves the buffer undelivered is reported.
@@ -101,6 +103,7 @@ from rondevu_core.events import (
     ReconnectFailed,
     ReconnectScheduled,
     ReconnectSuccess,
+    SignalingError,
     StateChanged,
 )
 from rondevu_core.fqn import ServiceFqn
@@ -827,7 +830,15 @@ class Connection:
             self._session.handle_result(event.call_id, event.outcome, event.now)
             return
         outcome = event.outcome
-        if isinstance(outcome, RpcFailed):
+        if (
+            isinstance(outcome, RpcFailed)
+            and purpose is _Call.ANSWER
+            and self.state in (State.CONNECTED, State.DISCONNECTED, State.RECONNECTING)
+        ):
+            # The link came up on this answer, so the peer has it: only the reply was
+            # lost (a transport timeout).  Failing now would tear down a working link.
+            self._emit(SignalingError, operation=purpose.value, error=outcome.error)
+        elif isinstance(outcome, RpcFailed):
             self._fail(event.now, f"{purpose.value} failed: {outcome.error}")
         elif purpose is _Call.FETCH_OFFER:
             self._on_offer_fetched(event.now, outcome.result)

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from rondevu_core.actions import SendRpc
 from rondevu_core.config import ConnectionConfig
-from rondevu_core.connection import Connection
+from rondevu_core.connection import Connection, State
 from rondevu_core.events import Closed
-from rondevu_core.inputs import Close, Connect, SendMessage
+from rondevu_core.inputs import (
+    ChannelOpen,
+    Close,
+    Connect,
+    IceConnectionStateChanged,
+    LocalDescriptionReady,
+    SendMessage,
+)
 from rondevu_core.rpc import Method, RpcFailed, RpcOk
-from tests.test_core_events import Driver, published, published_pool
+from tests.test_core_events import SDP, Driver, answering, published, published_pool
 from tests.test_core_harness import SERVICE
 
 NO_ANSWERS = RpcOk(result={"answers": [], "iceCandidates": {}})
@@ -85,3 +92,35 @@ def test_without_preserve_buffer_on_close_a_final_failure_still_drops_the_buffer
     d.reply(fetch, RpcFailed(error="Service not found"))
     assert isinstance(d.machine, Connection)
     assert d.machine.buffered == 0
+
+
+def test_a_late_answer_offer_failure_does_not_tear_down_an_established_link() -> None:
+    """The answer reached the peer (the link is up) but the reply was lost: the link stays."""
+    d, pc = answering(ConnectionConfig())
+    answer = d.call(
+        Method.ANSWER_OFFER,
+        d.feed(LocalDescriptionReady(now=d.now, pc_id=pc, sdp=SDP, complete=True)),
+    )
+    d.feed(IceConnectionStateChanged(now=d.now, pc_id=pc, state="connected"))
+    d.feed(ChannelOpen(now=d.now, pc_id=pc))
+    assert isinstance(d.machine, Connection)
+    assert d.machine.state is State.CONNECTED
+    after = d.reply(answer, RpcFailed(error="timed out", transport=True))
+    assert d.machine.state is State.CONNECTED
+    assert d.machine.pc_id == pc
+    assert after == []
+    (error,) = d.named("signaling:error")
+    assert error.name == "signaling:error"
+    assert d.named("failed") == []
+
+
+def test_an_answer_offer_failure_before_the_link_is_up_still_fails_the_attempt() -> None:
+    d, pc = answering(ConnectionConfig())
+    answer = d.call(
+        Method.ANSWER_OFFER,
+        d.feed(LocalDescriptionReady(now=d.now, pc_id=pc, sdp=SDP, complete=True)),
+    )
+    d.reply(answer, RpcFailed(error="Offer already answered"))
+    assert isinstance(d.machine, Connection)
+    assert d.machine.state is State.RECONNECTING
+    assert len(d.named("failed")) == 1
