@@ -346,9 +346,12 @@ class Connection:
         """Run every deadline due at ``now``."""
         if self.state is State.CLOSED:
             return
-        for timer in self._deadlines.pop_due(now):
+        for timer in self._deadlines.due(now):
             if self._is_closed():
                 return
+            if not self._deadlines.is_due(timer, now):
+                continue  # an earlier handler of this round cancelled or moved it
+            self._deadlines.cancel(timer)
             if timer is _Timer.CONNECTION:
                 self._emit(ConnectionTimeout)
                 self._fail(now, "Connection timeout")
@@ -636,6 +639,7 @@ class Connection:
             return
         recovered = self.state in (State.DISCONNECTED, State.RECONNECTING)
         self._deadlines.cancel(_Timer.CONNECTION)
+        self._deadlines.cancel(_Timer.GATHERING)  # moot once connected
         self._deadlines.cancel(_Timer.RECONNECT)
         self._deferred = None
         self._set_state(State.CONNECTED)

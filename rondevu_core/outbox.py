@@ -93,6 +93,16 @@ class Deadlines(Generic[K]):
         """The earliest deadline, or None when nothing is armed."""
         return min(self._due.values()) if self._due else None
 
+    def due(self, now: int) -> list[K]:
+        """Every deadline due at ``now``, earliest first, left armed (see `is_due`)."""
+        due = sorted((at, i, name) for i, (name, at) in enumerate(self._due.items()) if at <= now)
+        return [name for _, _, name in due]
+
+    def is_due(self, name: K, now: int) -> bool:
+        """True when ``name`` is armed and due at ``now``."""
+        at = self._due.get(name)
+        return at is not None and at <= now
+
     def pop_due(self, now: int) -> list[K]:
         """Disarm and return every deadline due at ``now``, earliest first."""
         if not self._due:

@@ -124,3 +124,27 @@ def test_an_answer_offer_failure_before_the_link_is_up_still_fails_the_attempt()
     assert isinstance(d.machine, Connection)
     assert d.machine.state is State.RECONNECTING
     assert len(d.named("failed")) == 1
+
+
+def test_no_gathering_timeout_after_connecting() -> None:
+    # A stack that never reports gathering "complete" (some browsers keep gathering).
+    d, pc = answering(ConnectionConfig(ice_gathering_timeout_ms=10_000))
+    d.feed(LocalDescriptionReady(now=d.now, pc_id=pc, sdp=SDP, complete=False))
+    d.feed(IceConnectionStateChanged(now=d.now, pc_id=pc, state="connected"))
+    d.feed(ChannelOpen(now=d.now, pc_id=pc))
+    assert isinstance(d.machine, Connection)
+    assert d.machine.state is State.CONNECTED
+    d.advance(20_000)
+    assert d.named("ice:gathering:timeout") == []
+
+
+def test_a_timer_cancelled_by_an_earlier_one_in_the_same_round_does_not_fire() -> None:
+    # The connection timeout and the gathering timeout fall due together: the failure
+    # tears the attempt down (cancelling the gathering timer), so no stray
+    # ice:gathering:timeout is reported for the attempt that follows.
+    config = ConnectionConfig(connection_timeout_ms=10_000, ice_gathering_timeout_ms=10_000)
+    d, pc = answering(config)
+    d.feed(LocalDescriptionReady(now=d.now, pc_id=pc, sdp=SDP, complete=False))
+    d.advance(10_000)
+    assert len(d.named("connection:timeout")) == 1
+    assert d.named("ice:gathering:timeout") == []
