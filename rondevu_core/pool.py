@@ -101,6 +101,7 @@ class OfferPool:
         "_conns",
         "_cursor",
         "_deadlines",
+        "_duplicates",
         "_keeps_answered",
         "_opened",
         "_outbox",
@@ -131,6 +132,9 @@ class OfferPool:
         self._by_pc: dict[int, Connection] = {}
         self._opened: set[int] = set()
         self._answered_at: dict[str, int] = {}
+        # Different answers already reported per offer: the 1 ms cursor lag re-delivers
+        # the newest answer on every poll, and one report of each is enough.
+        self._duplicates: dict[str, set[int]] = {}
         self._cursor = 0
         self._poll_call: int | None = None
         self._publish_call: int | None = None
@@ -362,7 +366,9 @@ class OfferPool:
                 continue  # an offer of a past publication or connection
             seen = self._answered_at.get(answer.offer_id)
             if seen is not None:
-                if seen != answer.answered_at:
+                reported = self._duplicates.setdefault(answer.offer_id, set())
+                if seen != answer.answered_at and answer.answered_at not in reported:
+                    reported.add(answer.answered_at)
                     self._outbox.emit(
                         AnswerDuplicate(connection_id=conn.connection_id, offer_id=answer.offer_id)
                     )
@@ -393,6 +399,7 @@ class OfferPool:
         self._opened.discard(conn.connection_id)
         if conn.offer_id is not None:
             self._answered_at.pop(conn.offer_id, None)
+            self._duplicates.pop(conn.offer_id, None)
 
     def _target(self, event: Any) -> Connection:
         cid = event.connection_id

@@ -19,7 +19,7 @@ from rondevu_core.inputs import (
     SendMessage,
 )
 from rondevu_core.rpc import Method, RpcFailed, RpcOk
-from tests.test_core_events import SDP, Driver, answering, published, published_pool
+from tests.test_core_events import SDP, T0, Driver, answering, answers, published, published_pool
 from tests.test_core_harness import SERVICE
 
 NO_ANSWERS = RpcOk(result={"answers": [], "iceCandidates": {}})
@@ -148,3 +148,14 @@ def test_a_timer_cancelled_by_an_earlier_one_in_the_same_round_does_not_fire() -
     d.advance(10_000)
     assert len(d.named("connection:timeout")) == 1
     assert d.named("ice:gathering:timeout") == []
+
+
+def test_a_duplicate_answer_is_reported_once_not_on_every_poll() -> None:
+    # The answers cursor lags 1 ms, so a server that overwrote the applied answer hands
+    # the different one back on every poll.
+    d, actions = published_pool()
+    d.reply(d.call(Method.PUBLISH_SERVICE, actions), published())
+    d.reply(d.call(Method.POLL, d.advance(1_000)), answers(("bob", T0 + 500)))
+    for _ in range(5):
+        d.reply(d.call(Method.POLL, d.advance(1_000)), answers(("carol", T0 + 900)))
+    assert len(d.named("answer:duplicate")) == 1
