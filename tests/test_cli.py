@@ -118,9 +118,9 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 pipe.close()
 
 
-def test_demo_runs_the_whole_timeline() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "rondevu.cli", "demo"],
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rondevu.cli", *args],
         capture_output=True,
         text=True,
         env=_env(),
@@ -128,6 +128,10 @@ def test_demo_runs_the_whole_timeline() -> None:
         timeout=DEADLINE_S,
         check=False,
     )
+
+
+def test_demo_runs_the_whole_timeline() -> None:
+    result = _run_cli("demo")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     order = [
@@ -161,47 +165,19 @@ def test_demo_runs_the_whole_timeline() -> None:
 
 
 def test_demo_quiet_prints_only_the_result() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "rondevu.cli", "demo", "--quiet"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-        timeout=DEADLINE_S,
-        check=False,
-    )
+    result = _run_cli("demo", "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.fullmatch(r"rondevu demo: OK in \d+ ms\n", result.stdout)
 
 
 def test_demo_timeout_fails_with_the_step_named() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "rondevu.cli", "demo", "--timeout", "0.001"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-        timeout=DEADLINE_S,
-        check=False,
-    )
+    result = _run_cli("demo", "--timeout", "0.001")
     assert result.returncode == 1
     assert re.search(r"rondevu demo: FAILED: timed out after 0\.001 s while \w", result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
 
 
 # -- publish and connect -----------------------------------------------------------------
-
-
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rondevu.cli", *args],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-        timeout=DEADLINE_S,
-        check=False,
-    )
 
 
 def _closed_port() -> int:
