@@ -10,6 +10,13 @@ offers, 5 publishService with a ~2.5 KB SDP.  The ceiling is ``GET /health`` on 
 process in the same run.  Prints calls/s, p50/p99 latency, the success ratio and the
 ratio to the ceiling, for SQLite and (when RONDEVU_TEST_POSTGRES_DSN is set) PostgreSQL.
 
+Poll bodies carry their ``since`` cursor as the time of the owner's previous poll (one
+second ago, filled in by wrk: poll's cursor is not signed), as a real client's do.  Each
+backend's report ends with the bound the signature check alone puts on the ratio: one
+process spending the ceiling's server CPU per request plus one Ed25519 check per call
+(timed here) could reach no more than that fraction of the ceiling, whatever else it did
+or did not do.
+
     apt-get install -y wrk
     .venv/bin/python bench/server_bench.py [--seconds 10] [--connections 32]
 
@@ -34,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from rondevu_core.signing import KeyPair, build_message, expected_context
+from rondevu_core.signing import KeyPair, build_message, expected_context, verify_signature
 
 MIX = (
     ["poll"] * 30
@@ -47,8 +54,13 @@ MIX = (
     + ["publish"] * 5
 )
 
+# poll's ``since`` is not signed (its message has no context), so wrk fills it in when
+# it sends the body: a real owner passes the time of its previous poll, not the time the
+# benchmark started (which would make every poll return more candidates than the last).
+POLL_SINCE = 7_777_777_777_777
 WRK_SCRIPT = r"""
 local path = os.getenv("BENCH_BODIES")
+local POLL_SINCE = "__POLL_SINCE__"
 local counter = 0
 local threads = {}
 function setup(thread)
@@ -73,7 +85,12 @@ end
 function request()
   idx = idx + 1
   if idx > #bodies then idx = 1 end
-  return wrk.format("POST", "/rpc", hdrs, bodies[idx])
+  local body = bodies[idx]
+  if string.find(body, POLL_SINCE, 1, true) then
+    -- an owner polling every second asks for what arrived since its previous poll
+    body = string.gsub(body, POLL_SINCE, string.format("%d", (os.time() - 1) * 1000))
+  end
+  return wrk.format("POST", "/rpc", hdrs, body)
 end
 function response(status, headers, body)
   if status == 200 and string.find(body, '"success":true', 1, true) then
@@ -92,6 +109,8 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+
+WRK_SCRIPT = WRK_SCRIPT.replace("__POLL_SINCE__", str(POLL_SINCE))
 
 CEILING_SCRIPT = r"""
 function done(summary, latency, requests)
@@ -139,6 +158,19 @@ class Outcome:
     @property
     def rate(self) -> float:
         return self.calls / self.seconds
+
+
+def signature_check_us(samples: int = 3000) -> float:
+    """What one call's signature check costs here (µs): the server's own check of a
+    message shaped like the mix's, timed in this process."""
+    peer = Peer("timing")
+    body = peer.call("getIceCandidates", {"offerId": "x" * 64, "since": 0}, now_ms())
+    args = (body["publicKey"], body["message"], body["signature"])
+    assert verify_signature(*args)
+    start = time.perf_counter()
+    for _ in range(samples):
+        verify_signature(*args)
+    return (time.perf_counter() - start) * 1e6 / samples
 
 
 def run_wrk(url: str, script: str, seconds: int, connections: int, env: dict[str, str]) -> Outcome:
@@ -265,7 +297,7 @@ def seed_and_bodies(url: str, total: int) -> list[str]:
         for kind in block:
             if kind == "poll":
                 peer = rng.choice(owners)
-                body = peer.call("poll", {"since": since}, ts)
+                body = peer.call("poll", {"since": POLL_SINCE}, ts)
             elif kind == "getIce":
                 owner, answerer, oid = rng.choice(pairs)
                 peer = rng.choice([owner, answerer])
@@ -330,6 +362,13 @@ def bench_backend(label: str, db: str, seconds: int, connections: int, expect_ra
             f"p50 {ceiling.p50_ms:6.2f} ms  p99 {ceiling.p99_ms:6.2f} ms{cpu(ceiling_cpu)}\n"
             f"{'':10s} ratio to ceiling: {mix.rate / ceiling.rate:.2f}"
         )
+        if ceiling_cpu is not None:
+            check = signature_check_us()
+            print(
+                f"{'':10s} bound: a signature check costs {check:.0f} µs here, so one process "
+                f"doing nothing but {ceiling_cpu:.0f} µs of HTTP and one check per call would "
+                f"reach at most {ceiling_cpu / (ceiling_cpu + check):.2f} of the ceiling"
+            )
     finally:
         proc.terminate()
         proc.wait(30)
