@@ -223,8 +223,8 @@ def test_sqlite_file_database_persists_and_migrates(tmp_path: Any) -> None:
     assert json.loads(asyncio.run(claim_then_reopen()))["result"]["available"] is False
 
 
-def test_sqlite_v1_database_migrates_to_v2(tmp_path: Any) -> None:
-    """A database made by schema version 1 gets version 2's indexes, data kept."""
+def test_sqlite_v1_database_migrates_to_the_latest(tmp_path: Any) -> None:
+    """A database made by schema version 1 gets the later versions' indexes, data kept."""
     import asyncio
     import sqlite3
 
@@ -250,16 +250,16 @@ def test_sqlite_v1_database_migrates_to_v2(tmp_path: Any) -> None:
     assert asyncio.run(reopen()).public_key == "k"
     check = sqlite3.connect(path)
     try:
-        assert check.execute("PRAGMA user_version").fetchone() == (2,)
+        assert check.execute("PRAGMA user_version").fetchone() == (3,)
         names = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
     finally:
         check.close()
-    assert {"idx_offers_owner", "idx_offers_service_order"} <= names
+    assert {"idx_offers_owner", "idx_offers_service_order", "idx_offers_free"} <= names
     assert not {"idx_offers_username", "idx_offers_service"} & names
 
 
 @pytest.mark.postgres
-def test_postgres_v1_schema_migrates_to_v2() -> None:
+def test_postgres_v1_schema_migrates_to_the_latest() -> None:
     import asyncio
     import uuid
 
@@ -297,5 +297,5 @@ def test_postgres_v1_schema_migrates_to_v2() -> None:
         names = asyncio.run(run())
     finally:
         drop_schema(schema)
-    assert {"idx_offers_owner", "idx_offers_service_order"} <= names
+    assert {"idx_offers_owner", "idx_offers_service_order", "idx_offers_free"} <= names
     assert not {"idx_offers_username", "idx_offers_service"} & names

@@ -40,6 +40,7 @@ _MIGRATION_LOCK = 0x52444E56  # "RDNV": serialises schema set-up across processe
 _MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V1.format(int="BIGINT", serial="BIGSERIAL PRIMARY KEY"),
     sql.SCHEMA_V2,
+    sql.SCHEMA_V3,
 )
 
 

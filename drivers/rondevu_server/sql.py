@@ -43,7 +43,17 @@ from rondevu_server.storage import (
     UserRecord,
 )
 
-__all__ = ["SCHEMA_V1", "SCHEMA_V2", "Conflict", "Fetch", "Plan", "PlanStorage", "Sql", "Step"]
+__all__ = [
+    "SCHEMA_V1",
+    "SCHEMA_V2",
+    "SCHEMA_V3",
+    "Conflict",
+    "Fetch",
+    "Plan",
+    "PlanStorage",
+    "Sql",
+    "Step",
+]
 
 _T = TypeVar("_T")
 _NUMBERED = re.compile(r"\$(\d+)")
@@ -146,6 +156,16 @@ SCHEMA_V2 = """
 """
 """Version 2: offer indexes in the order poll and "first free offer" read them, so
 neither sorts (poll's candidates come out in ``ORDER BY`` order straight from them)."""
+
+SCHEMA_V3 = """
+    CREATE INDEX idx_offers_free ON offers(service_id, created_at, seq)
+        WHERE answerer_username IS NULL;
+"""
+"""Version 3: an index of each service's unanswered offers, in the order every lookup of
+"the first available offer" and random discovery read them.  Without it PostgreSQL,
+before its statistics catch up (a fresh or busy table), combined the service index with
+the expiry index in a bitmap scan that read every live offer in the table once per
+service listed."""
 
 # -- statements ----------------------------------------------------------------------
 

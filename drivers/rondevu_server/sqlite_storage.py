@@ -34,6 +34,7 @@ _T = TypeVar("_T")
 _MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V1.format(int="INTEGER", serial="INTEGER PRIMARY KEY"),
     sql.SCHEMA_V2,
+    sql.SCHEMA_V3,
 )
 
 
