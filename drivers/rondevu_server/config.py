@@ -71,16 +71,28 @@ class ServerConfig:
     """Live offers one username may hold."""
     max_total_offers: int = 100_000
     """Live offers in the whole deployment."""
+    max_response_bytes: int = 8 * 1024 * 1024
+    """A batch stops running calls once its reply has grown past this; the calls left
+    are answered with an error, not run (a single call is never cut short)."""
+    max_header_bytes: int = 65_536
+    """Largest request line plus headers of one HTTP request (else 431 and close)."""
+    request_timeout: float = 30.0
+    """Seconds a client has to send one whole request (headers and body) once it began;
+    a connection still incomplete then is closed."""
+    max_connections: int = 4_096
+    """Open HTTP connections at once; further requests are answered 503."""
     rate_limit_per_second: float = 200.0
-    """Sustained HTTP requests per second per client address (0 disables the limit)."""
+    """Sustained RPC calls per second per client address, each call of a batch counted
+    (0 disables the limit)."""
     rate_limit_burst: int = 400
-    """Requests a client may send at once before the sustained rate applies."""
+    """Calls a client may make at once before the sustained rate applies."""
     rate_limit_loopback: bool = False
     """Also rate-limit 127.0.0.0/8 and ::1 (off: local tests and benchmarks are trusted)."""
     rate_limit_clients: int = 100_000
     """Client addresses tracked at once; the least recently seen are forgotten first."""
     trust_forwarded_for: bool = False
-    """Key the rate limit on X-Forwarded-For's first address (only behind a trusted proxy)."""
+    """Key the rate limit on X-Forwarded-For's last address, the one the trusted proxy in
+    front of the server appended (only behind such a proxy)."""
     verify_threads: int = 0
     """1: signature checks on a worker thread, batched (for hosts with idle cores);
     0: on the event loop (on the 2-core bench machine both gave the same throughput)."""

@@ -441,6 +441,8 @@ def _list_services(
     """See `Storage.list_services`."""
     # The original scans the 1000 newest services, then pages: same window here.
     limit = max(0, min(limit, 1000 - offset))
+    if limit == 0:  # past the window: nothing to read (and offset may exceed SQL integers)
+        return []
     rows = yield _LIST_SERVICES, Fetch.ALL, (now, service, version, limit, offset)
     return [_service_offer(row) for row in rows]
 
