@@ -173,12 +173,22 @@ class RondevuApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _client_key(self, scope: Scope) -> str | None:
+        """The address the rate limit counts against.
+
+        Behind a trusted proxy (``trust_forwarded_for``) that is the LAST X-Forwarded-For
+        entry: the proxy appends the address it saw, while every entry before it came
+        from the client and can say anything (``127.0.0.1`` would buy the loopback
+        exemption).  Several X-Forwarded-For lines read as one list, in order.
+        """
         if self.config.trust_forwarded_for:
+            forwarded = None
             for name, value in scope["headers"]:
                 if name == b"x-forwarded-for":
-                    first = value.split(b",")[0].strip()
-                    if first:
-                        return str(first.decode("latin-1"))
+                    forwarded = value
+            if forwarded is not None:
+                last = forwarded.rsplit(b",", 1)[-1].strip()
+                if last:
+                    return str(last.decode("latin-1"))
         client = scope.get("client")
         return str(client[0]) if client else None
 
