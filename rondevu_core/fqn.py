@@ -22,6 +22,7 @@ from rondevu_core.usernames import js_length, validate_username
 
 __all__ = [
     "SERVICE_NAME_MAX_LENGTH",
+    "VERSION_MAX_LENGTH",
     "DiscoveryMode",
     "ServiceFqn",
     "Version",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 SERVICE_NAME_MAX_LENGTH = 128
+VERSION_MAX_LENGTH = 128
+"""Ours (the original has none): a version is stored and indexed with its service, and
+PostgreSQL cannot index a text of a few KB, so an unbounded one was a way to fail every
+publish of it with an internal error, or to store megabytes per service."""
 
 _SERVICE_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\Z")
 _VERSION_RE = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)(?:-([a-z0-9.-]+))?\Z")
@@ -43,6 +48,7 @@ ERR_FQN_FORMAT = "Service FQN must be in format: service:version[@username]"
 ERR_SERVICE_CHARS = "Service name must be lowercase alphanumeric with optional dots/dashes"
 ERR_SERVICE_LENGTH = "Service name must be 1-128 characters"
 ERR_VERSION = "Version must be semantic versioning (e.g., 1.0.0, 2.1.3-beta)"
+ERR_VERSION_LENGTH = "Version must be 1-128 characters"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +102,8 @@ def validate_service_fqn(value: object) -> ServiceFqn:
         raise ValidationError(ERR_SERVICE_CHARS)
     if not 1 <= js_length(fqn.service) <= SERVICE_NAME_MAX_LENGTH:
         raise ValidationError(ERR_SERVICE_LENGTH)
+    if js_length(fqn.version) > VERSION_MAX_LENGTH:
+        raise ValidationError(ERR_VERSION_LENGTH)
     parse_version(fqn.version)
     if fqn.username is not None:
         validate_username(fqn.username)

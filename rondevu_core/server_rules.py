@@ -24,6 +24,7 @@ from rondevu_core.signing import AuthMessage, expected_context
 
 __all__ = [
     "ERR_CALL_MISMATCH",
+    "MAX_SINCE",
     "PAGE_LIMIT_MAX",
     "check_call_binding",
     "clamp_page",
@@ -76,12 +77,19 @@ def clamp_page(limit: object, offset: object) -> tuple[int, int]:
     return page, skip
 
 
+MAX_SINCE = 2**53 - 1
+"""The largest ``since`` kept as sent: JavaScript's largest exact integer, far past any
+timestamp, so clamping to it changes no answer - and a storage integer always holds it."""
+
+
 def coerce_since(since: object) -> int:
-    """A ``since`` cursor as an integer ms value; any falsy or non-numeric value is 0 (§6.7)."""
+    """A ``since`` cursor as an integer ms value in ``[0, MAX_SINCE]``; any falsy or
+    non-numeric value is 0 (§6.7).  Larger values (``1e30``, ``2**64``) mean "after every
+    timestamp" and become `MAX_SINCE`, which SQL integer columns can compare against."""
     number = js_number(since)
     if number is None or number <= 0:
         return 0
-    return math.floor(number)
+    return min(math.floor(number), MAX_SINCE)
 
 
 def check_call_binding(auth: AuthMessage, method: str, params: Mapping[str, object]) -> None:

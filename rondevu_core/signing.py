@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ __all__ = [
     "AuthMessage",
     "KeyPair",
     "build_message",
+    "canonical_public_key",
     "check_timestamp",
     "decode_base64",
     "expected_context",
@@ -52,6 +54,10 @@ ERR_TIMESTAMP_RANGE = "Timestamp too old or too far in future (tolerance: 300s)"
 SEED_LENGTH = 32
 PUBLIC_KEY_LENGTH = 32
 SIGNATURE_LENGTH = 64
+MAX_ENCODED_KEY_CHARS = 128
+"""Longest public key or signature text worth decoding: canonical base64 of a key is 44
+characters and of a signature 88; anything far longer is not one, and decoding it would
+only cost time."""
 
 
 def decode_base64(text: str) -> bytes | None:
@@ -83,6 +89,22 @@ def utf8(text: str) -> bytes:
 
 def _encode(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
+
+
+def canonical_public_key(text: str) -> str | None:
+    """The canonical wire form (standard base64, padded: 44 characters) of a public key
+    that `decode_base64` accepts, or None when ``text`` is no 32-byte key.
+
+    A server stores this form, never the text as sent: otherwise padding, whitespace or
+    the URL-safe alphabet would make one key look like many (one key, one name) and
+    let a claim store megabytes.
+    """
+    if len(text) > MAX_ENCODED_KEY_CHARS:
+        return None
+    raw = decode_base64(text)
+    if raw is None or len(raw) != PUBLIC_KEY_LENGTH:
+        return None
+    return _encode(raw)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +163,8 @@ def verify_signature(public_key: str, message: str, signature: str) -> bool:
     Never raises on malformed input: a key or signature that does not decode, or has the
     wrong length, simply does not verify.
     """
+    if len(public_key) > MAX_ENCODED_KEY_CHARS or len(signature) > MAX_ENCODED_KEY_CHARS:
+        return False
     key = decode_base64(public_key)
     sig = decode_base64(signature)
     if key is None or sig is None or len(key) != PUBLIC_KEY_LENGTH:
@@ -162,18 +186,54 @@ def build_message(method: str, username: str, context: str | None, timestamp_ms:
 
 
 def js_number_to_string(value: object) -> str:
-    """``String(value)`` for the JSON scalars a client interpolates into a message."""
+    """``String(value)`` for the JSON scalars a client interpolates into a message.
+
+    A number is a JavaScript double: an integer beyond 2**53 is first rounded to one, as
+    ``JSON.parse`` would, then written the way ``Number.prototype.toString`` writes it.
+    """
     if value is None:
         return "undefined"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return str(value)
+        if abs(value) <= 2**53:
+            return str(value)
+        try:
+            return _js_double_to_string(float(value))
+        except OverflowError:  # beyond any double: JSON.parse gives Infinity
+            return "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e21:
-            return str(int(value))
-        return repr(value)
+        return _js_double_to_string(value)
     return str(value)
+
+
+def _js_double_to_string(value: float) -> str:
+    """ECMAScript Number::toString(10): the shortest digits that round-trip (Python's
+    ``repr`` finds the same ones), laid out by JavaScript's rules, which differ from
+    Python's (``1e21`` vs ``1e+21``, ``1.5e-7`` vs ``1.5e-07``, no ``.0``)."""
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction.rstrip("0")).lstrip("0")
+    # point: where the decimal point sits relative to the digits (value = 0.digits x 10^point)
+    point = len(whole) + (int(exponent) if exponent else 0)
+    if whole == "0":  # repr of a small number without exponent: 0.000123
+        point = -(len(fraction) - len(fraction.lstrip("0")))
+    count = len(digits)
+    if count <= point <= 21:
+        return sign + digits + "0" * (point - count)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    shown = digits[0] + ("." + digits[1:] if count > 1 else "")
+    return f"{sign}{shown}e{'+' if point - 1 >= 0 else '-'}{abs(point - 1)}"
 
 
 # Which parameter names each method's context, in the 0.18.9 client (§3 table).

@@ -94,6 +94,18 @@ def test_service_name_of_128_characters_is_accepted() -> None:
     assert validate_service_fqn("x" * 128 + ":1.0.0").service == "x" * 128
 
 
+@given(pre=st.from_regex(r"\A[a-z0-9.-]{1,300}\Z"))
+def test_versions_longer_than_128_characters_are_refused(pre: str) -> None:
+    """Ours, not the original's: a version is stored and indexed (PostgreSQL cannot
+    index a few KB), so its length is bounded like the service name's."""
+    version = f"1.0.0-{pre}"
+    if len(version) <= 128:
+        assert validate_service_fqn(f"chat:{version}@alice").version == version
+    else:
+        with pytest.raises(ValidationError, match=r"^Version must be 1-128 characters$"):
+            validate_service_fqn(f"chat:{version}@alice")
+
+
 @given(st.text(max_size=60))
 def test_validation_never_raises_anything_else(text: str) -> None:
     try:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rondevu_core.offer_id import offer_id_for_sdp
-from rondevu_core.signing import js_parse_int
+from rondevu_core.signing import js_number_to_string, js_parse_int
 from rondevu_core.usernames import js_length, to_base36
 
 NODE = shutil.which("node")
@@ -35,6 +35,7 @@ const out = input.items.map((x) => {
     case 'offerId': return crypto.createHash('sha256')
         .update(JSON.stringify({sdp: x}), 'utf8').digest('hex');
     case 'length': return x.length;
+    case 'String': return String(x);
   }
 });
 process.stdout.write(JSON.stringify(out));
@@ -91,6 +92,21 @@ def test_offer_id_matches_javascript(sdps: list[str]) -> None:
 @given(st.lists(sdp_text, min_size=50, max_size=50))
 def test_string_length_matches_javascript(texts: list[str]) -> None:
     assert [js_length(t) for t in texts] == node("length", texts)
+
+
+json_numbers = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.integers(min_value=-(2**60), max_value=2**60).map(float),
+    st.sampled_from([1e21, 1e-6, 1e-7, 123e-20, 2.0**53, 2.0**53 + 2, 0.1, -0.0]),
+)
+
+
+@batch
+@given(st.lists(json_numbers, min_size=100, max_size=100))
+def test_number_to_string_matches_javascript(numbers: list[float | int]) -> None:
+    """The signed context spells numbers as JavaScript's String() does (§3)."""
+    assert [js_number_to_string(n) for n in numbers] == node("String", numbers)
 
 
 def test_offer_id_documented_example() -> None:

@@ -13,6 +13,7 @@ from rondevu_core.rpc import Method, RpcRequest, envelope
 from rondevu_core.signing import (
     KeyPair,
     build_message,
+    canonical_public_key,
     check_timestamp,
     decode_base64,
     expected_context,
@@ -262,3 +263,30 @@ def test_expected_context_per_method(
     method: str, params: dict[str, object], context: str | None
 ) -> None:
     assert expected_context(method, params) == context
+
+
+@given(raw=st.binary(min_size=32, max_size=32), pad=st.sampled_from(["", " ", "\n  "]))
+def test_every_spelling_of_a_key_has_one_canonical_form(raw: bytes, pad: str) -> None:
+    standard = base64.b64encode(raw).decode()
+    spellings = [
+        standard,
+        standard.rstrip("="),
+        base64.urlsafe_b64encode(raw).decode(),
+        pad + standard + pad,
+    ]
+    assert {canonical_public_key(text) for text in spellings} == {standard}
+    assert len(standard) == 44
+
+
+@given(raw=st.binary(max_size=64).filter(lambda b: len(b) != 32))
+def test_only_32_byte_keys_have_a_canonical_form(raw: bytes) -> None:
+    assert canonical_public_key(base64.b64encode(raw).decode()) is None
+
+
+def test_over_long_key_or_signature_text_is_refused_before_decoding() -> None:
+    pair = KeyPair.generate(lambda n: bytes(range(n)))
+    signature = pair.sign("m")
+    assert canonical_public_key(" " * 7_000_000 + pair.public_key) is None
+    assert verify_signature(pair.public_key, "m", signature)
+    assert not verify_signature(" " * 200 + pair.public_key, "m", signature)
+    assert not verify_signature(pair.public_key, "m", signature + " " * 200)
