@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from rondevu_core.errors import ValidationError
 from rondevu_core.server_rules import (
     ERR_CALL_MISMATCH,
+    MAX_SINCE,
     check_call_binding,
     clamp_page,
     clamp_ttl,
@@ -62,7 +63,15 @@ def test_page_always_clamped(limit: Any, offset: Any) -> None:
 def test_since_is_a_non_negative_int(since: Any) -> None:
     value = coerce_since(since)
     assert isinstance(value, int)
-    assert value >= 0
+    assert 0 <= value <= MAX_SINCE
+
+
+@settings(max_examples=200)
+@given(since=st.integers(min_value=1, max_value=2**70) | st.floats(min_value=1, max_value=1e300))
+def test_since_fits_storage_integers_and_keeps_its_meaning(since: Any) -> None:
+    value = coerce_since(since)
+    assert value < 2**63  # SQLite and PostgreSQL bigint hold it
+    assert value == min(int(since), MAX_SINCE)
 
 
 @settings(max_examples=200)
@@ -162,3 +171,34 @@ def test_rate_limiter_bounds_memory_and_rate(steps: list[tuple[str, int]]) -> No
         for i, start in enumerate(times):
             window = [t for t in times[i:] if t - start <= 1000]
             assert len(window) <= 3 + 2 + 1
+
+
+@settings(max_examples=150)
+@given(steps=st.lists(st.tuples(st.integers(1, 150), st.integers(0, 300)), min_size=1, max_size=60))
+def test_rate_limiter_counts_every_call_of_a_batch(steps: list[tuple[int, int]]) -> None:
+    """Granted calls never exceed burst + rate x elapsed (plus the debt one batch bigger
+    than the burst may run up); a refusal takes no tokens."""
+    rate, burst = 50.0, 100
+    limiter = RateLimiter(rate=rate, burst=burst, max_clients=1)
+    now = 0
+    granted: list[tuple[int, int]] = []
+    for cost, gap in steps:
+        now += gap
+        if limiter.allow("c", now, cost):
+            granted.append((now, cost))
+        elif cost > 1 and limiter.allow("c", now, 1):  # the refusal took nothing
+            granted.append((now, 1))
+    for i, (start, _) in enumerate(granted):
+        for end, _ in granted[i:]:
+            spent = sum(c for t, c in granted if start <= t <= end)
+            debt = max(0, max(c for _, c in granted) - burst)
+            assert spent <= burst + debt + rate * (end - start) / 1000 + 1e-6
+
+
+def test_rate_limiter_batch_bigger_than_the_burst_runs_into_debt() -> None:
+    limiter = RateLimiter(rate=1.0, burst=10, max_clients=1)
+    assert limiter.allow("c", 0, 30)  # a full bucket lets it through: 20 tokens of debt
+    assert not limiter.allow("c", 20_000, 1)  # 20 s repaid the debt, nothing more
+    assert limiter.allow("c", 21_000, 1)
+    assert not limiter.allow("c", 26_000, 10)  # 5 tokens back, 10 needed: refused...
+    assert limiter.allow("c", 26_000, 5)  # ...and nothing was taken by the refusal

@@ -9,6 +9,9 @@ the original's would, with two hardenings that honest clients never notice:
   (`check_call_binding`).  There is still no nonce: a captured call can be replayed for
   up to 5 minutes, but only as itself.
 
+A claim stores the key in its canonical form (`canonical_public_key`), so one key is one
+key however it was spelled, and nothing longer than a key is ever stored.
+
 Claimed keys are cached in memory until the claim's own expiry: before then the name
 cannot change hands (only its key may renew it, and cleanup removes only expired
 names), so the cache is exact even with several server processes on one database.
@@ -23,7 +26,7 @@ from typing import Any
 
 from rondevu_core.errors import ValidationError
 from rondevu_core.server_rules import check_call_binding
-from rondevu_core.signing import check_timestamp, parse_auth_message
+from rondevu_core.signing import canonical_public_key, check_timestamp, parse_auth_message
 from rondevu_core.usernames import is_valid_username, validate_username
 from rondevu_server import messages
 from rondevu_server.storage import USERNAME_TTL_MS, ClaimOutcome, Storage
@@ -91,11 +94,14 @@ class Authenticator:
             if not call.public_key:
                 raise ValidationError(messages.NOT_CLAIMED.format(username=username))
             validate_username(username)
-            if not isinstance(call.public_key, str) or not await self._verifier.verify(
-                call.public_key, call.message, call.signature
+            offered = (
+                canonical_public_key(call.public_key) if isinstance(call.public_key, str) else None
+            )
+            if offered is None or not await self._verifier.verify(
+                offered, call.message, call.signature
             ):
                 raise ValidationError(messages.INVALID_SIGNATURE_CLAIM)
-            claim_with = call.public_key
+            claim_with = offered
         elif not await self._verifier.verify(key, call.message, call.signature):
             raise ValidationError(messages.INVALID_SIGNATURE)
         signed = parse_auth_message(call.message)

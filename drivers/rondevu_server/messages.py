@@ -68,3 +68,4 @@ OFFER_CANDIDATE_LIMIT = "Too many ICE candidates for this offer (max {limit})"
 # Transport bounds (our additions; §11 says the original has none).
 BODY_TOO_LARGE = "Request body too large (max {limit} bytes)"
 RATE_LIMITED = "Rate limit exceeded, slow down"
+BATCH_REPLY_TOO_LARGE = "Batch response too large (max {limit} bytes): call not run"

@@ -105,9 +105,11 @@ def _service_entry(found: ServiceOffer) -> dict[str, Any]:
 async def get_user(ctx: Context, call: Call, now: int) -> Any:
     """§6.1: is a username claimed?  No authentication, no validation of the name."""
     result: dict[str, Any] = {}
-    if "username" in call.params:
-        result["username"] = call.params["username"]
     name = call.params.get("username")
+    if "username" in call.params and not isinstance(name, list | dict):
+        # Echoed as sent, like the original - but only a JSON scalar: an array or object
+        # is no name, and echoing one 1000 levels deep would not even encode.
+        result["username"] = name
     record = None
     if isinstance(name, str) and is_valid_username(name):
         record = await ctx.storage.get_user(name, now)

@@ -146,13 +146,14 @@ class RondevuServer:
 
     # -- requests -------------------------------------------------------------------
 
-    def is_rate_limited(self, client_key: str | None, now: int) -> bool:
-        """True when ``client_key`` has used up its request budget (None is exempt)."""
+    def is_rate_limited(self, client_key: str | None, now: int, calls: int = 1) -> bool:
+        """True when ``client_key`` has no budget left for ``calls`` more calls (None and,
+        unless configured otherwise, loopback are exempt)."""
         if self._limiter is None or client_key is None:
             return False
         if not self.config.rate_limit_loopback and client_key.startswith(_LOOPBACK_PREFIXES):
             return False
-        return not self._limiter.allow(client_key, now)
+        return not self._limiter.allow(client_key, now, calls)
 
     def oversized_reply(self, size: int) -> tuple[int, bytes] | None:
         """The 413 reply when a body of ``size`` bytes exceeds ``max_body_bytes``, else None.
@@ -178,19 +179,43 @@ class RondevuServer:
         too_large = self.oversized_reply(len(body))
         if too_large is not None:
             return too_large
+        # One token before parsing (parsing is work too), the rest of a batch's after.
         if self.is_rate_limited(client_key, self.clock()):
-            return 429, dumps({"success": False, "error": messages.RATE_LIMITED})
+            return 429, _RATE_LIMITED_REPLY
         try:
             request = parse_body(body)
         except (ValueError, RecursionError):
             return 400, dumps({"success": False, "error": INVALID_REQUEST_FORMAT_ERROR})
-        if isinstance(request, list):
-            if not request:
-                return 400, dumps({"error": EMPTY_BATCH_ERROR})
-            if len(request) > MAX_BATCH_SIZE:
-                return 400, dumps({"error": BATCH_TOO_LARGE_ERROR})
-            return 200, dumps([await self.handle_call(item) for item in request])
-        return 200, dumps(await self.handle_call(request))
+        if not isinstance(request, list):
+            return 200, _encode(await self.handle_call(request))
+        if not request:
+            return 400, dumps({"error": EMPTY_BATCH_ERROR})
+        if len(request) > MAX_BATCH_SIZE:
+            return 400, dumps({"error": BATCH_TOO_LARGE_ERROR})
+        if len(request) > 1 and self.is_rate_limited(client_key, self.clock(), len(request) - 1):
+            return 429, _RATE_LIMITED_REPLY
+        return 200, await self._handle_batch(request)
+
+    async def _handle_batch(self, calls: list[Any]) -> bytes:
+        """Run a batch's calls in order into one JSON array.
+
+        Once the reply has grown past ``max_response_bytes``, the calls left are answered
+        with an error instead of being run: a few small calls (paginated discovery,
+        polls of many large answers) can otherwise make a reply hundreds of times their
+        own size, all of it held in memory at once.  A single call is never cut short;
+        its size is bounded by the per-user and per-offer limits.
+        """
+        limit = self.config.max_response_bytes
+        parts: list[bytes] = []
+        size = 0
+        for item in calls:
+            if size > limit:
+                parts.append(dumps(_not_run(limit)))
+                continue
+            part = _encode(await self.handle_call(item))
+            parts.append(part)
+            size += len(part) + 1
+        return b"[" + b",".join(parts) + b"]"
 
     async def handle_call(self, request: Any) -> dict[str, Any]:
         """One call object (already parsed JSON) -> its response object."""
@@ -207,6 +232,24 @@ class RondevuServer:
             log.exception("internal error", extra={"method": str(method)[:64]})
             return {"success": False, "error": messages.INTERNAL_ERROR}
         return {"success": True, "result": result}
+
+
+_RATE_LIMITED_REPLY = dumps({"success": False, "error": messages.RATE_LIMITED})
+_INTERNAL_ERROR_REPLY = dumps({"success": False, "error": messages.INTERNAL_ERROR})
+
+
+def _not_run(limit: int) -> dict[str, Any]:
+    return {"success": False, "error": messages.BATCH_REPLY_TOO_LARGE.format(limit=limit)}
+
+
+def _encode(response: dict[str, Any]) -> bytes:
+    """One call's response as JSON; a response that cannot be encoded (a bug: handlers
+    echo only encodable values) becomes that call's internal error, not the request's."""
+    try:
+        return dumps(response)
+    except (TypeError, ValueError, RecursionError):
+        log.exception("response not encodable")
+        return _INTERNAL_ERROR_REPLY
 
 
 def _envelope(request: Any) -> Call:
