@@ -7,12 +7,16 @@ runs against both backends.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from typing import Any
 
 import pytest
 
 from rondevu_server import messages
+from rondevu_server.config import ServerConfig
+from rondevu_server.server import RondevuServer
 from tests.rondevu_server_testing import BACKENDS, Peer, running_server, sdp, unique
 
 HUGE_NUMBERS = [2**63, 2**64 + 7, 1e30, 1e308]
@@ -129,3 +133,27 @@ def test_the_rate_limit_counts_each_call_of_a_batch() -> None:
         batch = [peer.call("poll", {}, now=srv.clock.now) for _ in range(5)]
         assert srv.post(batch).status_code == 200  # five calls: the whole burst
         assert srv.post(batch[0]).status_code == 429  # per request, 4 would be left
+
+
+def test_a_batch_lets_other_requests_in_between_its_calls() -> None:
+    """In-memory SQLite runs on the event loop: a batch must not hold it for all its calls."""
+    probe = {"method": "getUser", "message": "m", "signature": "s", "params": {"username": "x"}}
+    finished: list[str] = []
+
+    async def scenario() -> None:
+        server = await RondevuServer.open(ServerConfig(db=":memory:"))
+        try:
+
+            async def send(tag: str, body: Any) -> None:
+                status, _ = await server.handle_rpc_body(json.dumps(body).encode())
+                assert status == 200
+                finished.append(tag)
+
+            async with asyncio.TaskGroup() as group:
+                group.create_task(send("batch", [probe] * 50))
+                group.create_task(send("single", probe))
+        finally:
+            await server.aclose()
+
+    asyncio.run(scenario())
+    assert finished == ["single", "batch"]

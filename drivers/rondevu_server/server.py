@@ -208,7 +208,11 @@ class RondevuServer:
         limit = self.config.max_response_bytes
         parts: list[bytes] = []
         size = 0
-        for item in calls:
+        for index, item in enumerate(calls):
+            if index:
+                # Let other requests in between calls: in-memory SQLite runs on the event
+                # loop, and a batch of 100 discovery calls would otherwise hold it alone.
+                await asyncio.sleep(0)
             if size > limit:
                 parts.append(dumps(_not_run(limit)))
                 continue
