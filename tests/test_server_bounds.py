@@ -126,8 +126,9 @@ def test_sdp_and_candidate_bounds(backend: str) -> None:
         )
         srv.ok(alice, "addIceCandidates", {"offerId": offer, "candidates": [{}] * 3})
         assert add(alice, [{}] * 3) == "Too many ICE candidates for this offer (max 5)"
-        # the quota is per sender: the answerer still has its own
-        srv.ok(bob, "addIceCandidates", {"offerId": offer, "candidates": [{}] * 3})
+        # the quota is per offer, every sender together (the others' share is 5 // 2)
+        srv.ok(bob, "addIceCandidates", {"offerId": offer, "candidates": [{}] * 2})
+        assert add(bob, [{}]) == "Too many ICE candidates for this offer (max 5)"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -11,7 +11,9 @@ transaction.  Where two processes could race, the database decides:
   make exactly one concurrent caller win (S3);
 - addIceCandidates locks the offer row (``FOR UPDATE``) while it assigns ``createdAt``,
   so values are strictly increasing per offer *in commit order*: a reader can never see
-  a later value before an earlier one is visible (B5).
+  a later value before an earlier one is visible (B5); it counts the offer's candidates
+  against the per-offer cap in a later statement of the same transaction, whose
+  snapshot includes every writer it waited for.
 
 Reads and single-statement writes run without an explicit transaction (one round trip
 each).  asyncpg prepares and caches every statement per connection.

@@ -279,12 +279,17 @@ _POLL_ICE = _sql(
     " ORDER BY o.created_at DESC, o.seq DESC, c.created_at, c.id"
 )
 _ICE_TARGET_COLUMNS = (
-    "SELECT username, answerer_username, ice_last, (SELECT COUNT(*) FROM ice_candidates c"
-    " WHERE c.offer_id = $1 AND c.username = $3) FROM offers"
-    " WHERE id = $1 AND expires_at > $2"
+    "SELECT username, answerer_username, ice_last FROM offers WHERE id = $1 AND expires_at > $2"
 )
-_ICE_TARGET = Sql(  # the row lock orders concurrent writers' createdAt (B5)
+_ICE_TARGET = Sql(  # the row lock orders concurrent writers' createdAt (B5) and counts
     _ICE_TARGET_COLUMNS + " FOR UPDATE", _NUMBERED.sub(r"?\1", _ICE_TARGET_COLUMNS)
+)
+# Its own statement, after the lock: in one statement with the FOR UPDATE, PostgreSQL would
+# count with the snapshot taken before the lock wait, missing the rows of the writer it
+# waited for.  The count stops at the cap: rows past it change no decision.
+_ICE_HELD = _sql(
+    "SELECT COUNT(*), COUNT(CASE WHEN role = 'answerer' THEN 1 END) FROM ("
+    " SELECT role FROM ice_candidates WHERE offer_id = $1 LIMIT $2) held"
 )
 _INSERT_ICE = _sql(
     "INSERT INTO ice_candidates (offer_id, username, role, candidate, created_at)"
@@ -463,7 +468,8 @@ def _answer(offer_id: str, username: str, sdp: str, now: int) -> Plan[None]:
         live = yield _OFFER_LIVE, Fetch.VALUE, (offer_id, now)
         raise Rejected(messages.OFFER_ALREADY_ANSWERED if live else messages.OFFER_NOT_FOUND)
     # Candidates other would-be answerers sent before the answer can never be shown to
-    # anyone (S4), so they are dropped now rather than at expiry.
+    # anyone (S4), so they are dropped now rather than at expiry, which also gives the
+    # answerer back the share of the candidate cap they held (`_add_ice`).
     yield _DROP_OUTSIDERS_ICE, Fetch.COUNT, (offer_id, username)
 
 
@@ -489,22 +495,58 @@ def _poll(username: str, since: int, now: int) -> Plan[tuple[list[AnswerRecord],
     return list(map(AnswerRecord._make, answers)), list(map(IceRecord._make, ice))
 
 
+def _ice_limit_exceeded(role: str, held: Sequence[int], adding: int, cap: int) -> int | None:
+    """The per-offer bound that storing ``adding`` more would break, if any.
+
+    ``held`` is (all candidates of the offer, those of role ``answerer``).
+    """
+    total, others = held
+    if total + adding > cap:
+        return cap
+    if role == "answerer" and others + adding > cap // 2:
+        return cap // 2
+    return None
+
+
 def _add_ice(
     offer_id: str, username: str, candidates: Sequence[str], now: int, max_per_offer: int
 ) -> Plan[None]:
-    """See `Storage.add_ice_candidates`."""
-    offer = yield _ICE_TARGET, Fetch.ONE, (offer_id, now, username)
+    """See `Storage.add_ice_candidates`: at most ``max_per_offer`` stored per offer.
+
+    The cap is for the offer, all senders and both roles together, so many usernames
+    cannot each store their own quota on one offer.  Within it, everyone but the owner
+    (role ``answerer``) shares at most half, rounded down: before the answer anyone may
+    send as answerer (§6.8), and without that share outsiders could fill the whole cap
+    before the owner (who uploads as soon as it has published) sent its candidates.  The
+    owner may use whatever the others leave.  Outsiders cannot block the actual answerer
+    either: once the offer is answered they are refused (`messages.NOT_AUTHORIZED_OFFER`)
+    and the answer drops what they stored (`_answer`), so the answerer gets the others'
+    half back.  Should that clean-up not have run (answerOffer's two statements are not
+    one transaction), a refusal of the answerer runs it and counts again.
+
+    Counting reads the offer's candidates through ``idx_ice_offer``, so it costs at most
+    the cap's worth of rows whatever the sender; it runs after the offer row is locked
+    (PostgreSQL), so concurrent writers to one offer are counted one after the other.
+    """
+    offer = yield _ICE_TARGET, Fetch.ONE, (offer_id, now)
     if offer is None:
         raise Rejected(messages.OFFER_NOT_FOUND)
-    owner, answerer, last, held = offer
+    owner, answerer, last = offer
     if username == owner:
         role = "offerer"
     elif answerer is None or answerer == username:
         role = "answerer"
     else:
         raise Rejected(messages.NOT_AUTHORIZED_OFFER)
-    if held + len(candidates) > max_per_offer:
-        raise Rejected(messages.OFFER_CANDIDATE_LIMIT.format(limit=max_per_offer))
+    held = yield _ICE_HELD, Fetch.ONE, (offer_id, max_per_offer)
+    exceeded = _ice_limit_exceeded(role, held, len(candidates), max_per_offer)
+    if exceeded is not None and username == answerer:
+        dropped = yield _DROP_OUTSIDERS_ICE, Fetch.COUNT, (offer_id, username)
+        if dropped:
+            held = yield _ICE_HELD, Fetch.ONE, (offer_id, max_per_offer)
+            exceeded = _ice_limit_exceeded(role, held, len(candidates), max_per_offer)
+    if exceeded is not None:
+        raise Rejected(messages.OFFER_CANDIDATE_LIMIT.format(limit=exceeded))
     stamps = next_ice_timestamps(last, now, len(candidates))
     yield (
         _INSERT_ICE,
