@@ -1,23 +1,30 @@
-"""Storage abuse: the per-offer candidate cap.
+"""Storage abuse: the per-offer candidate cap and the cost of random discovery.
 
 - ``max_candidates_per_offer`` bounds an offer's stored candidates whoever sends them:
   many usernames (one free key each) cannot each store their own quota on one offer, the
   owner keeps at least half of the cap against them, and the actual answerer gets their
   share back once it has answered.
+- Random discovery (getService without ``@user``) costs the same however many services
+  and offers the table holds: it looks at a bounded window of the newest services, and
+  still picks each available service of that window, and only those.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from rondevu_core.fqn import ServiceFqn
+from rondevu_core.fqn import ServiceFqn, validate_service_fqn
+from rondevu_server import sql
 from rondevu_server.postgres_storage import PostgresStorage
 from rondevu_server.server import open_storage
 from rondevu_server.sqlite_storage import SqliteStorage
@@ -28,6 +35,7 @@ from tests.rondevu_server_testing import (
     RunningServer,
     drop_schema,
     make_config,
+    postgres_dsn,
     running_server,
     sdp,
     unique,
@@ -212,3 +220,192 @@ def test_answerer_gets_its_share_when_the_answer_clean_up_missed_outsiders(
         )
 
     assert _with_storage(backend, body) == (5, 5)
+
+
+# -- random discovery ------------------------------------------------------------------
+
+
+async def _discover(storage: Storage, calls: int) -> Counter[str]:
+    """How often random discovery of ``svc:1.0.0`` picked each service, checking each
+    pick is handed out with its service's first free offer."""
+    picked: Counter[str] = Counter()
+    for _ in range(calls):
+        found = await storage.find_random_service("svc", "1.0.0", NOW)
+        direct = await storage.find_service(validate_service_fqn(found.service_fqn), NOW)
+        assert found == direct
+        picked[found.username] += 1
+    return picked
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_discovery_returns_each_available_service(backend: str) -> None:
+    async def body(storage: Storage) -> tuple[set[str], Counter[str]]:
+        available = set()
+        for offers in (1, 5, 20):  # uniform among services, whatever their offer count
+            owner = unique("u")
+            await _publish(storage, owner, offers)
+            available.add(owner)
+        for _ in range(2):  # every offer answered
+            for oid in await _publish(storage, unique("x"), 2):
+                await storage.answer_offer(oid, unique("b"), sdp(), NOW)
+        await _publish(storage, unique("x"), 3, ttl=0)  # expired
+        return available, await _discover(storage, 200)
+
+    available, picked = _with_storage(backend, body)
+    # Each of 3 services is missed by 200 uniform picks with odds (2/3)**200 < 1e-35.
+    assert set(picked) == available
+    assert min(picked.values()) > 20  # a share of 200/3 each, far from weighted by offers
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_discovery_finds_the_few_available_services(backend: str) -> None:
+    """When most services of the window have no free offer the random sample often
+    misses, and the pick falls back to looking at every service of the window."""
+
+    async def body(storage: Storage) -> tuple[set[str], Counter[str], str]:
+        for _ in range(60):
+            (oid,) = await _publish(storage, unique("x"), 1)
+            await storage.answer_offer(oid, unique("b"), sdp(), NOW)
+        with pytest.raises(Rejected) as none:
+            await storage.find_random_service("svc", "1.0.0", NOW)
+        available = {unique("u"), unique("u")}
+        for owner in available:
+            await _publish(storage, owner, 1)
+        return available, await _discover(storage, 200), str(none.value)
+
+    available, picked, refusal = _with_storage(backend, body)
+    assert refusal == "No services found"
+    assert set(picked) == available  # missing one of 2 in 200: odds 2**-199
+
+
+def _seed(services: int, offers_each: int, *, answered: bool) -> list[tuple[str, list[Any]]]:
+    """``services`` services of ``svc:1.0.0`` (one user each) with ``offers_each`` offers,
+    all answered or none, plus as many offers of another service."""
+    users = [(f"user-{i}", f"key-{i}", NOW, NOW + 10**9, NOW) for i in range(services + 1)]
+    rows = [
+        (f"s{i}", f"svc:1.0.0@user-{i}", "svc", "1.0.0", f"user-{i}", NOW + i, NOW + 10**9)
+        for i in range(services)
+    ]
+    rows.append(("other", "other:1.0.0@user-0", "other", "1.0.0", "user-0", NOW, NOW + 10**9))
+    answerer = "b" if answered else None
+    offers = [
+        (f"o{i}-{k}", f"user-{i}", f"s{i}", "v=0", NOW + k, NOW + 10**9, answerer)
+        for i in range(services)
+        for k in range(offers_each)
+    ]
+    offers += [
+        (f"x{k}", "user-0", "other", "v=0", NOW + k, NOW + 10**9, None)
+        for k in range(services * offers_each)
+    ]
+    return [
+        ("INSERT INTO usernames VALUES ($1, $2, $3, $4, $5)", users),
+        (
+            "INSERT INTO services (id, service_fqn, service_name, version, username,"
+            " created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            rows,
+        ),
+        (
+            "INSERT INTO offers (id, username, service_id, sdp, created_at, expires_at,"
+            " answerer_username) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            offers,
+        ),
+    ]
+
+
+SMALL = sql.DISCOVERY_WINDOW + 100
+LARGE = 4 * SMALL
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["available", "all-answered"])
+def test_sqlite_random_discovery_work_does_not_grow_with_the_table(answered: bool) -> None:
+    """SQLite's virtual-machine steps per pick: the same for 4 times the services and
+    offers (the unbounded pick's grew with them: it shuffled every free offer)."""
+
+    def steps(services: int) -> int:
+        async def run() -> int:
+            storage = await SqliteStorage.open(":memory:")
+            conn: sqlite3.Connection = storage._conn
+            try:
+                for text, rows in _seed(services, 3, answered=answered):
+                    conn.executemany(re.sub(r"\$(\d+)", r"?\1", text), rows)
+                counted = [0]
+
+                def tick() -> int:
+                    counted[0] += 1
+                    return 0  # go on
+
+                conn.set_progress_handler(tick, 10)
+                for _ in range(20):
+                    try:
+                        await storage.find_random_service("svc", "1.0.0", NOW)
+                    except Rejected:
+                        assert answered
+                conn.set_progress_handler(None, 0)
+                return counted[0]
+            finally:
+                await storage.close()
+
+        return asyncio.run(run())
+
+    small, large = steps(SMALL), steps(LARGE)
+    assert large <= small * 1.1, (small, large)
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a PostgreSQL JSON plan."""
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
+
+
+def _rows_read(plan: dict[str, Any]) -> int:
+    """Rows (and index entries) every scan of a PostgreSQL ``EXPLAIN ANALYZE`` plan read,
+    kept or filtered out, over all its loops."""
+    read = 0
+    for node in _nodes(plan):
+        if "Scan" in node["Node Type"] and "Subquery" not in node["Node Type"]:
+            per_loop = (
+                node["Actual Rows"]
+                + node.get("Rows Removed by Filter", 0)
+                + node.get("Rows Removed by Index Recheck", 0)
+            )
+            read += per_loop * node["Actual Loops"]
+    return read
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("answered", [False, True], ids=["available", "all-answered"])
+def test_postgres_random_discovery_reads_a_bounded_window(answered: bool) -> None:
+    """Rows PostgreSQL reads per pick, from ``EXPLAIN ANALYZE``: the same for 4 times the
+    services and offers, and about one service-index pass over the window."""
+    dsn = postgres_dsn()
+
+    def rows_read(services: int) -> list[int]:
+        schema = f"rdv_test_{uuid.uuid4().hex[:12]}"
+
+        async def run() -> list[int]:
+            storage = await PostgresStorage.open(dsn, schema=schema, pool_size=1)
+            await storage.close()
+            conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+            try:
+                for text, rows in _seed(services, 3, answered=answered):
+                    await conn.executemany(text, rows)
+                explain = "EXPLAIN (ANALYZE, FORMAT JSON) " + str(sql._FIND_RANDOM.postgres)
+                reads = []
+                for _ in range(5):
+                    plan = await conn.fetchval(explain, "svc", "1.0.0", NOW)
+                    reads.append(_rows_read(json.loads(plan)[0]["Plan"]))
+                return reads
+            finally:
+                await conn.close()
+
+        try:
+            return asyncio.run(run())
+        finally:
+            drop_schema(schema)
+
+    small, large = rows_read(SMALL), rows_read(LARGE)
+    assert max(large) <= max(small) * 1.1, (small, large)
+    # A sampled pick reads the window once; a pick that must look at every service of the
+    # window reads it twice (sample, then all) with a probe and a row per service.
+    assert max(large) <= 5 * sql.DISCOVERY_WINDOW, large

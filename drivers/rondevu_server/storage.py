@@ -190,7 +190,12 @@ class Storage(Protocol):
         """Direct lookup of ``service:version@username`` and its first available offer."""
 
     async def find_random_service(self, service: str, version: str, now: int) -> ServiceOffer:
-        """A random service with an available offer, weighted by its available offers."""
+        """A random service with an available offer, and that offer.
+
+        Uniform among the services with one, within a bounded window of the newest (the
+        original weighs services by their available offers, at a cost that grows with
+        the table: see `rondevu_server.sql`).
+        """
 
     async def list_services(
         self, service: str, version: str, limit: int, offset: int, now: int
