@@ -69,6 +69,7 @@ from rondevu_core.inputs import (
 from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.replies import parse_poll_answers, parse_published
 from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest
+from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
 
 __all__ = ["POOL_TRANSITIONS", "OfferPool", "PoolState"]
 
@@ -359,11 +360,14 @@ class OfferPool:
             return
         by_offer = {c.offer_id: c for c in self._conns.values() if c.offer_id is not None}
         for answer in sorted(answers, key=lambda a: a.answered_at):
-            # Lag one ms behind the newest answer so a same-millisecond one is not lost.
-            self._cursor = max(self._cursor, answer.answered_at - 1)
             conn = by_offer.get(answer.offer_id)
             if conn is None:
                 continue  # an offer of a past publication or connection
+            if answer.answered_at <= now + TIMESTAMP_TOLERANCE_MS:
+                # Lag one ms behind the newest answer so a same-millisecond one is not
+                # lost.  Only answers to our offers at plausible times move the cursor:
+                # one bogus far-future row would otherwise hide every later answer.
+                self._cursor = max(self._cursor, answer.answered_at - 1)
             seen = self._answered_at.get(answer.offer_id)
             if seen is not None:
                 reported = self._duplicates.setdefault(answer.offer_id, set())

@@ -47,6 +47,7 @@ from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.replies import parse_candidates
 from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest
 from rondevu_core.sdp import candidates_from_sdp
+from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
 
 __all__ = ["SignalingSession"]
 
@@ -298,7 +299,12 @@ class SignalingSession:
                         )
                     )
                 for item in candidates:
-                    if self._config.strict_ice_timestamps and item.created_at > self._cursor:
+                    if (
+                        self._config.strict_ice_timestamps
+                        and self._cursor < item.created_at <= now + TIMESTAMP_TOLERANCE_MS
+                    ):
+                        # A far-future createdAt (a glitching server) would move the
+                        # cursor past every candidate still to come: not trusted.
                         self._cursor = item.created_at
                     text = item.candidate["candidate"]
                     if text in self._seen_remote:

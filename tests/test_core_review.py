@@ -19,7 +19,16 @@ from rondevu_core.inputs import (
     SendMessage,
 )
 from rondevu_core.rpc import Method, RpcFailed, RpcOk
-from tests.test_core_events import SDP, T0, Driver, answering, answers, published, published_pool
+from tests.test_core_events import (
+    OFFER_ID,
+    SDP,
+    T0,
+    Driver,
+    answering,
+    answers,
+    published,
+    published_pool,
+)
 from tests.test_core_harness import SERVICE
 
 NO_ANSWERS = RpcOk(result={"answers": [], "iceCandidates": {}})
@@ -159,3 +168,26 @@ def test_a_duplicate_answer_is_reported_once_not_on_every_poll() -> None:
     for _ in range(5):
         d.reply(d.call(Method.POLL, d.advance(1_000)), answers(("carol", T0 + 900)))
     assert len(d.named("answer:duplicate")) == 1
+
+
+def _poll_reply(*items: tuple[str, str, int]) -> RpcOk:
+    """A poll reply of ``(offerId, answererId, answeredAt)`` answers."""
+    rows = [{"offerId": o, "answererId": who, "sdp": SDP, "answeredAt": at} for o, who, at in items]
+    return RpcOk(result={"answers": rows, "iceCandidates": {}})
+
+
+def test_a_bogus_far_future_answer_does_not_hide_later_answers() -> None:
+    # One row from a glitching server (another offer, answeredAt 2**53 - 1) moved the
+    # cursor past every real answer: the pool polled on and never saw bob's.
+    d, actions = published_pool()
+    d.reply(d.call(Method.PUBLISH_SERVICE, actions), published())
+    poll = d.call(Method.POLL, d.advance(1_000))
+    d.reply(poll, _poll_reply(("f" * 64, "mallory", 2**53 - 1)))
+    poll = d.call(Method.POLL, d.advance(1_000))
+    assert poll.request.params["since"] < d.now
+    d.reply(poll, _poll_reply((OFFER_ID, "mallory", 2**53 - 1)))  # even for our own offer
+    poll = d.call(Method.POLL, d.advance(1_000))
+    assert poll.request.params["since"] < d.now
+    d.reply(poll, answers(("bob", d.now - 10)))
+    poll = d.call(Method.POLL, d.advance(1_000))
+    assert poll.request.params["since"] == d.now - 1_000 - 11

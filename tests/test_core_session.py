@@ -252,6 +252,18 @@ def test_strict_cursor_advances_only_with_server_created_at_and_never_backwards(
     assert rig.session.cursor == 200
 
 
+def test_strict_cursor_ignores_a_created_at_far_in_the_future() -> None:
+    """One bogus row (createdAt 2**53 - 1) would hide every candidate still to come."""
+    rig = Rig(strict=True, offer_id=OFFER)
+    rig.session.remote_description_set()
+    rig.session.start_polling(rig.now)
+    rig.answer(rig.only_poll(rig.drain()), found((1, rig.now - 5), (2, 2**53 - 1)))
+    poll = rig.only_poll(rig.advance(500))
+    assert poll.request.params["since"] == rig.now - 500 - 5
+    rig.answer(poll, found((3, rig.now - 1)))
+    assert rig.added() == [cand(n)["candidate"] for n in (1, 2, 3)]
+
+
 def test_non_strict_cursor_stays_at_zero() -> None:
     rig = Rig(strict=False, offer_id=OFFER)
     rig.session.start_polling(rig.now)
