@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -34,10 +35,9 @@ from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rondevu.api import RondevuAPI
-from rondevu.connection import DurableConnection
+from rondevu.connection import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_SIZE, DurableConnection
 from rondevu.errors import ClientClosedError, RpcError
 from rondevu.rpc_client import wall_clock_ms
 from rondevu.runtime import DataChannelOptions, MachineRunner
@@ -64,6 +64,8 @@ from rondevu_schemas.methods import ServiceEntry, ServicePage
 __all__ = ["IncomingConnection", "Rondevu", "ServiceStatus"]
 
 logger = logging.getLogger("rondevu")
+
+DEFAULT_INCOMING_BACKLOG = 64
 
 IceServersOption = str | Sequence[IceServer | Mapping[str, object]] | IceConfiguration | None
 
@@ -127,11 +129,16 @@ class Rondevu:
         self._published: PoolConfig | None = None
         self._channel_options: DataChannelOptions | None = None
         self._pool: _Pool | None = None
-        self._incoming_send: MemoryObjectSendStream[DurableConnection]
-        self._incoming_receive: MemoryObjectReceiveStream[DurableConnection]
-        self._incoming_send, self._incoming_receive = anyio.create_memory_object_stream[
-            DurableConnection
-        ](max_buffer_size=math.inf)
+        self._incoming: deque[DurableConnection] = deque()
+        self._incoming_changed = anyio.Event()
+        self.incoming_backlog = DEFAULT_INCOMING_BACKLOG
+        """Opened connections `incoming` keeps for a consumer; past it the oldest (closed
+        ones first) leave the backlog with a warning.  They stay open, and every one is
+        announced to ``connection:opened`` listeners."""
+        self.inbox_size = DEFAULT_INBOX_SIZE
+        """Unread messages each new connection keeps (`DurableConnection`)."""
+        self.inbox_bytes = DEFAULT_INBOX_BYTES
+        """Unread bytes each new connection keeps (`DurableConnection`)."""
 
     @classmethod
     def connect(
@@ -264,7 +271,7 @@ class Rondevu:
                     runner.feed(Close(now=runner.clock(), reason="Client closed"))
                     await runner.aclose()
                 self._answerers.clear()
-                self._incoming_send.close()
+                self._notify_incoming()  # a waiting `incoming` ends
             if self._group is not None:
                 self._group.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
@@ -307,9 +314,31 @@ class Rondevu:
                 self._group.start_soon(_await, result)
 
     async def incoming(self) -> AsyncIterator[DurableConnection]:
-        """Every connection a peer opens to our offers, in order (one consumer)."""
-        async for connection in self._incoming_receive:
-            yield connection
+        """Every connection a peer opens to our offers, in order (one consumer); ends when
+        the client closes.  Up to `incoming_backlog` opened connections wait for it."""
+        while True:
+            while not self._incoming:
+                if self._closed:
+                    return
+                await self._incoming_changed.wait()
+            yield self._incoming.popleft()
+
+    def _queue_incoming(self, conn: DurableConnection) -> None:
+        self._incoming.append(conn)
+        if len(self._incoming) > max(1, self.incoming_backlog):
+            victim = next((c for c in self._incoming if c.closed), self._incoming[0])
+            self._incoming.remove(victim)
+            logger.warning(
+                "incoming backlog full (%d): connection %d left it unread (iterate "
+                "incoming() or listen to connection:opened)",
+                self.incoming_backlog,
+                victim.connection_id,
+            )
+        self._notify_incoming()
+
+    def _notify_incoming(self) -> None:
+        self._incoming_changed.set()
+        self._incoming_changed = anyio.Event()
 
     # -- answerer side -------------------------------------------------------------------
 
@@ -340,6 +369,8 @@ class Rondevu:
             connection_id=machine.connection_id,
             role="answerer",
             service_fqn=str(fqn),
+            inbox_size=self.inbox_size,
+            inbox_bytes=self.inbox_bytes,
             on_closed=self._forget_answerer,
         )
         holder.append(conn)
@@ -479,6 +510,8 @@ class Rondevu:
                 connection_id=event.connection_id,
                 role="offerer",
                 service_fqn=str(pool.machine.config.service),
+                inbox_size=self.inbox_size,
+                inbox_bytes=self.inbox_bytes,
             )
             pool.connections[event.connection_id] = conn
         conn.dispatch(event)
@@ -489,7 +522,7 @@ class Rondevu:
             conn.offer_id = event.offer_id
             pool.opened.add(event.connection_id)
             self._emit(event.name, IncomingConnection(offer_id=event.offer_id, connection=conn))
-            self._incoming_send.send_nowait(conn)
+            self._queue_incoming(conn)
         elif isinstance(event, ev.Closed):
             pool.connections.pop(event.connection_id, None)
             pool.opened.discard(event.connection_id)

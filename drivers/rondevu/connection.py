@@ -10,9 +10,12 @@ the machine's events into what a Python application consumes:
   yields every event;
 - ``await conn.wait_connected(timeout)``, ``conn.send(data)``, ``await conn.close()``.
 
-Messages that arrive before anyone iterates are kept in an inbox (bounded by
-``inbox_size``; when full, the oldest is dropped with a warning), so nothing received
-is lost to a late reader.
+Messages that arrive before anyone iterates are kept in an inbox, so nothing received
+is lost to a late reader.  The inbox is bounded by ``inbox_size`` messages and
+``inbox_bytes`` bytes (a peer may send 256 KiB messages as fast as it likes); when full,
+the oldest is dropped with a warning.  An application that listens with
+``on("message")`` and has never called `receive` or iterated gets each message through
+its listeners only: nothing is kept for a reader that never comes.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ EventCallback = Callable[[ev.Event], Any]
 """A listener: called with the event; may return an awaitable, which is run as a task."""
 
 DEFAULT_INBOX_SIZE = 10_000
+DEFAULT_INBOX_BYTES = 16 * 1024 * 1024
 
 
 class ConnectionClosedError(RondevuError):
@@ -72,6 +76,7 @@ class DurableConnection:
         role: str,
         service_fqn: str,
         inbox_size: int = DEFAULT_INBOX_SIZE,
+        inbox_bytes: int = DEFAULT_INBOX_BYTES,
         on_closed: Callable[[DurableConnection], Awaitable[None]] | None = None,
     ) -> None:
         self._runner = runner
@@ -90,6 +95,10 @@ class DurableConnection:
         self._streams: list[MemoryObjectSendStream[ev.Event]] = []
         self._inbox: deque[Payload] = deque()
         self._inbox_size = inbox_size
+        self._inbox_bytes = inbox_bytes
+        self._inbox_used = 0
+        self._inbox_overflowing = False
+        self._reading = False
         self._inbox_changed = anyio.Event()
         self._state_changed = anyio.Event()
         self._closed_reason: str | None = None
@@ -107,6 +116,11 @@ class DurableConnection:
     def is_connected(self) -> bool:
         """True while messages flow directly (ICE connected and data channel open)."""
         return self._state == "connected"
+
+    @property
+    def unread(self) -> int:
+        """Received messages waiting in the inbox for `receive` or iteration."""
+        return len(self._inbox)
 
     @property
     def closed(self) -> bool:
@@ -250,11 +264,40 @@ class DurableConnection:
 
     async def receive(self) -> Payload:
         """The next received message; raises `ConnectionClosedError` once closed and empty."""
+        self._reading = True
         while not self._inbox:
             if self.closed:
                 raise ConnectionClosedError(self._closed_reason or "connection closed")
             await self._inbox_changed.wait()
-        return self._inbox.popleft()
+        return self._take()
+
+    def _take(self) -> Payload:
+        data = self._inbox.popleft()
+        self._inbox_used -= len(data)
+        if not self._inbox:
+            self._inbox_overflowing = False
+        return data
+
+    def _keep(self, data: Payload) -> None:
+        """Queue ``data`` for a reader, dropping the oldest while over either bound."""
+        self._inbox.append(data)
+        self._inbox_used += len(data)
+        dropped = 0
+        while len(self._inbox) > 1 and (
+            len(self._inbox) > self._inbox_size or self._inbox_used > self._inbox_bytes
+        ):
+            self._take()
+            dropped += 1
+        if dropped and not self._inbox_overflowing:
+            self._inbox_overflowing = True  # one warning per episode, not one per message
+            logger.warning(
+                "connection %d: inbox full (%d messages or %d bytes), dropping the oldest "
+                "unread messages",
+                self.connection_id,
+                self._inbox_size,
+                self._inbox_bytes,
+            )
+        self._notify_inbox()
 
     def __aiter__(self) -> AsyncIterator[Payload]:
         return self._messages()
@@ -277,13 +320,8 @@ class DurableConnection:
                     self._learn_offer()
                 self._notify_state()
             case ev.Message(data=data):
-                if len(self._inbox) >= self._inbox_size:
-                    self._inbox.popleft()
-                    logger.warning(
-                        "connection %d: inbox full, oldest message dropped", self.connection_id
-                    )
-                self._inbox.append(data)
-                self._notify_inbox()
+                if self._reading or not self._listeners.get("message"):
+                    self._keep(data)
             case ev.AnswerProcessed(offer_id=offer_id, answerer_id=answerer):
                 self.offer_id, self.peer_username = offer_id, answerer
             case ev.Failed(error=error):
