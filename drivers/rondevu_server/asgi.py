@@ -116,7 +116,10 @@ class RondevuApp:
             )
             await send({"type": "http.response.body", "body": b""})
             return
-        status, body = await self._route(method, path, scope, receive)
+        reply = await self._route(method, path, scope, receive)
+        if reply is None:  # the client left mid-request: nobody to answer
+            return
+        status, body = reply
         await send(
             {
                 "type": "http.response.start",
@@ -128,11 +131,11 @@ class RondevuApp:
 
     async def _route(
         self, method: str, path: str, scope: Scope, receive: Receive
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes] | None:
         server = self.server
         if method == "POST" and path == "/rpc" and server is not None:
             body = await self._read_body(server, scope, receive)
-            if isinstance(body, tuple):  # too large: the server's 413 reply
+            if body is None or isinstance(body, tuple):  # gone, or the server's 413 reply
                 return body
             return await server.handle_rpc_body(body, self._client_key(scope))
         if method == "GET" and path == "/":
@@ -144,9 +147,11 @@ class RondevuApp:
 
     async def _read_body(
         self, server: RondevuServer, scope: Scope, receive: Receive
-    ) -> bytes | tuple[int, bytes]:
+    ) -> bytes | tuple[int, bytes] | None:
         """The whole request body, or the server's 413 reply as soon as the declared or
-        received length is over the limit (`RondevuServer.oversized_reply`)."""
+        received length is over the limit (`RondevuServer.oversized_reply`), or None when
+        the connection closed first (the client left, or the request timed out): then
+        the call is not run, nor counted by the rate limit."""
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -161,8 +166,8 @@ class RondevuApp:
         size = 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return b""
+            if message["type"] != "http.request":  # http.disconnect
+                return None
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             refused = server.oversized_reply(size)
