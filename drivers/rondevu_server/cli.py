@@ -95,10 +95,22 @@ def uvicorn_config(app: RondevuApp, **overrides: Any) -> uvicorn.Config:
     One write per response (`CoalescingHttpProtocol`), no access log, no Server or Date
     header, no websockets, and no proxy-header rewriting: the app applies
     ``trust_forwarded_for`` itself, so there is exactly one place that trusts a proxy.
+
+    From ``app.config``: the protocol enforces ``max_header_bytes`` (431) and
+    ``request_timeout`` (408 and close), see `rondevu_server.uvicorn_http`; and
+    ``max_connections`` becomes uvicorn's ``limit_concurrency``.  uvicorn still accepts
+    every connection, but a request whose head completes while ``max_connections``
+    other connections are open (or more requests than that are still being answered) gets
+    ``503 Service Unavailable`` (uvicorn's text body) with ``connection: close``, so at
+    most ``max_connections`` connections are served at once; uvicorn's limit counts the
+    connection asking too, hence the ``+ 1``.  A connection that sends nothing is closed
+    after ``request_timeout``.  0 disables the limit.
     """
+    config = app.config
     settings: dict[str, Any] = {
         "loop": "uvloop",
-        "http": CoalescingHttpProtocol,
+        "http": CoalescingHttpProtocol.for_config(config),
+        "limit_concurrency": config.max_connections + 1 if config.max_connections > 0 else None,
         "ws": "none",
         "lifespan": "on",
         "proxy_headers": False,
