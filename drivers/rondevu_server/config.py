@@ -75,12 +75,14 @@ class ServerConfig:
     """A batch stops running calls once its reply has grown past this; the calls left
     are answered with an error, not run (a single call is never cut short)."""
     max_header_bytes: int = 65_536
-    """Largest request line plus headers of one HTTP request (else 431 and close)."""
+    """Largest request line plus headers (or chunked trailers) of one HTTP request, else
+    431 and close; 0 disables the limit."""
     request_timeout: float = 30.0
-    """Seconds a client has to send one whole request (headers and body) once it began;
-    a connection still incomplete then is closed."""
+    """Seconds a client has to send one whole request (headers and body) from its first
+    byte, else 408 and close; a new connection silent that long is closed; 0 disables."""
     max_connections: int = 4_096
-    """Open HTTP connections at once; further requests are answered 503."""
+    """Open HTTP connections (or requests in progress) at once; past it requests get 503
+    and their connection is closed; 0 disables."""
     rate_limit_per_second: float = 200.0
     """Sustained RPC calls per second per client address, each call of a batch counted
     (0 disables the limit)."""
