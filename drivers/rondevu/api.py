@@ -23,7 +23,12 @@ import pydantic
 
 from rondevu.errors import ProtocolError, RpcError, TransportError
 from rondevu.rpc_client import RpcClient, loop_clock_ms, wall_clock_ms
-from rondevu.transport import DEFAULT_TIMEOUT, HttpTransport, SignalingTransport
+from rondevu.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    HttpTransport,
+    SignalingTransport,
+)
 from rondevu_core.batcher import BatcherOptions
 from rondevu_core.rpc import Method, RpcFailed, RpcRequest
 from rondevu_core.signing import KeyPair
@@ -85,9 +90,21 @@ class RondevuAPI:
         )
 
     @classmethod
-    def http(cls, api_url: str, *, timeout: float = DEFAULT_TIMEOUT, **options: Any) -> RondevuAPI:
-        """An API speaking HTTP to ``{api_url}/rpc``; ``options`` as for the constructor."""
-        return cls(HttpTransport(api_url, timeout=timeout), **options)
+    def http(
+        cls,
+        api_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        **options: Any,
+    ) -> RondevuAPI:
+        """An API speaking HTTP to ``{api_url}/rpc``; ``options`` as for the constructor.
+
+        ``timeout`` (seconds, for each whole request) and ``max_response_bytes`` (the
+        largest reply body read) are `HttpTransport`'s.
+        """
+        transport = HttpTransport(api_url, timeout=timeout, max_response_bytes=max_response_bytes)
+        return cls(transport, **options)
 
     @property
     def username(self) -> str:

@@ -6,7 +6,9 @@ there is no usable reply.  It knows nothing of batching, signing or methods: swa
 transport for another changes nothing above it.
 
 - `HttpTransport`: HTTP via httpx to any server speaking the 0.5.4 protocol (ours or the
-  original), at ``{api_url}/rpc``.
+  original), at ``{api_url}/rpc``.  Each request has a deadline for the whole exchange
+  and a cap on the reply's size, so a slow or hostile server costs a bounded wait and
+  bounded memory.
 - `InProcessTransport`: hands the body bytes straight to an in-process server object
   (`rondevu_server.server.RondevuServer` fits), no socket; for embedding and tests.
 
@@ -23,11 +25,13 @@ import logging
 from http import HTTPStatus
 from typing import Any, Protocol
 
+import anyio
 import httpx
 
-from rondevu.errors import TransportError
+from rondevu.errors import TransportError, ValidationError
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUT",
     "ERR_NOT_JSON",
     "HttpTransport",
@@ -41,7 +45,17 @@ __all__ = [
 log = logging.getLogger("rondevu.transport")
 
 DEFAULT_TIMEOUT = 30.0
-"""Seconds an HTTP request may take (connect, send, wait, read) before it fails."""
+"""Seconds an HTTP request may take, all of it (connect, send, wait, read), before it fails."""
+
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+"""Largest reply body an `HttpTransport` reads, in bytes (32 MiB).  Generous: one
+legitimate poll reply of a busy offerer can be large; a reply past it is a hostile or
+broken server."""
+
+# Bounds the close of an abandoned response: httpcore shields it already, and closing an
+# HTTP/1.1 connection that is mid-body only drops the socket, so this never waits on the
+# server; the bound is a second line of defence against a close that would hang.
+_CLOSE_TIMEOUT = 5.0
 
 ERR_NOT_JSON = "Server returned a reply that is not JSON"
 
@@ -85,9 +99,22 @@ class HttpTransport:
     """POST /rpc over HTTP with httpx.
 
     ``api_url`` is the server's base URL (``https://api.example`` -> POSTs to
-    ``https://api.example/rpc``).  Pass ``client`` to share an ``httpx.AsyncClient``
-    (its owner closes it); otherwise the transport makes and closes its own, with
-    ``timeout`` seconds for each request.
+    ``https://api.example/rpc``).
+
+    ``timeout`` is a deadline in seconds for the whole request: connecting, sending,
+    waiting and reading the complete reply.  A server that answers slowly (even one byte
+    at a time) fails the call with `TransportError` once it passes, and the connection
+    is dropped.
+
+    ``max_response_bytes`` caps the reply body: a ``Content-Length`` above it is refused
+    before any of the body is read, and a body that grows past it (e.g. endless chunked
+    encoding) fails with `TransportError` as soon as it does, so a reply never holds
+    more than that in memory.  Replies are requested uncompressed
+    (``Accept-Encoding: identity``) so the cap is also the decoded size; a reply that
+    is compressed regardless is refused.
+
+    Pass ``client`` to share an ``httpx.AsyncClient`` (its owner closes it); both bounds
+    still apply to each request.  Otherwise the transport makes and closes its own.
     """
 
     def __init__(
@@ -95,30 +122,89 @@ class HttpTransport:
         api_url: str,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        if not timeout > 0:
+            raise ValidationError("timeout must be a positive number of seconds")
+        if max_response_bytes < 0:
+            raise ValidationError("max_response_bytes must not be negative")
         self.url = api_url.rstrip("/") + "/rpc"
+        self.timeout = timeout
+        """Deadline in seconds for one whole request."""
+        self.max_response_bytes = max_response_bytes
+        """Largest reply body read, in bytes."""
         self._owns_client = client is None
+        # httpx's own timeout applies to each network operation; it stays as a bound on
+        # the pieces, the deadline in `send` bounds the whole.
         self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
 
     async def send(self, body: Any) -> Any:
         """POST ``body``; the parsed JSON reply (see `SignalingTransport.send`)."""
         log.debug("POST %s: %d call(s)", self.url, _calls_in(body))
+        request = self._client.build_request(
+            "POST",
+            self.url,
+            content=encode_body(body),
+            headers={"Content-Type": "application/json", "Accept-Encoding": "identity"},
+        )
         try:
-            response = await self._client.post(
-                self.url,
-                content=encode_body(body),
-                headers={"Content-Type": "application/json"},
-            )
+            with anyio.fail_after(self.timeout):
+                status, reason, content = await self._exchange(request)
+        except TimeoutError:
+            log.debug("POST %s: no complete reply within %g s", self.url, self.timeout)
+            raise TransportError(
+                f"Network error: no complete reply within the {self.timeout:g} s timeout"
+            ) from None
         except httpx.HTTPError as error:
             # httpx's own text ("All connection attempts failed"...) names the cause.
             text = str(error) or type(error).__name__
             log.debug("POST %s failed: %s", self.url, text)
             raise TransportError(f"Network error: {text}") from error
-        log.debug(
-            "POST %s: HTTP %d, %d bytes", self.url, response.status_code, len(response.content)
-        )
-        return decode_reply(response.status_code, response.reason_phrase, response.content)
+        log.debug("POST %s: HTTP %d, %d bytes", self.url, status, len(content))
+        return decode_reply(status, reason, content)
+
+    async def _exchange(self, request: httpx.Request) -> tuple[int, str, bytes]:
+        """Send ``request``; its status, reason and body, read within the size cap."""
+        response = await self._client.send(request, stream=True)
+        try:
+            if not response.is_success:
+                # decode_reply judges a non-2xx reply by its status alone: its body (an
+                # error page, maybe compressed or endless) is not worth waiting for.
+                return response.status_code, response.reason_phrase, b""
+            return response.status_code, response.reason_phrase, await self._read(response)
+        finally:
+            # Runs on success, on error and when the deadline (or the caller) cancels us:
+            # an unread body would otherwise keep the socket open.  Shielded so the
+            # cancellation that brought us here cannot cut the close short.
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + _CLOSE_TIMEOUT
+                await response.aclose()
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The body of ``response``, or `TransportError` when it is over the cap."""
+        limit = self.max_response_bytes
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise TransportError(
+                f"Server reply has Content-Encoding {encoding!r}; only identity was accepted"
+            )
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            raise TransportError(self._too_large(f"Content-Length {int(declared)}"))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > limit:
+                raise TransportError(self._too_large(f"over {limit} bytes"))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, what: str) -> str:
+        text = f"Server reply too large: {what} (max_response_bytes={self.max_response_bytes})"
+        log.debug("POST %s: %s", self.url, text)
+        return text
 
     async def aclose(self) -> None:
         """Close the httpx client if this transport made it."""
