@@ -16,6 +16,7 @@ from rondevu_core.errors import ValidationError
 from rondevu_core.fqn import parse_service_fqn, validate_service_fqn
 from rondevu_core.offer_id import offer_id_for_sdp
 from rondevu_core.signing import (
+    canonical_public_key,
     check_timestamp,
     decode_base64,
     expected_context,
@@ -35,6 +36,7 @@ def test_one_input(data: bytes) -> None:
     parse_service_fqn(text)
     offer_id_for_sdp(text)
     decode_base64(text)
+    canonical_public_key(text)
     verify_signature(text[:half], text, text[half:])
     expected_context(text[:half], {"offerId": text, "since": text[half:], "serviceFqn": text})
     try:
