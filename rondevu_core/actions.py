@@ -123,3 +123,7 @@ class SendData(PeerAction):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClosePeerConnection(PeerAction):
     """Close the data channel and the peer connection; nothing else is asked of this pc."""
+
+    linger_ms: int = 0
+    """First wait up to this long for the messages already sent on the channel to leave
+    (an application close: nothing it sent is cut off); 0 closes at once."""

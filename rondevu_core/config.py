@@ -42,6 +42,11 @@ class ConnectionConfig:
     max_buffer_age_ms: int = 60000
     preserve_buffer_on_close: bool = False
     """When True the ``closed`` event hands back the unsent messages; otherwise they are dropped."""
+    close_linger_ms: int = 2000
+    """On an application close of an open channel, how long the driver may wait for the
+    messages already handed to the channel to be sent and acknowledged before it tears
+    the peer connection down (WebRTC's close aborts the association and drops them, so
+    ``send(); close()`` would lose the last words).  0 closes at once."""
     ice_polling_interval_ms: int = 500
     ice_polling_timeout_ms: int = 30000
     """Remote-candidate polling gives up this long after it started."""
@@ -61,6 +66,7 @@ class ConnectionConfig:
             "max_buffer_size",
             "max_buffer_age_ms",
             "ice_polling_timeout_ms",
+            "close_linger_ms",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

@@ -520,8 +520,9 @@ class Connection:
         self._deadlines.set(_Timer.GATHERING, now + self.config.ice_gathering_timeout_ms)
         return pc
 
-    def _teardown(self) -> None:
-        """Close the current peer connection and forget everything tied to it."""
+    def _teardown(self, linger_ms: int = 0) -> None:
+        """Close the current peer connection and forget everything tied to it;
+        ``linger_ms`` lets what was already sent on it leave first."""
         self._stale.update(self._calls)
         self._calls.clear()
         self._deadlines.cancel(_Timer.CONNECTION)
@@ -534,7 +535,7 @@ class Connection:
             self._session.close()
             self._session = None
         if self._pc is not None:
-            self._outbox.act(ClosePeerConnection(pc_id=self._pc))
+            self._outbox.act(ClosePeerConnection(pc_id=self._pc, linger_ms=linger_ms))
             self._pc = None
         self._ice_ok = False
         self._channel_open = False
@@ -709,7 +710,8 @@ class Connection:
             self._arm_buffer_timer()
 
     def _on_close(self, event: Any) -> None:
-        self._teardown()
+        # Only an open channel can hold messages on their way out.
+        self._teardown(self.config.close_linger_ms if self._channel_open else 0)
         self._deadlines.clear()
         unsent: tuple[Payload, ...] = ()
         if self.config.preserve_buffer_on_close:

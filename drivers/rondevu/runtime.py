@@ -43,6 +43,9 @@ __all__ = ["Machine", "MachineRunner", "PeerHost", "RpcCaller", "monotonic_ms"]
 
 logger = logging.getLogger("rondevu.runtime")
 
+_CLOSE_MARGIN = 1.0
+"""Seconds a closing worker may take beyond its linger for the actions queued before it."""
+
 
 def monotonic_ms() -> int:
     """The runtime's default clock: monotonic milliseconds."""
@@ -78,11 +81,15 @@ class DataChannelOptions:
 class _Peer:
     """One peer connection, its ordered operation queue and its primary channel."""
 
-    __slots__ = ("channel", "inbox", "outbox", "peer")
+    __slots__ = ("channel", "finished", "inbox", "linger", "outbox", "peer")
 
     def __init__(self, peer: AiortcPeer) -> None:
         self.peer = peer
         self.channel: int | None = None
+        self.linger = 0.0
+        """Seconds its queued close may wait for sent messages to leave (see aclose)."""
+        self.finished = anyio.Event()
+        """Set when the worker has performed (or given up) every queued action."""
         # Unbounded: the machine bounds what it asks for (its own buffers), and a full
         # queue here would raise WouldBlock out of `feed` (into the application's
         # send()) after the machine already counted the action as done.
@@ -146,6 +153,7 @@ class PeerHost:
             logger.debug("action for closing peer connection %d dropped", action.pc_id)
             return
         if isinstance(action, actions.ClosePeerConnection):
+            slot.linger = action.linger_ms / 1000
             slot.outbox.close()
 
     def _create(self, action: actions.CreatePeerConnection) -> None:
@@ -170,6 +178,7 @@ class PeerHost:
             with anyio.CancelScope(shield=True):
                 await slot.peer.close()
             self._peers.pop(pc_id, None)
+            slot.finished.set()
 
     async def _perform(self, pc_id: int, slot: _Peer, action: actions.PeerAction) -> None:
         peer = slot.peer
@@ -201,12 +210,13 @@ class PeerHost:
                     if slot.channel is None:
                         raise PeerStateError("no data channel yet")
                     peer.send(slot.channel, data)
-                case actions.ClosePeerConnection():
+                case actions.ClosePeerConnection(linger_ms=linger_ms):
                     # Shielded: aiortc's close, once begun, must finish; cancelled midway
                     # it leaves the peer connection "closing" for ever and every later
-                    # close (ours at shutdown included) waits on it without end.
+                    # close (ours at shutdown included) waits on it without end.  The
+                    # linger is bounded, so the shield is too.
                     with anyio.CancelScope(shield=True):
-                        await peer.close()
+                        await peer.close(linger=linger_ms / 1000)
                 case _:
                     raise PeerStateError(f"unsupported peer action {type(action).__name__}")
         except Exception as exc:
@@ -264,9 +274,21 @@ class PeerHost:
                 logger.debug("pc %d: unhandled peer event %r", pc_id, event)
 
     async def aclose(self) -> None:
-        """Close every peer connection still open (shutdown path)."""
-        for slot in list(self._peers.values()):
+        """Close every peer connection still open (shutdown path).
+
+        A worker with a lingering close queued (an application close: messages it sent
+        may still be leaving) gets that long, plus a little for the actions before it,
+        to finish; then every peer connection is closed at once.
+        """
+        slots = list(self._peers.values())
+        for slot in slots:
             slot.outbox.close()
+        grace = max((slot.linger for slot in slots), default=0.0)
+        if grace > 0:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _CLOSE_MARGIN):
+                for slot in slots:
+                    await slot.finished.wait()
+        for slot in slots:
             with anyio.CancelScope(shield=True):
                 await slot.peer.close()
 

@@ -23,6 +23,8 @@ about 30 s of failed consent checks, as a jump to ``closed``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +60,8 @@ from rondevu_core.ice import IceConfiguration, IceTransportPolicy
 from rondevu_core.sdp import WireCandidate, candidates_from_sdp, parse_wire_candidate
 
 __all__ = ["AiortcPeer", "EventCallback", "PeerClosedError", "PeerStateError"]
+
+_DRAIN_CHECK_SECONDS = 0.005
 
 logger = logging.getLogger("rondevu_aiortc")
 
@@ -265,15 +269,42 @@ class AiortcPeer:
             raise PeerStateError(f"data channel {channel} is {dc.readyState}, not open")
         dc.send(data)
 
-    async def close(self) -> None:
+    async def close(self, linger: float = 0.0) -> None:
         """Close channels, transports and sockets; idempotent, also while closing.
 
-        The final ``closed`` state events are still reported; nothing is reported after
-        this returns.
+        With ``linger`` > 0 (seconds), first wait up to that long until every message
+        already passed to `send` has left and the peer acknowledged it: aiortc's close
+        aborts the SCTP association, which drops whatever is still queued.  The final
+        ``closed`` state events are still reported; nothing is reported after this
+        returns.
         """
+        if linger > 0 and not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(linger):
+                    await self._all_sent()
         self._closed = True
         # aiortc's close is itself idempotent and makes a concurrent caller wait.
         await self._pc.close()
+
+    async def _all_sent(self) -> None:
+        """Return once nothing sent is queued in a channel or unacknowledged in SCTP.
+
+        aiortc signals neither condition, so this checks every few milliseconds; the
+        caller bounds the wait.  The SCTP queues are aiortc internals, read defensively:
+        without them only the channels' ``bufferedAmount`` is waited for.
+        """
+        while True:
+            channels_idle = all(
+                dc.bufferedAmount == 0 for dc in self._channels.values() if dc.readyState == "open"
+            )
+            sctp = getattr(self._pc, "sctp", None)
+            sctp_idle = sctp is None or not any(
+                getattr(sctp, name, None)
+                for name in ("_data_channel_queue", "_outbound_queue", "_sent_queue")
+            )
+            if channels_idle and sctp_idle:
+                return
+            await asyncio.sleep(_DRAIN_CHECK_SECONDS)
 
     async def __aenter__(self) -> AiortcPeer:
         return self
