@@ -32,14 +32,21 @@ class ConnectionConfig:
     ice_gathering_timeout_ms: int = 10000
     """Reported as ``ice:gathering:timeout`` when gathering has not completed by then."""
     reconnect_enabled: bool = True
+    """Reconnect after a lost or failed link (False: the first loss is final)."""
     max_reconnect_attempts: int = 5
     """0 means unlimited."""
     reconnect_backoff_base_ms: int = 1000
+    """Delay before the first reconnection attempt; each next one doubles it."""
     reconnect_backoff_max_ms: int = 30000
+    """Longest delay between attempts."""
     reconnect_jitter: float = 0.1
+    """Each delay varies by up to this fraction, so peers do not retry in lockstep."""
     buffer_enabled: bool = True
+    """Keep messages sent while not connected and replay them on (re)connection."""
     max_buffer_size: int = 100
+    """Messages kept; when full the oldest is dropped (``message:buffer:overflow``)."""
     max_buffer_age_ms: int = 60000
+    """Older buffered messages are dropped (``message:buffer:expired``)."""
     preserve_buffer_on_close: bool = False
     """When True the ``closed`` event hands back the unsent messages; otherwise they are dropped."""
     close_linger_ms: int = 2000
@@ -53,6 +60,7 @@ class ConnectionConfig:
     ice: IceConfiguration = DEFAULT_ICE_CONFIGURATION
     """STUN/TURN servers and transport policy for every peer connection (§15.1, B17)."""
     data_channel_label: str = "default"
+    """The label of the data channel the offerer creates."""
     strict_ice_timestamps: bool = False
     """True when the server keeps candidate ``createdAt`` strictly increasing per offer
     (ours does): the cursor then advances to the largest ``createdAt`` seen.  False (the

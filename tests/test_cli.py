@@ -188,6 +188,34 @@ def _closed_port() -> int:
     return port
 
 
+def test_serve_on_a_taken_port_fails_with_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run_cli("serve", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        f"rondevu serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_a_bad_setting_fails_on_stderr() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rondevu.cli", "serve"],
+        capture_output=True,
+        text=True,
+        env={**_env(), "RONDEVU_PORT": "abc"},
+        cwd=ROOT,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == "rondevu serve: RONDEVU_PORT: cannot parse 'abc' as int\n"
+
+
 def test_connect_rejects_an_invalid_fqn() -> None:
     result = _run_cli("connect", "not a service", "--api-url", "http://127.0.0.1:9")
     assert result.returncode == 2
@@ -319,3 +347,21 @@ def test_interactive_publish_chats_both_ways(
     assert publisher.wait(DEADLINE_S) == 0
     peer.stdin.close()
     assert peer.wait(DEADLINE_S) == 0
+
+
+def test_a_key_file_keeps_an_anonymous_name_across_restarts(
+    server_url: str, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    # The server binds a key to the first name it claims: a restart with the same key
+    # file but a fresh anon name was refused ("already claimed a different username").
+    key = tmp_path / "anon.json"
+    common = ["--api-url", server_url, "--host-address", "127.0.0.1", "--key-file", str(key)]
+    names = []
+    for _ in range(2):
+        publisher = rondevu("publish", "chat:1.0.0", *common)
+        processes.append(publisher)
+        line = Lines(publisher.stderr).wait_for(r"published chat:1\.0\.0@anon-\S+ \(echo\)")
+        names.append(line.split("@")[1].split()[0])
+        publisher.send_signal(signal.SIGTERM)
+        assert publisher.wait(DEADLINE_S) == 0
+    assert names[0] == names[1] == json.loads(key.read_text())["username"]

@@ -42,12 +42,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from rondevu.client import Rondevu
 from rondevu.connection import ConnectionClosedError, ConnectionFailedError, DurableConnection
 from rondevu.errors import RondevuError, RpcError, TransportError
+from rondevu.rpc_client import wall_clock_ms
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
 from rondevu_core.fqn import validate_service_fqn
 from rondevu_core.ice import ICE_PRESETS
 from rondevu_core.signing import KeyPair
-from rondevu_core.usernames import validate_username
+from rondevu_core.usernames import generate_anonymous_username, validate_username
 
 __all__ = ["add_peer_commands", "load_or_create_key_file"]
 
@@ -145,18 +146,21 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def load_or_create_key_file(path: Path, username: str | None) -> tuple[KeyPair, str | None]:
     """The key pair (and stored username) in ``path``; a new pair is written if missing.
 
-    Raises `CliError` (exit 2) for a file that is not a valid key pair.
+    A new file always records a username: ``username``, or else a fresh ``anon-…`` name,
+    since the server binds the key to the first name it claims and a restart must come
+    back as that name.  Raises `CliError` (exit 2) for a file that is not a valid key pair.
     """
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         keypair = KeyPair.generate(os.urandom)
+        if username is None:
+            username = generate_anonymous_username(wall_clock_ms(), os.urandom)
         data: dict[str, str] = {
             "publicKey": keypair.public_key,
             "privateKey": keypair.private_key,
+            "username": username,
         }
-        if username is not None:
-            data["username"] = username
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as error:

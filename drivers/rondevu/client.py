@@ -76,7 +76,9 @@ class IncomingConnection:
 
     name = "connection:opened"
     offer_id: str
+    """The offer the peer answered."""
     connection: DurableConnection
+    """Our side of the new connection (role ``"offerer"``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +90,9 @@ class ServiceStatus:
     offer_count: int
     """Unanswered offers the pool holds now."""
     max_offers: int
+    """The pool's target of unanswered offers."""
     filling: bool
+    """The pool is publishing and polling (after `start_filling`, until stopped or closed)."""
 
 
 class _Pool:

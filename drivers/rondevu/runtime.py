@@ -73,9 +73,13 @@ class DataChannelOptions:
     """Options of the data channel an offerer creates (the 0.18.9 offer factory's job)."""
 
     ordered: bool = True
+    """Deliver in send order (False: as they arrive)."""
     max_retransmits: int | None = None
+    """Give a message up after this many retransmissions (None: fully reliable)."""
     max_packet_life_time: int | None = None
+    """Give a message up after this many ms (None: fully reliable)."""
     protocol: str = ""
+    """The sub-protocol name announced with the channel."""
 
 
 class _Peer:

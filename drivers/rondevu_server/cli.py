@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +28,7 @@ from rondevu_server.config import ServerConfig
 from rondevu_server.logs import configure_logging
 from rondevu_server.uvicorn_http import CoalescingHttpProtocol
 
-__all__ = ["add_serve_command", "bind_socket", "serve", "uvicorn_config"]
+__all__ = ["ListenError", "add_serve_command", "bind_socket", "serve", "uvicorn_config"]
 
 log = logging.getLogger("rondevu_server")
 
@@ -66,10 +67,18 @@ def _run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
         )
     except (TypeError, ValueError) as error:
-        print(f"rondevu serve: {error}")
+        print(f"rondevu serve: {error}", file=sys.stderr)
         return 2
-    serve(config)
+    try:
+        serve(config)
+    except ListenError as error:
+        print(f"rondevu serve: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+class ListenError(Exception):
+    """The server could not listen where it was told (port taken, address not ours)."""
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -125,9 +134,13 @@ def uvicorn_config(app: RondevuApp, **overrides: Any) -> uvicorn.Config:
 
 
 def serve(config: ServerConfig) -> None:
-    """Serve until SIGINT or SIGTERM."""
+    """Serve until SIGINT or SIGTERM; `ListenError` when the socket cannot be bound."""
     configure_logging(config.log_level)
-    sock = bind_socket(config.host, config.port, reuse_port=config.reuse_port)
+    try:
+        sock = bind_socket(config.host, config.port, reuse_port=config.reuse_port)
+    except OSError as error:
+        where = f"{config.host}:{config.port}"
+        raise ListenError(f"cannot listen on {where}: {error.strerror or error}") from None
     host, port = sock.getsockname()[:2]
     log.info("listening", extra={"host": host, "port": port, "pid": os.getpid()})
     server = _Server(uvicorn_config(RondevuApp(config)))

@@ -3,9 +3,9 @@
 Every field can be set from the environment as ``RONDEVU_<FIELD NAME IN CAPITALS>``
 (``RONDEVU_PORT``, ``RONDEVU_MAX_SDP_CHARS``...); command-line flags override it.  The
 protocol defaults are the 0.5.4 server's (§14).  The bounds are ours (§11 says the
-original has none): each default is far above what an honest 0.18.x client sends (64 KiB
-SDPs, 100 offers per publish, 100 calls per batch, a few hundred candidates per offer),
-so only abuse hits them.
+original has none): each default accepts everything an honest 0.18.x client sends (SDPs
+up to 64 KiB, exactly the SDP limit; 100 offers per publish, 100 calls per batch, a few
+hundred candidates per offer), so only abuse hits them.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class ServerConfig:
     front of the server appended (only behind such a proxy)."""
     verify_threads: int = 0
     """1: signature checks on a worker thread, batched (for hosts with idle cores);
-    0: on the event loop (on the 2-core bench machine both gave the same throughput)."""
+    0: on the event loop (on the 2-core bench machine both gave about the same calls/s)."""
     username_cache_size: int = 50_000
     """Claimed usernames whose keys are kept in memory to skip a database read per call."""
 

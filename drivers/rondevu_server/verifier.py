@@ -1,20 +1,19 @@
 """Signature checks off the event loop: one worker thread, fed in batches.
 
-An Ed25519 verification is the most expensive step of a call (about 90 µs here, most of
-a small call's CPU), and libsodium releases the GIL while it runs.  `SignatureVerifier`
-hands checks to one worker thread so they overlap with the event loop's HTTP and SQL
-work on another core.  Checks that arrive while the worker is busy are queued and sent
-over together as the next batch, so the cost of crossing threads (a future and a
-wake-up of the loop) is paid once per batch, not once per call; under load a batch
-holds roughly as many checks as there are calls in flight.
+An Ed25519 verification is the most expensive step of a call (about 60 µs here, a
+quarter of a call's CPU), and libsodium releases the GIL while it runs.
+`SignatureVerifier` hands checks to one worker thread so they overlap with the event
+loop's HTTP and SQL work on another core.  Checks that arrive while the worker is busy
+are queued and sent over together as the next batch, so the cost of crossing threads (a
+future and a wake-up of the loop) is paid once per batch, not once per call; under load
+a batch holds roughly as many checks as there are calls in flight.
 
 Every signature is still checked, each with `rondevu_core.signing.verify_signature`;
 nothing is cached or skipped.  With ``threads=0`` (the server's default) checks run
 inline on the loop.  Measured with bench/server_bench.py on a 2-core machine shared with
-the load generator, the worker thread gave the same calls/s (about 2,500) for more CPU
-per call: the worker needs the GIL around each check, and there was little idle CPU to
-win.  It is meant for hosts with idle cores.  One instance serves one event loop at a
-time.
+the load generator, the worker thread gave about the same calls/s: the worker needs the
+GIL around each check, and there was little idle CPU to win.  It is meant for hosts with
+idle cores.  One instance serves one event loop at a time.
 """
 
 from __future__ import annotations
