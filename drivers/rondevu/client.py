@@ -267,13 +267,18 @@ class Rondevu:
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
+                runners: list[MachineRunner] = []
                 if self._pool is not None:
                     self._pool.first_publication.set()  # a waiting start_filling() gives up
                     self._pool.runner.feed(Close(now=self._pool.runner.clock()))
-                    await self._pool.runner.aclose()
+                    runners.append(self._pool.runner)
                 for _conn, runner in list(self._answerers.values()):
                     runner.feed(Close(now=runner.clock(), reason="Client closed"))
-                    await runner.aclose()
+                    runners.append(runner)
+                # Together: each may linger while its sent messages leave (bounded).
+                async with anyio.create_task_group() as closing:
+                    for runner in runners:
+                        closing.start_soon(runner.aclose)
                 self._answerers.clear()
                 self._notify_incoming()  # a waiting `incoming` ends
             if self._group is not None:
