@@ -351,3 +351,40 @@ def test_requests_beyond_max_connections_get_503() -> None:
             data = _until_closed(third)
         assert data.startswith(b"HTTP/1.1 503 ")
         assert b"connection: close" in data.lower()
+
+
+def test_one_address_cannot_hold_more_than_its_share_of_connections() -> None:
+    with running_server("sqlite", max_connections_per_client=3, rate_limit_loopback=True) as srv:
+        host, port = _address(srv.url)
+        held = [socket.create_connection((host, port), timeout=5) for _ in range(3)]
+        try:
+            with socket.create_connection((host, port), timeout=5) as extra:
+                assert _until_closed(extra) == b""  # closed at once, nothing said
+            for conn in held:  # the three still work
+                buffer = bytearray()
+                conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _response(conn, buffer)[0] == 200
+            held.pop().close()
+            # the server notices the close, then a new connection fits again
+            for _ in range(50):
+                with socket.create_connection((host, port), timeout=5) as again:
+                    again.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if _until_closed(again).startswith(b"HTTP/1.1 200"):
+                        break
+            else:
+                raise AssertionError("a freed connection slot was never reused")
+        finally:
+            for conn in held:
+                conn.close()
+
+
+def test_loopback_has_no_per_client_connection_cap_by_default() -> None:
+    with running_server("sqlite", max_connections_per_client=1) as srv:
+        host, port = _address(srv.url)
+        with (
+            socket.create_connection((host, port), timeout=5) as first,
+            socket.create_connection((host, port), timeout=5) as second,
+        ):
+            for conn in (first, second):
+                conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _response(conn, bytearray())[0] == 200

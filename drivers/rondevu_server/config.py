@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 from rondevu_schemas.http import DEFAULT_VERSION
 
-__all__ = ["ENV_PREFIX", "ServerConfig"]
+__all__ = ["ENV_PREFIX", "LOOPBACK_PREFIXES", "ServerConfig"]
 
 ENV_PREFIX = "RONDEVU_"
+LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
+"""How a loopback client address starts (exempt from per-client limits by default)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +85,11 @@ class ServerConfig:
     max_connections: int = 4_096
     """Open HTTP connections (or requests in progress) at once; past it requests get 503
     and their connection is closed; 0 disables."""
+    max_connections_per_client: int = 256
+    """Open HTTP connections from one client address; a further one is closed at once,
+    so one address cannot take all of ``max_connections``.  0 disables; loopback is
+    exempt unless ``rate_limit_loopback``; not applied with ``trust_forwarded_for``
+    (every connection then comes from the proxy)."""
     rate_limit_per_second: float = 200.0
     """Sustained RPC calls per second per client address, each call of a batch counted
     (0 disables the limit)."""

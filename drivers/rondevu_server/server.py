@@ -31,7 +31,7 @@ from rondevu_schemas.http import (
 )
 from rondevu_server import messages
 from rondevu_server.auth import Authenticator, Call
-from rondevu_server.config import ServerConfig
+from rondevu_server.config import LOOPBACK_PREFIXES, ServerConfig
 from rondevu_server.jsonwire import dumps, parse_body
 from rondevu_server.methods import METHODS, Context
 from rondevu_server.ratelimit import RateLimiter
@@ -41,8 +41,6 @@ from rondevu_server.verifier import SignatureVerifier
 __all__ = ["MAX_BATCH_SIZE", "RondevuServer", "dumps", "open_storage", "system_clock"]
 
 log = logging.getLogger("rondevu_server")
-
-_LOOPBACK_PREFIXES = ("127.", "::1", "::ffff:127.")
 
 
 def system_clock() -> int:
@@ -151,7 +149,7 @@ class RondevuServer:
         unless configured otherwise, loopback are exempt)."""
         if self._limiter is None or client_key is None:
             return False
-        if not self.config.rate_limit_loopback and client_key.startswith(_LOOPBACK_PREFIXES):
+        if not self.config.rate_limit_loopback and client_key.startswith(LOOPBACK_PREFIXES):
             return False
         return not self._limiter.allow(client_key, now, calls)
 

@@ -27,7 +27,11 @@ has neither bound; `CoalescingHttpProtocol.for_config` takes them from `ServerCo
   without a reply.  Idle time between requests on a kept-alive connection is uvicorn's
   ``timeout_keep_alive``; time the app spends answering is not counted.
 
-0 disables either bound.  Both replies are JSON like the app's own errors and carry
+* ``max_connections_per_client``: a connection from an address that already holds that
+  many is closed at once, before any byte is read (loopback and proxied deployments are
+  exempt, see `ServerConfig`).
+
+0 disables each bound.  Both replies are JSON like the app's own errors and carry
 ``connection: close``; when a reply to an earlier request is still pending (pipelining),
 the connection is closed without one, so that no client reads a reply meant for another
 request.
@@ -43,7 +47,7 @@ from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from rondevu_server.config import ServerConfig
+from rondevu_server.config import LOOPBACK_PREFIXES, ServerConfig
 
 __all__ = ["CoalescingHttpProtocol"]
 
@@ -109,6 +113,9 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
     ``http=``; the class itself applies `ServerConfig`'s defaults)."""
 
     server_config: ClassVar[ServerConfig] = ServerConfig()
+    open_per_client: ClassVar[dict[str, int]] = {}
+    """Open connections per client address, for one server (each `for_config` class has
+    its own; only its event loop touches it)."""
 
     # Per connection, set in connection_made.  The head counter runs while a request
     # head (or a chunked body's trailer section) may be arriving, and counts the bytes
@@ -127,13 +134,13 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
         """A subclass of ``cls`` enforcing ``config``'s ``max_header_bytes`` and
         ``request_timeout`` (uvicorn builds its protocols from a class, with no room
         for settings of ours, so they travel as a class attribute)."""
-        return cast(
-            "type[CoalescingHttpProtocol]", type(cls.__name__, (cls,), {"server_config": config})
-        )
+        attributes = {"server_config": config, "open_per_client": {}}
+        return cast("type[CoalescingHttpProtocol]", type(cls.__name__, (cls,), attributes))
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Wrap the connection's transport before uvicorn sees it; start the clock on
         the first request."""
+        self._client: str | None = self._counted_client(transport)
         wrapped: Any = _CoalescingTransport(transport, self.loop)
         super().connection_made(wrapped)
         config = self.server_config
@@ -150,7 +157,38 @@ class CoalescingHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the request clock with the connection (no timer outlives it)."""
         self._disarm()
+        self._uncount()
         super().connection_lost(exc)
+
+    def _counted_client(self, transport: asyncio.Transport) -> str | None:
+        """Count this connection against its address; close it when that address
+        already holds ``max_connections_per_client``.  The counted key, or None."""
+        config = self.server_config
+        limit = config.max_connections_per_client
+        if limit <= 0 or config.trust_forwarded_for:
+            return None
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        if address is None:
+            return None
+        if not config.rate_limit_loopback and address.startswith(LOOPBACK_PREFIXES):
+            return None
+        open_now = self.open_per_client.get(address, 0)
+        if open_now >= limit:
+            log.debug("connection refused", extra={"reason": "per-client connection limit"})
+            transport.close()
+            return None
+        self.open_per_client[address] = open_now + 1
+        return address
+
+    def _uncount(self) -> None:
+        address, self._client = self._client, None
+        if address is not None:
+            left = self.open_per_client.get(address, 1) - 1
+            if left > 0:
+                self.open_per_client[address] = left
+            else:
+                self.open_per_client.pop(address, None)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser no more head than ``max_header_bytes`` allows."""
