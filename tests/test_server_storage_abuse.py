@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rondevu_core.fqn import ServiceFqn, validate_service_fqn
 from rondevu_server import sql
@@ -409,3 +411,25 @@ def test_postgres_random_discovery_reads_a_bounded_window(answered: bool) -> Non
     # A sampled pick reads the window once; a pick that must look at every service of the
     # window reads it twice (sample, then all) with a probe and a row per service.
     assert max(large) <= 5 * sql.DISCOVERY_WINDOW, large
+
+
+@given(
+    role=st.sampled_from(["offerer", "answerer"]),
+    cap=st.integers(min_value=1, max_value=2_000),
+    total=st.integers(min_value=0, max_value=2_000),
+    share=st.floats(min_value=0, max_value=1),
+    adding=st.integers(min_value=1, max_value=300),
+)
+def test_the_ice_cap_rule(role: str, cap: int, total: int, share: float, adding: int) -> None:
+    """Storing is allowed exactly when the offer stays within the cap and non-owners
+    within their half; a refusal names the bound that was hit."""
+    total = min(total, cap)  # the count stops at the cap
+    others = int(total * share)
+    exceeded = sql._ice_limit_exceeded(role, (total, others), adding, cap)
+    fits_offer = total + adding <= cap
+    fits_share = role == "offerer" or others + adding <= cap // 2
+    assert (exceeded is None) == (fits_offer and fits_share)
+    if not fits_offer:
+        assert exceeded == cap
+    elif not fits_share:
+        assert exceeded == cap // 2
