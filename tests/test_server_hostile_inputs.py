@@ -157,3 +157,28 @@ def test_a_batch_lets_other_requests_in_between_its_calls() -> None:
 
     asyncio.run(scenario())
     assert finished == ["single", "batch"]
+
+
+def test_a_batch_larger_than_the_burst_passes_once_the_client_has_rested() -> None:
+    """A full bucket lets any batch through (into debt); it was refused for ever when the
+    parse-time token had just been taken from that full bucket."""
+    clock = [1_765_700_000_000]
+    peer = Peer("b")
+
+    async def scenario() -> list[int]:
+        config = ServerConfig(db=":memory:", rate_limit_per_second=10, rate_limit_burst=5)
+        server = await RondevuServer.open(config, clock=lambda: clock[0])
+        statuses = []
+        try:
+            for _ in range(3):
+                clock[0] += 60_000  # a minute of rest: the bucket is full again
+                batch = [peer.call("poll", {}, now=clock[0]) for _ in range(10)]
+                status, _ = await server.handle_rpc_body(json.dumps(batch).encode(), "203.0.113.7")
+                statuses.append(status)
+            status, _ = await server.handle_rpc_body(b"not json", "203.0.113.7")
+            statuses.append(status)  # in debt: refused before parsing
+        finally:
+            await server.aclose()
+        return statuses
+
+    assert asyncio.run(scenario()) == [200, 200, 200, 429]

@@ -32,8 +32,9 @@ class RateLimiter:
     def allow(self, client: str, now_ms: int, cost: int = 1) -> bool:
         """Take ``cost`` tokens from ``client``'s bucket; False (taking none) when it holds
         fewer.  A cost above ``burst`` needs a full bucket and leaves it in debt, so the
-        sustained rate still holds: the client waits until the debt is paid back."""
-        cost_tokens = float(max(cost, 1))
+        sustained rate still holds: the client waits until the debt is paid back.
+        ``cost=0`` takes nothing: it is False while the bucket holds less than one token."""
+        cost_tokens = float(max(cost, 0))
         bucket = self._buckets.pop(client, None)
         if bucket is None:
             tokens = self._burst
@@ -42,7 +43,7 @@ class RateLimiter:
         else:
             tokens, last = bucket
             tokens = min(self._burst, tokens + max(0, now_ms - last) * self._rate_per_ms)
-        allowed = tokens >= min(cost_tokens, self._burst)
+        allowed = tokens >= min(max(cost_tokens, 1.0), self._burst)
         if allowed:
             tokens -= cost_tokens
         self._buckets[client] = (tokens, now_ms)

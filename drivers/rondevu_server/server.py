@@ -145,8 +145,9 @@ class RondevuServer:
     # -- requests -------------------------------------------------------------------
 
     def is_rate_limited(self, client_key: str | None, now: int, calls: int = 1) -> bool:
-        """True when ``client_key`` has no budget left for ``calls`` more calls (None and,
-        unless configured otherwise, loopback are exempt)."""
+        """True when ``client_key`` has no budget left for ``calls`` more calls, which are
+        then charged (``calls=0`` only looks: is the budget empty?).  None and, unless
+        configured otherwise, loopback are exempt."""
         if self._limiter is None or client_key is None:
             return False
         if not self.config.rate_limit_loopback and client_key.startswith(LOOPBACK_PREFIXES):
@@ -177,21 +178,25 @@ class RondevuServer:
         too_large = self.oversized_reply(len(body))
         if too_large is not None:
             return too_large
-        # One token before parsing (parsing is work too), the rest of a batch's after.
-        if self.is_rate_limited(client_key, self.clock()):
+        # An empty budget refuses before parsing (parsing is work too); the body is
+        # charged once its size is known: one token per call, one for anything else.
+        if self.is_rate_limited(client_key, self.clock(), calls=0):
             return 429, _RATE_LIMITED_REPLY
         try:
             request = parse_body(body)
         except (ValueError, RecursionError):
+            request = _UNPARSED
+        batch = isinstance(request, list) and 0 < len(request) <= MAX_BATCH_SIZE
+        if self.is_rate_limited(client_key, self.clock(), len(request) if batch else 1):
+            return 429, _RATE_LIMITED_REPLY
+        if request is _UNPARSED:
             return 400, dumps({"success": False, "error": INVALID_REQUEST_FORMAT_ERROR})
         if not isinstance(request, list):
             return 200, _encode(await self.handle_call(request))
         if not request:
             return 400, dumps({"error": EMPTY_BATCH_ERROR})
-        if len(request) > MAX_BATCH_SIZE:
+        if not batch:
             return 400, dumps({"error": BATCH_TOO_LARGE_ERROR})
-        if len(request) > 1 and self.is_rate_limited(client_key, self.clock(), len(request) - 1):
-            return 429, _RATE_LIMITED_REPLY
         return 200, await self._handle_batch(request)
 
     async def _handle_batch(self, calls: list[Any]) -> bytes:
@@ -236,6 +241,8 @@ class RondevuServer:
         return {"success": True, "result": result}
 
 
+_UNPARSED = object()
+"""Stands for a body that is not JSON (charged one call, then answered 400)."""
 _RATE_LIMITED_REPLY = dumps({"success": False, "error": messages.RATE_LIMITED})
 _INTERNAL_ERROR_REPLY = dumps({"success": False, "error": messages.INTERNAL_ERROR})
 
