@@ -293,7 +293,7 @@ class AiortcPeer:
         caller bounds the wait.  The SCTP queues are aiortc internals, read defensively:
         without them only the channels' ``bufferedAmount`` is waited for.
         """
-        while True:
+        while self._pc.connectionState not in ("closed", "failed"):  # nothing can leave then
             channels_idle = all(
                 dc.bufferedAmount == 0 for dc in self._channels.values() if dc.readyState == "open"
             )
