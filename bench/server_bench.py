@@ -18,7 +18,7 @@ process spending the ceiling's server CPU per request plus one Ed25519 check per
 or did not do.
 
     apt-get install -y wrk
-    .venv/bin/python bench/server_bench.py [--seconds 10] [--connections 32]
+    .venv/bin/python bench/server_bench.py [--seconds 10] [--connections 32] [--processes N]
 
 Not run by CI.  Bodies are signed at start and stay valid for 5 minutes, so each
 backend's seeding and runs must fit in that window (they take well under a minute).
@@ -202,20 +202,49 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def servers_cpu(pids: list[int]) -> float | None:
+    """CPU seconds of all server processes so far, when known."""
+    times = [cpu_seconds(pid) for pid in pids]
+    return None if None in times else sum(t for t in times if t is not None)
+
+
 def measured(
-    pid: int, url: str, script: str, seconds: int, connections: int, env: dict[str, str]
+    pids: list[int], url: str, script: str, seconds: int, connections: int, env: dict[str, str]
 ) -> tuple[Outcome, float | None]:
-    """One wrk run and the server's CPU time per request during it (µs), when known."""
-    before = cpu_seconds(pid)
+    """One wrk run and the servers' CPU time per request during it (µs), when known."""
+    before = servers_cpu(pids)
     outcome = run_wrk(url, script, seconds, connections, env)
-    after = cpu_seconds(pid)
+    after = servers_cpu(pids)
     if before is None or after is None or not outcome.calls:
         return outcome, None
     return outcome, (after - before) * 1e6 / outcome.calls
 
 
-def start_server(db: str, schema: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "RONDEVU_DB": db, "RONDEVU_DB_SCHEMA": schema, "RONDEVU_PORT": "0"}
+def start_servers(db: str, schema: str, processes: int) -> tuple[list[subprocess.Popen[str]], str]:
+    """``processes`` servers sharing one port (SO_REUSEPORT when more than one)."""
+    procs: list[subprocess.Popen[str]] = []
+    port = 0
+    try:
+        for _ in range(processes):
+            proc, port = start_server(db, schema, port, reuse_port=processes > 1)
+            procs.append(proc)
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    return procs, f"http://127.0.0.1:{port}"
+
+
+def start_server(
+    db: str, schema: str, port: int = 0, *, reuse_port: bool = False
+) -> tuple[subprocess.Popen[str], int]:
+    env = {
+        **os.environ,
+        "RONDEVU_DB": db,
+        "RONDEVU_DB_SCHEMA": schema,
+        "RONDEVU_PORT": str(port),
+        "RONDEVU_REUSE_PORT": "1" if reuse_port else "0",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "rondevu.cli", "serve"],
         env=env,
@@ -223,19 +252,19 @@ def start_server(db: str, schema: str) -> tuple[subprocess.Popen[str], str]:
         text=True,
     )
     assert proc.stderr is not None
-    port = None
+    bound = None
     for line in proc.stderr:
         entry = json.loads(line)
         if entry.get("msg") == "listening":
-            port = entry["port"]
+            bound = int(entry["port"])
         if entry.get("msg") == "Application startup complete.":
             break
-    if port is None:
+    if bound is None:
         proc.kill()
         raise SystemExit("server did not start")
     # Keep draining stderr so the server never blocks on a full pipe.
     subprocess.Popen(["cat"], stdin=proc.stderr, stdout=subprocess.DEVNULL)
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, bound
 
 
 def seed_and_bodies(url: str, total: int) -> list[str]:
@@ -331,9 +360,12 @@ def seed_and_bodies(url: str, total: int) -> list[str]:
     return bodies[:total]
 
 
-def bench_backend(label: str, db: str, seconds: int, connections: int, expect_rate: int) -> None:
+def bench_backend(
+    label: str, db: str, seconds: int, connections: int, expect_rate: int, processes: int
+) -> None:
     schema = f"rdv_bench_{uuid.uuid4().hex[:8]}" if db.startswith("postgres") else ""
-    proc, url = start_server(db, schema)
+    procs, url = start_servers(db, schema, processes)
+    pids = [proc.pid for proc in procs]
     try:
         total = expect_rate * seconds
         bodies = seed_and_bodies(url, total)
@@ -341,10 +373,10 @@ def bench_backend(label: str, db: str, seconds: int, connections: int, expect_ra
             handle.write("\n".join(bodies) + "\n")
         try:
             ceiling, ceiling_cpu = measured(
-                proc.pid, url + "/health", CEILING_SCRIPT, seconds, connections, {}
+                pids, url + "/health", CEILING_SCRIPT, seconds, connections, {}
             )
             mix, mix_cpu = measured(
-                proc.pid, url, WRK_SCRIPT, seconds, connections, {"BENCH_BODIES": handle.name}
+                pids, url, WRK_SCRIPT, seconds, connections, {"BENCH_BODIES": handle.name}
             )
         finally:
             os.unlink(handle.name)
@@ -365,13 +397,15 @@ def bench_backend(label: str, db: str, seconds: int, connections: int, expect_ra
         if ceiling_cpu is not None:
             check = signature_check_us()
             print(
-                f"{'':10s} bound: a signature check costs {check:.0f} µs here, so one process "
+                f"{'':10s} bound: a signature check costs {check:.0f} µs here, so a server "
                 f"doing nothing but {ceiling_cpu:.0f} µs of HTTP and one check per call would "
                 f"reach at most {ceiling_cpu / (ceiling_cpu + check):.2f} of the ceiling"
             )
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
         if schema:
             import asyncio
 
@@ -390,18 +424,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--max-rate", type=int, default=9000, help="bodies per second to sign")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT); above 1, SQLite is a file",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
+    if args.processes < 1:
+        raise SystemExit("--processes must be at least 1")
+    servers = "one server process" if args.processes == 1 else f"{args.processes} processes"
     print(
-        f"{args.connections} connections, {args.seconds} s per run, one server process, "
-        f"{os.cpu_count()} CPUs shared with wrk (server CPU per request: its own CPU time "
-        "over the run, signature-check thread included)"
+        f"{args.connections} connections, {args.seconds} s per run, {servers}, "
+        f"{os.cpu_count()} CPUs shared with wrk (server CPU per request: the servers' CPU "
+        "time over the run, signature-check threads included)"
     )
-    bench_backend("sqlite", ":memory:", args.seconds, args.connections, args.max_rate)
+    run = (args.seconds, args.connections, args.max_rate, args.processes)
+    if args.processes == 1:
+        bench_backend("sqlite", ":memory:", *run)
+    else:  # :memory: is per process: several share one file (WAL)
+        with tempfile.TemporaryDirectory() as directory:
+            bench_backend("sqlite file", os.path.join(directory, "bench.db"), *run)
     dsn = os.environ.get("RONDEVU_TEST_POSTGRES_DSN")
     if dsn:
-        bench_backend("postgresql", dsn, args.seconds, args.connections, args.max_rate)
+        bench_backend("postgresql", dsn, *run)
     else:
         print("postgresql: skipped (RONDEVU_TEST_POSTGRES_DSN not set)")
 
