@@ -410,6 +410,7 @@ def _publish(
     fresh = [(oid, sdp) for oid, sdp in offers if oid not in kept]
     ids = [oid for oid, _ in fresh]
     this_service = old_id if kept else service_id
+    service_expires = expires_at
     try:
         if ids:
             taken = yield _TAKEN_ID, Fetch.VALUE, (ids, now)
@@ -420,8 +421,9 @@ def _publish(
         if held + len(fresh) > max_offers_per_user:
             raise Rejected(messages.USER_OFFER_LIMIT.format(limit=max_offers_per_user))
         if kept:
-            expires_at = max(expires_at, *(offer.expires_at for offer in kept.values()))
-            yield _REFRESH_SERVICE, Fetch.COUNT, (this_service, now, expires_at)
+            # The service lives as long as its longest offer; new offers get their own ttl.
+            service_expires = max(expires_at, *(offer.expires_at for offer in kept.values()))
+            yield _REFRESH_SERVICE, Fetch.COUNT, (this_service, now, service_expires)
         else:
             yield (
                 _INSERT_SERVICE,
@@ -442,7 +444,7 @@ def _publish(
         username=username,
         service_fqn=fqn_text,
         created_at=now,
-        expires_at=expires_at,
+        expires_at=service_expires,
         offers=tuple(
             kept.get(oid)
             or PublishedOffer(offer_id=oid, sdp=sdp, created_at=now, expires_at=expires_at)
