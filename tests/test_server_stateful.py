@@ -84,10 +84,6 @@ AUTH_METHODS = (
 )
 PICKS = st.integers(0, 4 * (SDP_TAGS + 2) - 1)
 """Which offer a call names (`ServerMachine.offer_target`)."""
-NEW_OFFERS_TAKE_KEPT_EXPIRY = False
-"""The server once stored a republish's new offers with the kept offers' later expiry
-instead of ``now + ttl`` (§6.2); this machine found it, and
-`test_republish_gives_new_offers_their_ttl` keeps the minimal example.  Fixed."""
 ENTRY_KEYS = ["serviceId", "username", "serviceFqn", "offerId", "sdp", "createdAt", "expiresAt"]
 
 
@@ -357,8 +353,8 @@ class ServerMachine(RuleBasedStateMachine):
 
     def offer_target(self, pick: int) -> str:
         """A live offer for three picks in four when there is one, a third of those the
-        one where most is going on; else any id the machine knows: expired, replaced,
-        deleted or never published, and two that can never exist."""
+        one where most is going on; else any id the machine knows: expired (still stored
+        until cleanup), replaced, deleted or never published, and two that never exist."""
         live = sorted(
             (o for o in self.offers.values() if o.expires_at > self.now),
             # Answered offers with candidates first: the ICE streams worth reading.
@@ -367,7 +363,10 @@ class ServerMachine(RuleBasedStateMachine):
         spread = 3 * len(self.targets)
         if live and pick < spread:
             return live[pick % len(live) if pick % 3 else 0].offer_id
-        return self.targets[(pick - spread) % len(self.targets)]
+        # Expired offers the server may still hold (until cleanup) first.
+        dead = [o.offer_id for o in self.offers.values() if o.expires_at <= self.now]
+        dead += self.targets
+        return dead[(pick - spread) % len(dead)]
 
     def participant(self, oid: str, who: str, choice: int) -> Peer:
         """The offer's owner, its answerer (a would-be one before the answer) or an
@@ -485,14 +484,12 @@ class ServerMachine(RuleBasedStateMachine):
 
         for oid in replaced:
             del self.offers[oid]
-        offers_expire_at = expires_at
         if kept:
             assert old is not None
             assert result["serviceId"] == old.service_id, "a service with answers kept its id"
             old.created_at = now
+            # The service outlives its kept offers; its new offers get their own ttl.
             old.expires_at = max(expires_at, *(o.expires_at for o in kept.values()))
-            if NEW_OFFERS_TAKE_KEPT_EXPIRY:
-                offers_expire_at = old.expires_at
             home = old
         else:
             if old is not None:
@@ -517,7 +514,7 @@ class ServerMachine(RuleBasedStateMachine):
                 service_id=home.service_id,
                 seq=next(self.seq),
                 created_at=now,
-                expires_at=offers_expire_at,
+                expires_at=expires_at,
             )
         stored = {oid: kept.get(oid) or self.offers[oid] for oid in ids}
         expected = {
@@ -695,16 +692,23 @@ class ServerMachine(RuleBasedStateMachine):
     @rule(
         pick=PICKS,
         choice=st.integers(1, PEERS - 1),
+        outsider_count=st.integers(0, 2),
         answerer_count=st.integers(0, 3),
         owner_count=st.integers(0, 3),
     )
-    def handshake(self, pick: int, choice: int, answerer_count: int, owner_count: int) -> None:
-        """A client's flow in one step (the single rules seldom line up): another peer
-        answers, then answerer and owner upload candidates, each call checked as above."""
+    def handshake(
+        self, pick: int, choice: int, outsider_count: int, answerer_count: int, owner_count: int
+    ) -> None:
+        """A client's flow in one step (the single rules seldom line up): maybe a peer
+        that will not win uploads early, another peer answers, then answerer and owner
+        upload candidates; each call checked as in its own rule."""
         oid = self.offer_target(pick)
         offer = self.offers.get(oid)
         owner = self.names[offer.owner] if offer else self.peers[0]
         answerer = self.peers[(self.peers.index(owner) + choice) % PEERS]
+        if outsider_count:
+            outsider = self.peers[(self.peers.index(owner) + PEERS - choice) % PEERS]
+            self.upload(oid, outsider, outsider_count)
         self.answer_as(oid, answerer)
         if answerer_count:
             self.upload(oid, answerer, answerer_count)
@@ -1060,18 +1064,23 @@ def test_server_follows_the_model_on_postgres() -> None:
 
 
 def test_republish_gives_new_offers_their_ttl() -> None:
-    """The minimal example the machine found: the kept offer's 90 s outlive the 60 s
-    the publisher asked for its new offer, which discovery then hands out for 90 s."""
+    """The minimal example the machine found (fixed in 9bb3deb): the new offer was
+    stored with the kept offer's 90 s instead of the 60 s its publisher asked for, so
+    discovery handed it out 30 s too long."""
     loop = asyncio.new_event_loop()
     clock = FakeClock()
     server = loop.run_until_complete(RondevuServer.open(make_config("sqlite")[0], clock=clock))
     alice, bob = Peer("a"), Peer("b")
 
-    def ok(peer: Peer, method: str, params: dict[str, Any]) -> Any:
+    def call(peer: Peer, method: str, params: dict[str, Any]) -> Any:
         body = json.dumps(peer.call(method, params, now=clock.now)).encode()
         status, raw = loop.run_until_complete(server.handle_rpc_body(body))
-        reply = json.loads(raw)
-        assert (status, reply["success"]) == (200, True), reply
+        assert status == 200
+        return json.loads(raw)
+
+    def ok(peer: Peer, method: str, params: dict[str, Any]) -> Any:
+        reply = call(peer, method, params)
+        assert reply["success"] is True, reply
         return reply["result"]
 
     try:
@@ -1083,6 +1092,9 @@ def test_republish_gives_new_offers_their_ttl() -> None:
         again = ok(alice, "publishService", {"serviceFqn": fqn, "offers": [fresh], "ttl": 60_000})
         assert again["expiresAt"] == clock.now + 90_000  # the service covers the kept offer
         assert again["offers"][0]["expiresAt"] == clock.now + 60_000
+        clock.advance(60_000)  # stored that way too: discovery no longer hands it out
+        no_offer = {"success": False, "error": "Service has no available offers"}
+        assert call(bob, "getService", {"serviceFqn": fqn}) == no_offer
     finally:
         loop.run_until_complete(server.aclose())
         loop.close()
