@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from fuzz._runner import run
+from rondevu_core.rpc import Method
 from rondevu_core.signing import KeyPair, build_message, expected_context
 from rondevu_server.config import ServerConfig
 from rondevu_server.messages import INTERNAL_ERROR
@@ -26,17 +27,7 @@ from rondevu_server.server import RondevuServer
 NOW = 1_765_700_000_000
 KEY = KeyPair.from_seed(bytes(range(32)))
 USER = "fuzzer"
-METHODS = (
-    "getUser",
-    "publishService",
-    "getService",
-    "deleteService",
-    "answerOffer",
-    "getOfferAnswer",
-    "poll",
-    "addIceCandidates",
-    "getIceCandidates",
-)
+METHODS = tuple(Method)
 PARAM_NAMES: tuple[str, ...] = (
     "serviceFqn",
     "offers",

@@ -23,6 +23,7 @@ import pytest
 from rondevu_server.config import ServerConfig
 from rondevu_server.uvicorn_http import CoalescingHttpProtocol
 from tests.rondevu_server_testing import RunningServer, running_server
+from tests.test_server_http import _read_response
 
 LIMIT = 1024
 TIMEOUT = 0.2
@@ -57,22 +58,8 @@ def _head(size: int, path: bytes = b"/health") -> bytes:
 
 def _response(conn: socket.socket, buffer: bytearray) -> tuple[int, bytes, bytes]:
     """One response (status, head, body) from ``conn``; leftover bytes stay in ``buffer``."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = conn.recv(65536)
-        assert chunk, "connection closed"
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(rest) < length:
-        chunk = conn.recv(65536)
-        assert chunk, "connection closed"
-        rest += chunk
-    buffer[:] = rest[length:]
-    return int(head.split(b" ", 2)[1]), head, rest[:length]
+    head, body = _read_response(conn, buffer)
+    return int(head.split(b" ", 2)[1]), head, body
 
 
 def _until_closed(conn: socket.socket, wait: float = 5.0) -> bytes:

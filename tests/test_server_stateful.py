@@ -41,7 +41,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from rondevu_core.rpc import Method
 from rondevu_core.signing import build_message, expected_context
+from rondevu_server.messages import INTERNAL_ERROR
 from rondevu_server.server import RondevuServer
 from rondevu_server.storage import USERNAME_TTL_MS
 from tests.rondevu_server_testing import FakeClock, Peer, drop_schema, make_config, postgres_dsn
@@ -71,17 +73,7 @@ TOLERANCE_MS = 300_000
 UNKNOWN_ID = "0" * 64
 """Well formed, never the id of any SDP."""
 MALFORMED_ID = "not-an-offer-id"
-INTERNAL_ERROR = "Internal server error"
-AUTH_METHODS = (
-    "publishService",
-    "getService",
-    "deleteService",
-    "answerOffer",
-    "getOfferAnswer",
-    "poll",
-    "addIceCandidates",
-    "getIceCandidates",
-)
+AUTH_METHODS = tuple(m for m in Method if m is not Method.GET_USER)
 PICKS = st.integers(0, 4 * (SDP_TAGS + 2) - 1)
 """Which offer a call names (`ServerMachine.offer_target`)."""
 ENTRY_KEYS = ["serviceId", "username", "serviceFqn", "offerId", "sdp", "createdAt", "expiresAt"]
