@@ -1,133 +1,44 @@
-"""The ``rondevu`` command line, run as real subprocesses (the console script's module).
+"""The ``rondevu`` command line, run as real subprocesses (the console script's module):
+the demo, and ``publish`` / ``connect`` against a real ``rondevu serve`` on 127.0.0.1.
 
-Every subprocess is bounded by a deadline and killed in teardown; synchronisation is by
-reading its output lines until the expected one appears, never by sleeping.
+Option checking is in test_cli_options.py, signals in test_cli_signals.py, identity
+files in test_cli_identity.py.  Every subprocess is bounded by a deadline and stopped in
+teardown; synchronisation is by reading its output lines, never by sleeping.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DEADLINE_S = 60.0
+from tests import cli_testing
+from tests.cli_testing import (
+    DEADLINE_S,
+    ROOT,
+    Lines,
+    Processes,
+    cli_env,
+    no_traceback,
+    run_cli,
+    start_cli,
+    start_server,
+    stderr_lines,
+)
 
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(ROOT), str(ROOT / "schemas"), str(ROOT / "drivers")]
-    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def rondevu(*args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-    """Start ``rondevu ARGS`` (``python -m rondevu.cli``) with unbuffered byte pipes."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "rondevu.cli", *args],
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-        env=_env(),
-        cwd=ROOT,
-    )
-
-
-class Lines:
-    """Reads one pipe of a subprocess line by line with a deadline (no sleeping).
-
-    Reads the raw file descriptor (no Python buffering between ``select`` and the
-    read), so a line is seen as soon as the process writes it.
-    """
-
-    def __init__(self, pipe: IO[bytes] | None) -> None:
-        assert pipe is not None
-        self.fd = pipe.fileno()
-        self.seen: list[str] = []
-        self._pending = b""
-        self._eof = False
-
-    def _next_line(self, deadline: float) -> str | None:
-        while b"\n" not in self._pending:
-            if self._eof:
-                return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if not ready:
-                return None
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                self._eof = True
-                if self._pending:
-                    self._pending += b"\n"
-            self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        text = line.decode("utf-8", "replace")
-        self.seen.append(text)
-        return text
-
-    def wait_for(self, pattern: str, timeout: float = DEADLINE_S) -> str:
-        """The first new line matching ``pattern``; fails at the deadline or at EOF."""
-        deadline = time.monotonic() + timeout
-        while (line := self._next_line(deadline)) is not None:
-            if re.search(pattern, line):
-                return line
-        reason = "EOF" if self._eof else "deadline"
-        pytest.fail(f"{reason} before a line matching {pattern!r}; saw {self.seen!r}")
-
-    def rest(self, timeout: float = DEADLINE_S) -> list[str]:
-        """Every remaining line until EOF."""
-        deadline = time.monotonic() + timeout
-        lines = []
-        while (line := self._next_line(deadline)) is not None:
-            lines.append(line)
-        assert self._eof, f"no EOF in time; saw {self.seen!r}"
-        return lines
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Subprocesses to kill (if still running) when the test ends."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        process.wait(DEADLINE_S)
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rondevu.cli", *args],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-        timeout=DEADLINE_S,
-        check=False,
-    )
+processes = cli_testing.processes
+_run_cli = run_cli
+_env = cli_env
 
 
 def test_demo_runs_the_whole_timeline() -> None:
@@ -161,7 +72,7 @@ def test_demo_runs_the_whole_timeline() -> None:
     assert re.search(r"^\s+\d+ ms  bob ", out, re.MULTILINE)
     # Nothing scary on the happy path.
     assert result.stderr == ""
-    assert "Traceback" not in out
+    assert no_traceback(out)
 
 
 def test_demo_quiet_prints_only_the_result() -> None:
@@ -170,22 +81,15 @@ def test_demo_quiet_prints_only_the_result() -> None:
     assert re.fullmatch(r"rondevu demo: OK in \d+ ms\n", result.stdout)
 
 
-def test_demo_timeout_fails_with_the_step_named() -> None:
+def test_demo_timeout_fails_with_one_line_naming_the_step() -> None:
     result = _run_cli("demo", "--timeout", "0.001")
     assert result.returncode == 1
-    assert re.search(r"rondevu demo: FAILED: timed out after 0\.001 s while \w", result.stdout)
-    assert "Traceback" not in result.stdout + result.stderr
+    [line] = stderr_lines(result.stderr)
+    assert re.fullmatch(r"rondevu demo: FAILED: timed out after 0\.001 s while \w.*", line)
+    assert no_traceback(result.stdout, result.stderr)
 
 
-# -- publish and connect -----------------------------------------------------------------
-
-
-def _closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+# -- serve ---------------------------------------------------------------------------------
 
 
 def test_serve_on_a_taken_port_fails_with_one_line() -> None:
@@ -216,67 +120,64 @@ def test_serve_with_a_bad_setting_fails_on_stderr() -> None:
     assert result.stderr == "rondevu serve: RONDEVU_PORT: cannot parse 'abc' as int\n"
 
 
-def test_connect_rejects_an_invalid_fqn() -> None:
-    result = _run_cli("connect", "not a service", "--api-url", "http://127.0.0.1:9")
-    assert result.returncode == 2
-    assert result.stderr == (
-        "rondevu connect: invalid FQN 'not a service': "
-        "Service FQN must be in format: service:version[@username]\n"
-    )
-    assert result.stdout == ""
+# -- publish and connect: failures before any peer ------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["publish", "chat"], "rondevu publish: invalid SERVICE 'chat'"),
-        (["publish", "chat:1.0.0@bob"], "SERVICE is name:version"),
-        (["connect", "chat:1.0.0", "--username", "Bad Name!"], "invalid option"),
-        (["connect", "chat:1.0.0", "--ice-servers", "nope"], "unknown ICE preset 'nope'"),
-        (["connect", "chat:1.0.0", "--host-address", "localhost"], "invalid option"),
-    ],
-)
-def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
-    result = _run_cli(*args, "--api-url", "http://127.0.0.1:9")
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
-def test_connect_to_an_unreachable_server_fails_clearly() -> None:
+def test_connect_to_an_unreachable_server_fails_with_one_line() -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     result = _run_cli("connect", "chat:1.0.0@alice", "--api-url", url)
     assert result.returncode == 1
-    assert result.stderr.startswith(f"rondevu connect: cannot reach the signaling server at {url}")
-    assert "Traceback" not in result.stderr
+    [line] = stderr_lines(result.stderr)
+    assert line.startswith(f"rondevu connect: cannot reach the signaling server at {url}")
+    assert no_traceback(result.stderr)
 
 
-def test_key_file_broken_is_refused(tmp_path: Path) -> None:
-    key = tmp_path / "key.json"
-    key.write_text('{"publicKey": "AAAA"}')
-    result = _run_cli(
-        "publish", "chat:1.0.0", "--api-url", "http://127.0.0.1:9", "--key-file", str(key)
-    )
+def test_the_server_url_comes_from_the_environment() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    result = _run_cli("publish", "chat:1.0.0", env={"RONDEVU_API_URL": url})
+    assert result.returncode == 1
+    [line] = stderr_lines(result.stderr)
+    assert line.startswith(f"rondevu publish: cannot reach the signaling server at {url}")
+
+
+def test_a_bad_server_url_in_the_environment_is_bad_input() -> None:
+    result = _run_cli("connect", "chat:1.0.0", env={"RONDEVU_API_URL": "ftp://x"})
     assert result.returncode == 2
-    assert "has no privateKey" in result.stderr
+    assert stderr_lines(result.stderr) == [
+        "rondevu connect: RONDEVU_API_URL: 'ftp://x' is not an http:// or https:// URL with a host"
+    ]
 
 
-@pytest.fixture
-def server_url(processes: list[subprocess.Popen[bytes]]) -> str:
-    """A real ``rondevu serve`` on 127.0.0.1 (free port, SQLite :memory:)."""
-    server = rondevu("serve", "--port", "0", "--log-level", "info")
-    processes.append(server)
-    listening = Lines(server.stderr).wait_for(r'"msg": "listening"')
-    return f"http://127.0.0.1:{json.loads(listening)['port']}"
+def test_a_name_held_by_another_key_fails_at_once(processes: Processes, tmp_path: Path) -> None:
+    url = start_server(processes)
+    name = f"dora-{os.getpid()}"
+    first = start_cli("publish", "chat:1.0.0", "--username", name, "--api-url", url)
+    processes.append(first)
+    Lines(first.stderr).wait_for(r"published chat:1\.0\.0@")
+    # Another process, another key, the same name: refused before any WebRTC.
+    result = _run_cli("connect", "chat:1.0.0@someone", "--username", name, "--api-url", url)
+    assert result.returncode == 1
+    [line] = stderr_lines(result.stderr)
+    assert line.startswith(f"rondevu connect: username '{name}' is taken by another key")
 
 
-def test_publish_and_connect_exchange_a_line(
-    server_url: str, processes: list[subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
+# -- publish and connect: talking --------------------------------------------------------------
+
+
+def test_publish_and_connect_exchange_a_line(processes: Processes, tmp_path: Path) -> None:
+    server_url = start_server(processes)
     key = tmp_path / "alice.json"
     username = f"alice-{os.getpid()}"
     common = ["--api-url", server_url, "--host-address", "127.0.0.1"]
-    publisher = rondevu(
+    publisher = start_cli(
         "publish", "chat:1.0.0", "--username", username, "--key-file", str(key), *common
     )
     processes.append(publisher)
@@ -288,16 +189,16 @@ def test_publish_and_connect_exchange_a_line(
     assert set(stored) == {"publicKey", "privateKey", "username"}
     assert stored["username"] == username
 
-    peer = rondevu("connect", f"chat:1.0.0@{username}", *common, stdin=subprocess.PIPE)
+    peer = start_cli("connect", f"chat:1.0.0@{username}", *common, stdin=subprocess.PIPE)
     processes.append(peer)
     peer_status = Lines(peer.stderr)
     peer_status.wait_for(r"connected to chat:1\.0\.0@")
     assert peer.stdin is not None
     peer.stdin.write(b"hello over webrtc\n")
     peer.stdin.flush()
-    peer_out = Lines(peer.stdout)
-    assert peer_out.wait_for("hello") == "hello over webrtc"  # the echo came back
-    assert Lines(publisher.stdout).wait_for("hello").endswith(": hello over webrtc (echoed)")
+    # Both stdouts are pipes: raw messages, no sender mark.
+    assert Lines(peer.stdout).wait_for("hello") == "hello over webrtc"  # the echo came back
+    assert Lines(publisher.stdout).wait_for("hello") == "hello over webrtc"
 
     # EOF on stdin: connect closes everything and exits 0.
     peer.stdin.close()
@@ -306,20 +207,21 @@ def test_publish_and_connect_exchange_a_line(
     publisher.send_signal(signal.SIGTERM)
     assert publisher.wait(DEADLINE_S) == 0
     # Both said goodbye, without a traceback.
-    assert "rondevu: SIGTERM: closing" in publisher_status.rest()
+    assert any("SIGTERM: closing" in line for line in publisher_status.rest())
     peer_status.rest()
-    assert not any("Traceback" in line for line in publisher_status.seen + peer_status.seen)
+    assert no_traceback(publisher_status.seen, peer_status.seen)
 
 
-def test_interactive_publish_chats_both_ways(
-    server_url: str, processes: list[subprocess.Popen[bytes]]
-) -> None:
+def test_interactive_publish_chats_both_ways(processes: Processes) -> None:
+    server_url = start_server(processes)
     username = f"carol-{os.getpid()}"
     common = ["--api-url", server_url, "--host-address", "127.0.0.1"]
-    publisher = rondevu(
+    publisher = start_cli(
         "publish",
         "talk:1.0.0",
         "--interactive",
+        "--show-sender",
+        "always",
         "--username",
         username,
         *common,
@@ -328,16 +230,18 @@ def test_interactive_publish_chats_both_ways(
     processes.append(publisher)
     publisher_status = Lines(publisher.stderr)
     publisher_status.wait_for(r"published talk:1\.0\.0@.*\(interactive\)")
-    peer = rondevu("connect", f"talk:1.0.0@{username}", *common, stdin=subprocess.PIPE)
+    peer = start_cli("connect", f"talk:1.0.0@{username}", *common, stdin=subprocess.PIPE)
     processes.append(peer)
     Lines(peer.stderr).wait_for(r"connected to talk:1\.0\.0@")
-    publisher_status.wait_for(r"connected \(offer ")
+    joined = publisher_status.wait_for(r"connected \(offer ")
+    peer_name = joined.removeprefix("rondevu: ").split()[0]
     assert peer.stdin is not None
     assert publisher.stdin is not None
 
     peer.stdin.write(b"hi carol\n")
     peer.stdin.flush()
-    assert Lines(publisher.stdout).wait_for("hi carol").endswith(": hi carol")
+    # --show-sender always: marked although stdout is a pipe.
+    assert Lines(publisher.stdout).wait_for("hi carol") == f"{peer_name}: hi carol"
     publisher.stdin.write(b"hi there\n")
     publisher.stdin.flush()
     assert Lines(peer.stdout).wait_for("hi there") == "hi there"
@@ -349,16 +253,90 @@ def test_interactive_publish_chats_both_ways(
     assert peer.wait(DEADLINE_S) == 0
 
 
+@pytest.fixture
+def terminal() -> Iterator[tuple[int, int]]:
+    """A pseudo-terminal: (our end, the end a subprocess gets as stdout)."""
+    ours, theirs = pty.openpty()
+    try:
+        yield ours, theirs
+    finally:
+        for fd in (ours, theirs):
+            with contextlib.suppress(OSError):  # already closed by the test
+                os.close(fd)
+
+
+def test_connect_marks_received_lines_on_a_terminal(
+    processes: Processes, terminal: tuple[int, int]
+) -> None:
+    server_url = start_server(processes)
+    username = f"erin-{os.getpid()}"
+    common = ["--api-url", server_url, "--host-address", "127.0.0.1"]
+    publisher = start_cli("publish", "chat:1.0.0", "--username", username, *common)
+    processes.append(publisher)
+    Lines(publisher.stderr).wait_for(r"published chat:1\.0\.0@")
+    ours, theirs = terminal
+    peer = start_cli(
+        "connect", f"chat:1.0.0@{username}", *common, stdin=subprocess.PIPE, stdout=theirs
+    )
+    processes.append(peer)
+    os.close(theirs)  # the subprocess holds its own copy
+    Lines(peer.stderr).wait_for(r"connected to chat:1\.0\.0@")
+    assert peer.stdin is not None
+    peer.stdin.write(b"ping\n")
+    peer.stdin.flush()
+    # stdout is a terminal: the echo is marked with the publisher's name.
+    assert Lines(ours).wait_for("ping") == f"{username}: ping"
+    peer.stdin.close()
+    assert peer.wait(DEADLINE_S) == 0
+
+
+def test_connect_exits_with_one_line_once_the_connection_gives_up(
+    processes: Processes,
+) -> None:
+    # Issue #11: after giving up, connect used to wait for stdin, and the next typed
+    # line printed a long traceback.  Here stdin stays open: connect must end by itself.
+    server_url = start_server(processes)
+    server = processes[-1]
+    username = f"fred-{os.getpid()}"
+    common = ["--api-url", server_url, "--host-address", "127.0.0.1"]
+    publisher = start_cli("publish", "chat:1.0.0", "--username", username, *common)
+    processes.append(publisher)
+    Lines(publisher.stderr).wait_for(r"published chat:1\.0\.0@")
+    peer = start_cli(
+        "connect",
+        f"chat:1.0.0@{username}",
+        "--reconnect-attempts",
+        "1",
+        *common,
+        stdin=subprocess.PIPE,
+    )
+    processes.append(peer)
+    peer_status = Lines(peer.stderr)
+    peer_status.wait_for(r"connected to chat:1\.0\.0@")
+    # The server goes first, so the reconnection attempt fails fast (refused), then
+    # the publisher leaves, which drops the link.
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(DEADLINE_S) == 0
+    publisher.send_signal(signal.SIGTERM)
+    assert publisher.wait(DEADLINE_S) == 0
+    assert peer.wait(DEADLINE_S) == 1
+    lines = peer_status.rest()
+    assert lines[-1].startswith(f"rondevu connect: lost chat:1.0.0@{username} for good: ")
+    assert any("reconnecting in" in line for line in lines)
+    assert no_traceback(peer_status.seen)
+
+
 def test_a_key_file_keeps_an_anonymous_name_across_restarts(
-    server_url: str, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+    processes: Processes, tmp_path: Path
 ) -> None:
     # The server binds a key to the first name it claims: a restart with the same key
     # file but a fresh anon name was refused ("already claimed a different username").
+    server_url = start_server(processes)
     key = tmp_path / "anon.json"
     common = ["--api-url", server_url, "--host-address", "127.0.0.1", "--key-file", str(key)]
     names = []
     for _ in range(2):
-        publisher = rondevu("publish", "chat:1.0.0", *common)
+        publisher = start_cli("publish", "chat:1.0.0", *common)
         processes.append(publisher)
         line = Lines(publisher.stderr).wait_for(r"published chat:1\.0\.0@anon-\S+ \(echo\)")
         names.append(line.split("@")[1].split()[0])

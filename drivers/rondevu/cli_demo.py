@@ -8,6 +8,10 @@ bob noticing, scheduling a reconnection and buffering what he sends meanwhile; b
 reconnecting to a fresh offer of the same user; the buffered messages replayed and
 received by alice; then a clean shutdown.
 
+Output: the timeline and the final ``rondevu demo: OK in … ms`` go to stdout; a failure
+is one line on stderr, ``rondevu demo: FAILED while <step>: …``, exit 1; Ctrl-C prints
+``rondevu demo: interrupted`` and exits 130, as every ``rondevu`` command does.
+
 Invariants: everything stays on loopback (HTTP on 127.0.0.1, no STUN/TURN servers, host
 candidates restricted to 127.0.0.1); the whole run is bounded by ``--timeout``; on any
 failure it prints one line naming the step that failed and exits 1; nothing is left
@@ -30,6 +34,8 @@ import anyio
 import httpx
 import uvicorn
 
+from rondevu.cli import summary
+from rondevu.cli_options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, seconds
 from rondevu.client import Rondevu
 from rondevu.connection import DurableConnection
 from rondevu.errors import RondevuError
@@ -54,7 +60,7 @@ def add_demo_command(commands: Any) -> None:
     """Register ``demo`` on an argparse sub-parsers object."""
     parser = commands.add_parser(
         "demo",
-        help="embedded server + two peers: connect, cut the link, reconnect, replay",
+        help=summary("demo"),
         description="Start a signaling server on 127.0.0.1 and two peers, alice and bob; "
         "connect them, exchange messages, cut the link, reconnect and replay what bob "
         "sent while it was down, printing a timeline in ms since start.  Needs no network "
@@ -67,8 +73,9 @@ def add_demo_command(commands: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
         help=f"give up after this many seconds (default {DEFAULT_TIMEOUT:g})",
     )
     parser.set_defaults(run=_run)
@@ -107,25 +114,30 @@ def run_demo(
     verbose: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
-    """Run the demo; 0 when every step happened, 1 (with one line saying why) otherwise."""
+    """Run the demo: 0 when every step happened; 1 with one line on ``err`` (stderr)
+    naming the step that failed; 130 when interrupted."""
     timeline = Timeline(out or sys.stdout, quiet=quiet)
+    errors = err or sys.stderr
+
+    def fail(text: str) -> None:
+        print(f"rondevu demo: {text}", file=errors, flush=True)
+
     try:
         with _quiet_libraries():
             anyio.run(_demo, timeline, verbose, timeout)
     except TimeoutError:
-        timeline.result(
-            f"rondevu demo: FAILED: timed out after {timeout:g} s while {timeline.step}"
-        )
-        return 1
+        fail(f"FAILED: timed out after {timeout:g} s while {timeline.step}")
+        return EXIT_FAILED
     except (RondevuError, OSError, httpx.HTTPError) as error:
-        timeline.result(f"rondevu demo: FAILED while {timeline.step}: {error}")
-        return 1
+        fail(f"FAILED while {timeline.step}: {error}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        timeline.result("rondevu demo: interrupted")
-        return 130
+        fail("interrupted")
+        return EXIT_INTERRUPTED
     timeline.result(f"rondevu demo: OK in {timeline.ms()} ms")
-    return 0
+    return EXIT_OK
 
 
 @contextlib.contextmanager

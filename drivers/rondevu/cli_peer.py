@@ -6,280 +6,297 @@
 - ``connect`` connects to a published service and chats: stdin lines go to the peer,
   the peer's messages come out on stdout.
 
-Streams: stdout carries only messages (so both commands work in pipes); status lines
-(published, connected, reconnecting...) go to stderr, prefixed ``rondevu:``.
+Streams: stdout carries only received messages, one per line, marked with the sender
+(``alice: hello``) when stdout is a terminal and raw otherwise, so both commands work
+in pipes (``--show-sender`` overrides).  Status lines (published, connected,
+reconnecting...) go to stderr, prefixed ``rondevu:``.
 
-Exit: EOF on stdin (``connect``, ``publish --interactive``), Ctrl-C or SIGTERM close
-every connection, the client and its HTTP client, then exit 0.  Bad input (an invalid
-FQN or username, a broken key file) exits 2 and an unreachable or refusing server
-exits 1, each with one line on stderr and no traceback.
+Endings (exit codes are `rondevu.cli_options`'s): EOF on stdin (``connect``, ``publish
+--interactive``) or SIGTERM close every connection, the client and its HTTP client, then
+exit 0; Ctrl-C does the same and exits 130 (a second Ctrl-C quits at once).  A
+``connect`` whose connection gives up (``--reconnect-attempts`` used up) or never comes
+(``--connect-timeout``) exits 1, as does an unreachable or refusing server, with one
+line and nothing left waiting for stdin.  Bad input exits 2 before any network I/O.
 
-Identity: ``--username`` plus ``--key-file`` keep the same name across runs.  The key
-file is JSON ``{"publicKey": ..., "privateKey": ...}`` (base64, the 0.18.9 export shape;
-``username`` is added for convenience); it is created with mode 0600 when missing.
+Identity: ``--key-file`` holds the username and key pair (`rondevu.identity`), created
+when missing, so a restart comes back as the same name.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import contextlib
-import ipaddress
-import json
-import math
+import dataclasses
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from rondevu.cli import summary
+from rondevu.cli_options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_client_options,
+    count,
+    resolve_api_url,
+    seconds,
+    service_fqn,
+    service_name,
+    show_sender,
+    status,
+)
 from rondevu.client import Rondevu
 from rondevu.connection import ConnectionClosedError, ConnectionFailedError, DurableConnection
-from rondevu.errors import RondevuError, RpcError, TransportError
-from rondevu.rpc_client import wall_clock_ms
+from rondevu.errors import ProtocolError, RondevuError, RpcError, TransportError
+from rondevu.identity import Identity, IdentityError
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
-from rondevu_core.fqn import validate_service_fqn
-from rondevu_core.ice import ICE_PRESETS
 from rondevu_core.signing import KeyPair
-from rondevu_core.usernames import generate_anonymous_username, validate_username
 
-__all__ = ["add_peer_commands", "load_or_create_key_file"]
+__all__ = ["add_connect_command", "add_publish_command"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(Exception):
-    """A failure worth one line on stderr and exit ``code``; never a traceback."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
+_STDIN_QUEUE = 64
+"""Lines read ahead of the sender: beyond it the reader waits (a big file on stdin must
+not be read into memory faster than it is sent)."""
+_MAX_LINE_CHARS = 256 * 1024
+"""A longer line is sent in pieces of this size (a data channel message has a limit)."""
 
 
 # -- arguments -----------------------------------------------------------------------------
 
 
-def add_peer_commands(commands: Any) -> None:
-    """Register ``publish`` and ``connect`` on an argparse sub-parsers object."""
+def add_publish_command(commands: Any) -> None:
+    """Register ``publish`` on an argparse sub-parsers object."""
     publish = commands.add_parser(
         "publish",
-        help="publish a service and serve every peer that connects",
+        help=summary("publish"),
         description="Publish SERVICE (name:version) and serve every peer that connects: "
         "echo each message back, or with --interactive print what peers say and send "
-        "each stdin line to all of them.",
+        "each stdin line to all of them.  Received messages go to stdout, status to "
+        "stderr.  Stops on SIGTERM (exit 0), Ctrl-C (exit 130) or, with --interactive, "
+        "the end of stdin (exit 0).",
     )
-    publish.add_argument("service", metavar="SERVICE", help="name:version, e.g. chat:1.0.0")
     publish.add_argument(
-        "--max-offers", type=int, default=3, help="offers kept published at once (default 3)"
+        "service", metavar="SERVICE", type=service_name, help="name:version, e.g. chat:1.0.0"
+    )
+    publish.add_argument(
+        "--max-offers",
+        type=count(1, 100),
+        default=3,
+        metavar="N",
+        help="offers kept published at once, 1..100 (default 3)",
     )
     publish.add_argument(
         "--interactive",
         action="store_true",
         help="chat through stdin/stdout instead of echoing",
     )
-    _add_common(publish)
+    add_client_options(publish)
     publish.set_defaults(run=_run_publish)
 
+
+def add_connect_command(commands: Any) -> None:
+    """Register ``connect`` on an argparse sub-parsers object."""
     connect = commands.add_parser(
         "connect",
-        help="connect to a published service and chat through stdin/stdout",
+        help=summary("connect"),
         description="Connect to FQN (name:version@user, or name:version for any "
-        "provider); stdin lines are sent, received messages are printed.",
+        "provider); stdin lines are sent, received messages are printed.  Ends with "
+        "stdin (exit 0), on SIGTERM (exit 0), Ctrl-C (exit 130), or when the connection "
+        "cannot be made or is lost for good (exit 1).",
     )
-    connect.add_argument("fqn", metavar="FQN", help="e.g. chat:1.0.0@alice")
+    connect.add_argument("fqn", metavar="FQN", type=service_fqn, help="e.g. chat:1.0.0@alice")
     connect.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds,
         default=60.0,
+        metavar="SECONDS",
         help="seconds to wait for the first connection (default 60)",
     )
-    _add_common(connect)
+    connect.add_argument(
+        "--reconnect-attempts",
+        type=count(0, 1_000_000),
+        default=0,
+        metavar="N",
+        help="reconnection attempts after the link is lost before giving up (default 0: "
+        "keep trying; the publisher may come back)",
+    )
+    add_client_options(connect)
     connect.set_defaults(run=_run_connect)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--api-url",
-        default=os.environ.get("RONDEVU_API_URL"),
-        help="signaling server base URL (default: $RONDEVU_API_URL)",
-    )
-    parser.add_argument(
-        "--username",
-        help="username to claim (default: from the key file, else a fresh anon-... name)",
-    )
-    parser.add_argument(
-        "--key-file",
-        type=Path,
-        help="JSON key pair; created (mode 0600) when missing, so a restart keeps the username",
-    )
-    parser.add_argument(
-        "--ice-servers",
-        default="none",
-        help=f"'none' (host candidates only) or a preset: {', '.join(sorted(ICE_PRESETS))} "
-        "(default none)",
-    )
-    parser.add_argument(
-        "--host-address",
-        action="append",
-        dest="host_addresses",
-        metavar="IP",
-        help="gather host candidates on this address only (repeatable), e.g. 127.0.0.1",
-    )
-    parser.add_argument(
-        "--batching",
-        choices=("on", "off"),
-        default="on",
-        help="batch signaling calls into one HTTP request (default on)",
-    )
+# -- identity and client ---------------------------------------------------------------------
 
 
-# -- identity --------------------------------------------------------------------------------
-
-
-def load_or_create_key_file(path: Path, username: str | None) -> tuple[KeyPair, str | None]:
-    """The key pair (and stored username) in ``path``; a new pair is written if missing.
-
-    A new file always records a username: ``username``, or else a fresh ``anon-…`` name,
-    since the server binds the key to the first name it claims and a restart must come
-    back as that name.  Raises `CliError` (exit 2) for a file that is not a valid key pair.
-    """
+def _identity(args: argparse.Namespace) -> tuple[str | None, KeyPair | None]:
+    """The username and key pair to use: the key file's (created when missing), else
+    ``--username`` with a fresh key.  Raises `CliError` (exit 2) for an unusable file."""
+    path: Path | None = args.key_file
+    if path is None:
+        return args.username, None
     try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        keypair = KeyPair.generate(os.urandom)
-        if username is None:
-            username = generate_anonymous_username(wall_clock_ms(), os.urandom)
-        data: dict[str, str] = {
-            "publicKey": keypair.public_key,
-            "privateKey": keypair.private_key,
-            "username": username,
-        }
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as error:
-            raise CliError(f"cannot create key file {path}: {error.strerror}", EXIT_USAGE) from None
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-        return keypair, username
+        identity, created = Identity.load_or_create(path, username=args.username)
+    except IdentityError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
     except OSError as error:
-        raise CliError(f"cannot read key file {path}: {error.strerror}", EXIT_USAGE) from None
-    try:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-        public, private = data["publicKey"], data["privateKey"]
-        if not isinstance(public, str) or not isinstance(private, str):
-            raise ValueError("keys must be strings")
-        keypair = KeyPair.from_exported(public, private)
-        stored = data.get("username")
-        if stored is not None and not isinstance(stored, str):
-            raise ValueError("username must be a string")
-    except KeyError as error:
-        raise CliError(f"key file {path} has no {error.args[0]}", EXIT_USAGE) from None
-    except (ValueError, RondevuError) as error:
+        raise CliError(f"key file {path}: {error.strerror or error}", EXIT_USAGE) from None
+    if args.username is not None and identity.username != args.username:
         raise CliError(
-            f"key file {path} is not a key pair JSON {{publicKey, privateKey}}: {error}",
+            f"--username {args.username!r} differs from {identity.username!r} in key file "
+            f"{path} (the server binds a name to one key)",
             EXIT_USAGE,
-        ) from None
-    return keypair, stored
+        )
+    if created:
+        status(f"created key file {path} for {identity.username}")
+    return identity.username, identity.keypair
 
 
 def _client(args: argparse.Namespace) -> Rondevu:
-    """Build the client from the common options, or raise `CliError` (exit 2)."""
-    if not args.api_url:
-        raise CliError("--api-url is required (or set RONDEVU_API_URL)", EXIT_USAGE)
-    if not args.api_url.startswith(("http://", "https://")):
-        raise CliError(f"--api-url must be an http:// or https:// URL: {args.api_url}", EXIT_USAGE)
-    username: str | None = args.username
-    keypair: KeyPair | None = None
-    if args.key_file is not None:
-        keypair, stored = load_or_create_key_file(args.key_file, username)
-        username = username or stored
+    """The client of the common options (validated by the parser already)."""
+    args.api_url = resolve_api_url(args.api_url)
+    username, keypair = _identity(args)
     ice: Any = [] if args.ice_servers == "none" else args.ice_servers
-    try:
-        for address in args.host_addresses or ():
-            ipaddress.ip_address(address)  # checked now, not when the first peer appears
-        if username is not None:
-            validate_username(username)
-        return Rondevu.connect(
-            args.api_url,
-            username=username,
-            keypair=keypair,
-            ice_servers=ice,
-            batching=args.batching == "on",
-            host_addresses=args.host_addresses,
-        )
-    except (RondevuError, ValueError) as error:
-        raise CliError(f"invalid option: {error}", EXIT_USAGE) from None
+    return Rondevu.connect(
+        args.api_url,
+        username=username,
+        keypair=keypair,
+        ice_servers=ice,
+        batching=args.batching == "on",
+        host_addresses=args.host_addresses,
+    )
 
 
 async def _check_server(client: Rondevu, api_url: str) -> None:
-    """One signed call, so an unreachable or refusing server fails here, clearly."""
+    """One call before anything else, so a wrong URL, a server that is down or a name
+    held by another key fails here, with one clear line."""
     try:
-        await client.api.get_user(client.username)
+        user = await client.api.get_user(client.username)
     except TransportError as error:
         raise CliError(f"cannot reach the signaling server at {api_url}: {error}") from None
+    except ProtocolError:
+        raise CliError(f"{api_url} does not answer like a Rondevu signaling server") from None
     except RpcError as error:
         raise CliError(f"the signaling server refused us: {error}") from None
+    if not user.available and user.public_key != client.public_key:
+        raise CliError(
+            f"username {client.username!r} is taken by another key on {api_url} "
+            "(pick another name, or use the key file that claimed it)"
+        )
 
 
 # -- plumbing shared by both commands --------------------------------------------------------
 
 
-def status(text: str) -> None:
-    """One status line on stderr."""
-    print(f"rondevu: {text}", file=sys.stderr, flush=True)
+class _Stop:
+    """How a `_stoppable` block was asked to end, which decides the exit code."""
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.signal: signal.Signals | None = None
+
+    def exit_code(self, code: int = EXIT_OK) -> int:
+        """``code``, unless Ctrl-C ended the run (130)."""
+        return EXIT_INTERRUPTED if self.signal is signal.SIGINT else code
 
 
-def _show(data: Payload) -> str:
+@contextlib.asynccontextmanager
+async def _stoppable() -> AsyncIterator[_Stop]:
+    """A block that SIGINT or SIGTERM ends gracefully: its scope is cancelled, so the
+    ``async with`` blocks inside close everything.  A second signal, during that
+    cleanup, quits at once."""
+    stop = _Stop()
+    async with anyio.create_task_group() as group:
+        group.start_soon(_watch_signals, stop)
+        try:
+            with stop.scope:
+                yield stop
+        finally:
+            group.cancel_scope.cancel()
+
+
+async def _watch_signals(stop: _Stop) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if stop.signal is None:
+                stop.signal = signal.Signals(signum)
+                status(f"{stop.signal.name}: closing (again to quit at once)")
+                stop.scope.cancel()
+            else:
+                status(f"{signal.Signals(signum).name}: quitting without closing")
+                sys.stdout.flush()
+                os._exit(EXIT_INTERRUPTED)
+
+
+def _text(data: Payload) -> str:
     if isinstance(data, str):
         return data
     return f"<{len(data)} bytes: {data.hex(' ')}>"
 
 
-def _stdin_lines() -> MemoryObjectReceiveStream[str | None]:
-    """stdin's lines (without the newline) as a stream; None marks EOF.
+def _print_received(who: str, data: Payload, mark: bool) -> None:
+    print(f"{who}: {_text(data)}" if mark else _text(data), flush=True)
 
-    A daemon thread reads, because stdin may be a terminal, a pipe or a file and only
-    a thread reads all three portably; it never keeps the process alive.
+
+def _stdin_lines() -> MemoryObjectReceiveStream[str | None]:
+    """stdin's lines (without the newline) as a stream; None marks the end.
+
+    A daemon thread reads, because stdin may be a terminal, a pipe or a file and only a
+    thread reads all three portably.  It reads the file descriptor itself, never
+    ``sys.stdin``: a daemon thread blocked inside a buffered reader would make the
+    interpreter's exit fail on that reader's lock, and this thread may well be blocked
+    when the command ends (the connection gave up, Ctrl-C).
     """
     send: MemoryObjectSendStream[str | None]
-    send, receive = anyio.create_memory_object_stream[str | None](max_buffer_size=math.inf)
+    send, receive = anyio.create_memory_object_stream[str | None](max_buffer_size=_STDIN_QUEUE)
     loop = asyncio.get_running_loop()
 
-    def deliver(line: str | None) -> None:
-        # The reader may have gone (the command is exiting): then nobody needs the line.
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            send.send_nowait(line)
+    def deliver(line: str | None) -> bool:
+        try:
+            asyncio.run_coroutine_threadsafe(send.send(line), loop).result()
+        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False  # the loop or the reader is gone: the command is ending
+        return True
 
     def read() -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = ""
         try:
-            for line in sys.stdin:
-                loop.call_soon_threadsafe(deliver, line.rstrip("\r\n"))
-        except (OSError, ValueError):
-            pass
-        with contextlib.suppress(RuntimeError):  # the loop closed: we are exiting anyway
-            loop.call_soon_threadsafe(deliver, None)
+            fd = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = -1
+        while fd >= 0:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            pending += decoder.decode(chunk)
+            *lines, pending = pending.split("\n")
+            while len(pending) > _MAX_LINE_CHARS:
+                lines.append(pending[:_MAX_LINE_CHARS])
+                pending = pending[_MAX_LINE_CHARS:]
+            for line in lines:
+                if not deliver(line.removesuffix("\r")):
+                    return
+        pending += decoder.decode(b"", final=True)
+        if pending and not deliver(pending.removesuffix("\r")):
+            return
+        deliver(None)
 
     threading.Thread(target=read, name="rondevu-stdin", daemon=True).start()
     return receive
-
-
-async def _until_signal(scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` on SIGINT or SIGTERM (the graceful exit)."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            status(f"{signal.Signals(signum).name}: closing")
-            scope.cancel()
-            return
 
 
 def _narrate(conn: DurableConnection, who: str) -> None:
@@ -292,7 +309,8 @@ def _narrate(conn: DurableConnection, who: str) -> None:
             case ev.Failed(error=error):
                 status(f"{who}: attempt failed: {error}")
             case ev.ReconnectScheduled(attempt=attempt, delay=delay, max_attempts=most):
-                status(f"{who}: reconnecting in {delay} ms (attempt {attempt}/{most})")
+                of = f"/{most}" if most else ""
+                status(f"{who}: reconnecting in {delay} ms (attempt {attempt}{of})")
             case ev.ReconnectSuccess():
                 status(f"{who}: reconnected")
             case ev.ReconnectExhausted(attempts=attempts):
@@ -305,79 +323,45 @@ def _narrate(conn: DurableConnection, who: str) -> None:
     conn.on("*", on_event)
 
 
-def _run(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace, name: str) -> int:
-    try:
-        result: int = anyio.run(main, args)
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except BaseException as error:
-        # Task groups wrap what their body raises; a CliError inside is the real story.
-        cli_error = _find_cli_error(error)
-        if cli_error is None:
-            raise
-        print(f"rondevu {name}: {cli_error}", file=sys.stderr, flush=True)
-        return cli_error.code
-    return result
-
-
-def _find_cli_error(error: BaseException) -> CliError | None:
-    if isinstance(error, CliError):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _find_cli_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 # -- publish ---------------------------------------------------------------------------------
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    return _run(_publish, args, "publish")
+    code: int = anyio.run(_publish, args)
+    return code
 
 
 async def _publish(args: argparse.Namespace) -> int:
-    try:
-        fqn = validate_service_fqn(args.service)
-    except RondevuError as error:
-        raise CliError(f"invalid SERVICE {args.service!r}: {error}", EXIT_USAGE) from None
-    if fqn.username is not None:
-        raise CliError("SERVICE is name:version; the username comes from --username", EXIT_USAGE)
-    if not 1 <= args.max_offers <= 100:
-        raise CliError("--max-offers must be within 1..100", EXIT_USAGE)
     client = _client(args)
-    async with client, anyio.create_task_group() as group:
-        group.start_soon(_until_signal, group.cancel_scope)
+    mark = show_sender(args.show_sender, sys.stdout)
+    async with _stoppable() as stop, client:
         await _check_server(client, args.api_url)
         client.publish_service(args.service, max_offers=args.max_offers)
         try:
             await client.start_filling()  # returns once the offers are on the server
         except RpcError as error:
-            raise CliError(f"publishing failed: {error}") from error
+            raise CliError(f"publishing failed: {error}") from None
         mode = "interactive" if args.interactive else "echo"
-        status(f"published {fqn.with_username(client.username)} ({mode}); waiting for peers")
+        status(f"published {args.service}@{client.username} ({mode}); waiting for peers")
         peers: list[DurableConnection] = []
-        if args.interactive:
-            group.start_soon(_broadcast_stdin, peers, group)
-        async for conn in client.incoming():
-            peers.append(conn)
-            group.start_soon(_serve_peer, conn, peers, args.interactive)
-    return EXIT_OK
+        async with anyio.create_task_group() as group:
+            if args.interactive:
+                group.start_soon(_broadcast_stdin, peers, group.cancel_scope)
+            async for conn in client.incoming():
+                peers.append(conn)
+                group.start_soon(_serve_peer, conn, peers, args.interactive, mark)
+    return stop.exit_code()
 
 
 async def _serve_peer(
-    conn: DurableConnection, peers: list[DurableConnection], interactive: bool
+    conn: DurableConnection, peers: list[DurableConnection], interactive: bool, mark: bool
 ) -> None:
     who = conn.peer_username or "peer"
     status(f"{who} connected (offer {(conn.offer_id or '?')[:8]})")
     try:
         async for data in conn:
-            if interactive:
-                print(f"{who}: {_show(data)}", flush=True)
-            else:
-                print(f"{who}: {_show(data)} (echoed)", flush=True)
+            _print_received(who, data, mark)
+            if not interactive:
                 conn.send(data)
     except ConnectionClosedError:
         pass
@@ -387,19 +371,19 @@ async def _serve_peer(
     status(f"{who} left")
 
 
-async def _broadcast_stdin(peers: list[DurableConnection], group: TaskGroup) -> None:
+async def _broadcast_stdin(peers: list[DurableConnection], scope: anyio.CancelScope) -> None:
     async with _stdin_lines() as lines:
         async for line in lines:
             if line is None:
                 status("stdin closed: closing")
-                group.cancel_scope.cancel()
+                scope.cancel()
                 return
             if not peers:
                 status("no peer connected; line dropped")
             for conn in list(peers):
                 try:
                     conn.send(line)
-                except ConnectionClosedError:
+                except RondevuError:  # closed or given up meanwhile: that peer has left
                     peers.remove(conn)
 
 
@@ -407,48 +391,80 @@ async def _broadcast_stdin(peers: list[DurableConnection], group: TaskGroup) -> 
 
 
 def _run_connect(args: argparse.Namespace) -> int:
-    return _run(_connect, args, "connect")
+    code: int = anyio.run(_connect, args)
+    return code
 
 
 async def _connect(args: argparse.Namespace) -> int:
-    try:
-        validate_service_fqn(args.fqn)
-    except RondevuError as error:
-        raise CliError(f"invalid FQN {args.fqn!r}: {error}", EXIT_USAGE) from None
     client = _client(args)
-    code = EXIT_OK
-    async with client, anyio.create_task_group() as group:
-        group.start_soon(_until_signal, group.cancel_scope)
+    mark = show_sender(args.show_sender, sys.stdout)
+    fqn: str = args.fqn
+    async with _stoppable() as stop, client:
         await _check_server(client, args.api_url)
-        status(f"connecting to {args.fqn} as {client.username}")
-        conn = await client.connect_to_service(args.fqn)
-        _narrate(conn, args.fqn)
+        status(f"connecting to {fqn} as {client.username}")
+        config = dataclasses.replace(
+            client.connection_config, max_reconnect_attempts=args.reconnect_attempts
+        )
+        conn = await client.connect_to_service(fqn, connection_config=config)
+        _narrate(conn, fqn)
         try:
             await conn.wait_connected(args.connect_timeout)
         except TimeoutError:
-            raise CliError(
-                f"no connection to {args.fqn} within {args.connect_timeout:g} s"
-            ) from None
+            raise CliError(f"no connection to {fqn} within {args.connect_timeout:g} s") from None
         except (ConnectionFailedError, ConnectionClosedError) as error:
-            raise CliError(f"cannot connect to {args.fqn}: {error}") from None
-        status(f"connected to {args.fqn}; type lines to send, Ctrl-D to quit")
-        group.start_soon(_print_messages, conn, group)
+            raise CliError(f"cannot connect to {fqn}: {error}") from None
+        status(f"connected to {fqn}; type lines to send, Ctrl-D to quit")
+        who = conn.peer_username or (fqn.rpartition("@")[2] if "@" in fqn else "peer")
+        code = await _chat(conn, fqn, who, mark)
+    return stop.exit_code(code)
+
+
+async def _chat(conn: DurableConnection, fqn: str, who: str, mark: bool) -> int:
+    """Send stdin's lines and print what arrives until stdin ends (0), or raise
+    `CliError` once the connection is lost for good."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(_print_messages, conn, who, mark)
+        group.start_soon(_fail_when_given_up, conn, fqn)
         async with _stdin_lines() as lines:
             async for line in lines:
                 if line is None:
                     break
                 try:
                     conn.send(line)
-                except ConnectionClosedError:
-                    code = EXIT_FAILED
-                    break
+                except (ConnectionFailedError, ConnectionClosedError) as error:
+                    raise CliError(f"lost {fqn} for good: {error}") from None
         await conn.close("stdin closed")
         group.cancel_scope.cancel()
-    return code
+    return EXIT_OK
 
 
-async def _print_messages(conn: DurableConnection, group: TaskGroup) -> None:
+async def _print_messages(conn: DurableConnection, who: str, mark: bool) -> None:
     async for data in conn:
-        print(_show(data), flush=True)
-    status("connection closed")
-    group.cancel_scope.cancel()
+        _print_received(who, data, mark)
+
+
+async def _fail_when_given_up(conn: DurableConnection, fqn: str) -> None:
+    """Raise `CliError` once ``conn`` gives up reconnecting; return if it closes."""
+    while True:
+        # Listening starts before the state is read, so no change in between is missed.
+        events = conn.events()
+        try:
+            try:
+                await conn.wait_connected()
+            except ConnectionFailedError as error:
+                raise CliError(f"lost {fqn} for good: {error}", EXIT_FAILED) from None
+            except ConnectionClosedError:
+                return
+            async for _event in events:
+                if not conn.is_connected:
+                    break  # the link went down: wait for it to come back, or give up
+            else:
+                return  # the event stream ends when the connection closes
+        finally:
+            await _aclose(events)
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)  # async generators have it
+    if aclose is not None:
+        await aclose()
