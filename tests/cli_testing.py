@@ -11,6 +11,7 @@ import json
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ __all__ = [
     "Lines",
     "Processes",
     "cli_env",
+    "closed_url",
     "no_traceback",
     "processes",
     "run_cli",
@@ -82,6 +84,14 @@ def run_cli(
         timeout=DEADLINE_S,
         check=False,
     )
+
+
+def closed_url() -> str:
+    """The URL of a loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def stderr_lines(text: str) -> list[str]:

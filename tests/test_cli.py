@@ -29,6 +29,7 @@ from tests.cli_testing import (
     Lines,
     Processes,
     cli_env,
+    closed_url,
     no_traceback,
     run_cli,
     start_cli,
@@ -123,16 +124,8 @@ def test_serve_with_a_bad_setting_fails_on_stderr() -> None:
 # -- publish and connect: failures before any peer ------------------------------------------
 
 
-def _closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_connect_to_an_unreachable_server_fails_with_one_line() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = closed_url()
     result = _run_cli("connect", "chat:1.0.0@alice", "--api-url", url)
     assert result.returncode == 1
     [line] = stderr_lines(result.stderr)
@@ -141,7 +134,7 @@ def test_connect_to_an_unreachable_server_fails_with_one_line() -> None:
 
 
 def test_the_server_url_comes_from_the_environment() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = closed_url()
     result = _run_cli("publish", "chat:1.0.0", env={"RONDEVU_API_URL": url})
     assert result.returncode == 1
     [line] = stderr_lines(result.stderr)

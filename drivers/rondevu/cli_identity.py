@@ -28,6 +28,7 @@ from rondevu.cli_options import (
     CliError,
     add_api_url_option,
     resolve_api_url,
+    server_failure,
     username,
 )
 from rondevu.identity import Identity, IdentityError
@@ -121,19 +122,17 @@ def _run_whoami(args: argparse.Namespace) -> int:
 async def _ask_server(identity: Identity, url: str) -> tuple[bool | None, str]:
     """(True: held by this key / None: free / False: held by another key, the text)."""
     from rondevu.api import RondevuAPI
-    from rondevu.errors import ProtocolError, RpcError, TransportError
+    from rondevu.errors import RondevuError
 
-    try:
-        async with RondevuAPI.http(
-            url, username=identity.username, keypair=identity.keypair
-        ) as api:
+    # Raised after the block: inside it, the client's task group would wrap it.
+    failure: CliError | None = None
+    async with RondevuAPI.http(url, username=identity.username, keypair=identity.keypair) as api:
+        try:
             user = await api.get_user(identity.username)
-    except TransportError as error:
-        raise CliError(f"cannot reach the signaling server at {url}: {error}") from None
-    except ProtocolError:
-        raise CliError(f"{url} does not answer like a Rondevu signaling server") from None
-    except RpcError as error:
-        raise CliError(f"the signaling server refused the lookup: {error}") from None
+        except RondevuError as error:
+            failure = server_failure(error, url)
+    if failure is not None:
+        raise failure
     if user.available:
         return None, "name is free (the first publish or connect with this file claims it)"
     until = _utc(user.expires_at)

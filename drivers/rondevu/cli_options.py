@@ -39,6 +39,7 @@ __all__ = [
     "ice_servers",
     "resolve_api_url",
     "seconds",
+    "server_failure",
     "service_fqn",
     "service_name",
     "show_sender",
@@ -83,6 +84,20 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def server_failure(error: Exception, api_url: str) -> CliError:
+    """The one line for a signaling call that failed: unreachable, not a Rondevu server,
+    or refused (the server's own text)."""
+    from rondevu.errors import ProtocolError, RpcError, TransportError
+
+    if isinstance(error, TransportError):
+        return CliError(f"cannot reach the signaling server at {api_url}: {error}")
+    if isinstance(error, ProtocolError):
+        return CliError(f"{api_url} does not answer like a Rondevu signaling server")
+    if isinstance(error, RpcError):
+        return CliError(f"the signaling server at {api_url} refused the call: {error}")
+    return CliError(f"the signaling server at {api_url}: {error}")
 
 
 def status(text: str) -> None:

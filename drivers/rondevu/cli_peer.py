@@ -51,6 +51,7 @@ from rondevu.cli_options import (
     count,
     resolve_api_url,
     seconds,
+    server_failure,
     service_fqn,
     service_name,
     show_sender,
@@ -58,7 +59,7 @@ from rondevu.cli_options import (
 )
 from rondevu.client import Rondevu
 from rondevu.connection import ConnectionClosedError, ConnectionFailedError, DurableConnection
-from rondevu.errors import ProtocolError, RondevuError, RpcError, TransportError
+from rondevu.errors import RondevuError, RpcError
 from rondevu.identity import Identity, IdentityError
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
@@ -182,12 +183,8 @@ async def _check_server(client: Rondevu, api_url: str) -> None:
     held by another key fails here, with one clear line."""
     try:
         user = await client.api.get_user(client.username)
-    except TransportError as error:
-        raise CliError(f"cannot reach the signaling server at {api_url}: {error}") from None
-    except ProtocolError:
-        raise CliError(f"{api_url} does not answer like a Rondevu signaling server") from None
-    except RpcError as error:
-        raise CliError(f"the signaling server refused us: {error}") from None
+    except RondevuError as error:
+        raise server_failure(error, api_url) from None
     if not user.available and user.public_key != client.public_key:
         raise CliError(
             f"username {client.username!r} is taken by another key on {api_url} "
@@ -399,6 +396,7 @@ async def _connect(args: argparse.Namespace) -> int:
     client = _client(args)
     mark = show_sender(args.show_sender, sys.stdout)
     fqn: str = args.fqn
+    code = EXIT_OK
     async with _stoppable() as stop, client:
         await _check_server(client, args.api_url)
         status(f"connecting to {fqn} as {client.username}")
