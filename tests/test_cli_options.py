@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rondevu.cli import COMMANDS, build_parser, main
+from rondevu.cli import COMMANDS, _report, build_parser, main
 from rondevu.cli_options import (
     DEFAULT_API_URL,
     EXIT_USAGE,
@@ -29,6 +29,7 @@ from rondevu.cli_options import (
     seconds,
     show_sender,
 )
+from rondevu_core.errors import ValidationError
 from tests.cli_testing import no_traceback, run_cli, stderr_lines
 
 URL = ["--api-url", "http://127.0.0.1:9"]
@@ -218,3 +219,43 @@ def test_received_lines_are_marked_on_a_terminal_unless_told(
     choice: str, tty: bool, marked: bool
 ) -> None:
     assert show_sender(choice, _Stream(tty)) is marked
+
+
+# -- how a run ends: one line for every failure -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (CliError("no connection", 1), 1, "rondevu connect: no connection"),
+        (
+            BaseExceptionGroup("tasks", [ExceptionGroup("inner", [CliError("deep", 2)])]),
+            2,
+            "rondevu connect: deep",
+        ),
+        (ExceptionGroup("tasks", [ValidationError("bad name")]), 1, "rondevu connect: bad name"),
+        (BaseExceptionGroup("tasks", [KeyboardInterrupt()]), 130, "rondevu connect: interrupted"),
+        (
+            ExceptionGroup("tasks", [TimeoutError()]),
+            1,
+            "rondevu connect: internal error: TimeoutError:  (set RONDEVU_DEBUG=1 for the "
+            "traceback)",
+        ),
+    ],
+)
+def test_every_ending_is_one_line(
+    error: BaseException,
+    code: int,
+    line: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RONDEVU_DEBUG", raising=False)
+    assert _report("rondevu connect", error) == code
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_the_debug_variable_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RONDEVU_DEBUG", "1")
+    with pytest.raises(ExceptionGroup):
+        _report("rondevu connect", ExceptionGroup("tasks", [RuntimeError("bug")]))
