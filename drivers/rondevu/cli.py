@@ -140,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(sys.argv[1:] if argv is None else argv)
     finally:
         if argv is None:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            with contextlib.suppress(ValueError):  # not the main thread: not the program
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _main(argv: Sequence[str]) -> int:

@@ -259,10 +259,16 @@ def _stdin_lines() -> MemoryObjectReceiveStream[str | None]:
     loop = asyncio.get_running_loop()
 
     def deliver(line: str | None) -> bool:
+        sending = send.send(line)
         try:
-            asyncio.run_coroutine_threadsafe(send.send(line), loop).result()
-        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return False  # the loop or the reader is gone: the command is ending
+            future = asyncio.run_coroutine_threadsafe(sending, loop)
+        except RuntimeError:  # the loop is closed: the command has ended
+            sending.close()  # never scheduled: no "never awaited" warning
+            return False
+        try:
+            future.result()  # waits while the queue is full
+        except Exception:  # the reader left, or the loop cancelled the send on its way out
+            return False
         return True
 
     def read() -> None:
@@ -338,6 +344,8 @@ async def _publish(args: argparse.Namespace) -> int:
             await client.start_filling()  # returns once the offers are on the server
         except RpcError as error:
             raise CliError(f"publishing failed: {error}") from None
+        except RondevuError as error:
+            raise server_failure(error, args.api_url) from None
         mode = "interactive" if args.interactive else "echo"
         status(f"published {args.service}@{client.username} ({mode}); waiting for peers")
         peers: list[DurableConnection] = []
