@@ -62,7 +62,10 @@ def record() -> list[Step]:
             if isinstance(action, SendRpc):
                 pending.append(
                     RpcResult(
-                        now=now, call_id=action.call_id, outcome=RpcOk(result=reply(action.request))
+                        now=now,
+                        call_id=action.call_id,
+                        outcome=RpcOk(result=reply(action.request)),
+                        unix_ms=now,
                     )
                 )
             elif isinstance(action, CreatePeerConnection):

@@ -1,9 +1,12 @@
 """Embedding the core: a plain synchronous loop with its own clock, no Rondevu driver.
 
 The loop below runs an answerer `Connection` the way any runtime would: feed inputs,
-perform the queued actions, keep one timer at ``get_timer()``.  Its "server" and "peer"
-are two tiny stand-ins written here (a dict of offers; a peer that connects as soon as it
-has the remote description), so the example needs nothing but ``rondevu_core``.
+perform the queued actions, keep one timer at ``get_timer()``.  It keeps the core's two
+clocks apart: ``now`` on every input is a private monotonic clock (deadlines only), and
+``unix_ms`` on RPC results is the wall time the server's timestamps are checked against.
+Its "server" and "peer" are two tiny stand-ins written here (a dict of offers; a peer
+that connects as soon as it has the remote description), so the example needs nothing
+but ``rondevu_core``.
 
 Run: ``python examples/embed_sync_loop.py`` - it prints the events and ends CONNECTED.
 """
@@ -37,6 +40,7 @@ from rondevu_core.inputs import (
 )
 from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcRequest
 
+WALL_START_MS = 1_765_700_000_000
 OFFER_SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
 
@@ -53,7 +57,11 @@ def tiny_server(request: RpcRequest) -> Any:
 
 def run(max_ms: int = 60_000) -> tuple[Connection, list[str]]:
     """Drive one answerer to CONNECTED on a private clock; return it and its event names."""
-    clock = 1_765_700_000_000  # our own clock: it only moves when we say so
+    clock = 0  # our own monotonic clock: it only moves when we say so
+
+    def wall_ms() -> int:
+        return WALL_START_MS + clock  # a wall clock that moves with it, for the example
+
     conn = Connection.answerer(
         ServiceFqn(service="chat", version="1.0.0", username="alice"),
         unit_random=random.Random(0).random,
@@ -75,7 +83,9 @@ def run(max_ms: int = 60_000) -> tuple[Connection, list[str]]:
         while (action := conn.next_action()) is not None:
             if isinstance(action, SendRpc):
                 outcome = tiny_server(action.request)
-                inbox.append(RpcResult(now=clock, call_id=action.call_id, outcome=outcome))
+                inbox.append(
+                    RpcResult(now=clock, call_id=action.call_id, outcome=outcome, unix_ms=wall_ms())
+                )
             elif isinstance(action, SetRemoteDescription):
                 inbox.append(RemoteDescriptionSet(now=clock, pc_id=action.pc_id))
             elif isinstance(action, CreateAnswer):

@@ -1,9 +1,11 @@
 """Rondevu's sans-IO core: protocol rules and state machines, with no I/O at all.
 
 Nothing in this package touches a socket, a clock or a random source.  Time arrives as
-``now`` (Unix milliseconds) on every input that can move a deadline, and randomness as an
-injected function, so every behaviour replays exactly under test.  Drivers
-(``rondevu`` and friends, in ``drivers/``) perform the I/O the core asks for.
+``now`` (monotonic milliseconds, any origin) on every input, for deadlines only; wall time
+arrives only where the protocol needs it, as ``unix_ms`` on RPC results (to check the
+server's timestamps).  Randomness is an injected function, so every behaviour replays
+exactly under test.  Drivers (``rondevu`` and friends, in ``drivers/``) perform the I/O
+the core asks for.
 
 Modules:
 - `errors`: the two error families (local misuse vs. remote misbehaviour).

@@ -32,7 +32,7 @@ be taken back: the server may run it.
 
 Invariants: every submitted call settles exactly once (a `CallSettled` event); after
 `RpcBatcher.close` there is no timer, no further action, and every call has settled.
-Time is the ``now`` argument (Unix ms); the machine reads no clock.
+Time is the ``now`` argument (monotonic ms); the machine reads no clock.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ class RpcBatcher:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> int | None:
-        """When `handle_timer` must run next (Unix ms), or None when nothing waits."""
+        """When `handle_timer` must run next (monotonic ms), or None when nothing waits."""
         if self._closed or not self._queue:
             return None
         due = self._queue[0].submitted_at + self.options.max_wait_ms

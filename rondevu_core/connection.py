@@ -333,7 +333,7 @@ class Connection:
         handler(self, event)
 
     def get_timer(self) -> int | None:
-        """The next deadline (Unix ms), or None when nothing is pending."""
+        """The next deadline (monotonic ms, the clock of ``now``), or None if none."""
         mine = self._deadlines.next()
         if self._session is None:
             return mine
@@ -833,7 +833,7 @@ class Connection:
         purpose = self._calls.pop(event.call_id, None)
         if purpose is None:
             assert self._session is not None
-            self._session.handle_result(event.call_id, event.outcome, event.now)
+            self._session.handle_result(event.call_id, event.outcome, event.now, event.unix_ms)
             return
         outcome = event.outcome
         if (

@@ -1,10 +1,10 @@
 """Everything a machine consumes: application commands, driver reports, RPC results.
 
 Every input is a frozen, keyword-only dataclass deriving from `Input`, carries ``now``
-(Unix ms, from the driver's clock) and names its `InputKind`; the transition tables of
-`rondevu_core.connection` and `rondevu_core.pool` are keyed on that kind.  Timer expiry
-is not an input: drivers call ``handle_timer(now)`` when ``get_timer()`` is due (the
-aioquic model).
+(monotonic ms, from the driver's clock: deadlines only) and names its `InputKind`; the
+transition tables of `rondevu_core.connection` and `rondevu_core.pool` are keyed on that
+kind.  Timer expiry is not an input: drivers call ``handle_timer(now)`` when
+``get_timer()`` is due (the aioquic model).
 
 Three families:
 
@@ -89,7 +89,12 @@ class Input:
 
     kind: ClassVar[InputKind]
     now: int
-    """The driver's clock, Unix milliseconds."""
+    """The driver's monotonic clock, in milliseconds; used for deadlines only.
+
+    Any origin will do (`time.monotonic`, an event loop's clock, a fake), as long as it
+    never goes back.  It is never compared with a server's timestamps: wall time enters
+    only where the protocol needs it, as `RpcResult.unix_ms`.
+    """
 
 
 # -- application commands ------------------------------------------------------------
@@ -273,6 +278,13 @@ class RpcResult(Input):
     kind: ClassVar[InputKind] = InputKind.RPC_RESULT
     call_id: int
     outcome: RpcOutcome
+    unix_ms: int
+    """The wall clock (Unix milliseconds) when the reply arrived.
+
+    The server stamps answers and candidates with its wall clock; the machines check
+    those stamps for plausibility against this value before a cursor may move past them.
+    It is a separate field, not ``now``, because the two clocks differ by decades.
+    """
 
 
 COMMAND_KINDS = frozenset(

@@ -168,7 +168,7 @@ class OfferPool:
         handler(self, event)
 
     def get_timer(self) -> int | None:
-        """The earliest deadline of the pool and its connections (Unix ms), or None."""
+        """The earliest deadline of the pool and its connections (monotonic ms), or None."""
         best = self._deadlines.next()
         for conn in self._conns.values():
             at = conn.get_timer()
@@ -347,7 +347,7 @@ class OfferPool:
             return  # nothing published: nothing can be answered
         self._poll_call = self._call(RpcRequest(method=Method.POLL, params={"since": self._cursor}))
 
-    def _on_polled(self, outcome: RpcOutcome, now: int) -> None:
+    def _on_polled(self, outcome: RpcOutcome, now: int, unix_ms: int) -> None:
         self._poll_call = None
         if isinstance(outcome, RpcFailed):
             self._maybe_publish(now)
@@ -363,7 +363,7 @@ class OfferPool:
             conn = by_offer.get(answer.offer_id)
             if conn is None:
                 continue  # an offer of a past publication or connection
-            if answer.answered_at <= now + TIMESTAMP_TOLERANCE_MS:
+            if answer.answered_at <= unix_ms + TIMESTAMP_TOLERANCE_MS:
                 # Lag one ms behind the newest answer so a same-millisecond one is not
                 # lost.  Only answers to our offers at plausible times move the cursor:
                 # one bogus far-future row would otherwise hide every later answer.
@@ -478,7 +478,7 @@ class OfferPool:
         if call_id == self._publish_call:
             self._on_published(event.outcome, event.now)
         elif call_id == self._poll_call:
-            self._on_polled(event.outcome, event.now)
+            self._on_polled(event.outcome, event.now, event.unix_ms)
         elif call_id in self._stale:
             self._stale.discard(call_id)
         else:

@@ -259,8 +259,12 @@ class SignalingSession:
 
     # -- results and timers --------------------------------------------------------------
 
-    def handle_result(self, call_id: int, outcome: RpcOutcome, now: int) -> None:
-        """Feed the outcome of one of this session's calls (see `owns`)."""
+    def handle_result(self, call_id: int, outcome: RpcOutcome, now: int, unix_ms: int) -> None:
+        """Feed the outcome of one of this session's calls (see `owns`).
+
+        ``now`` is the monotonic clock (deadlines); ``unix_ms`` the wall clock when the
+        reply arrived, against which the server's ``createdAt`` stamps are checked.
+        """
         if call_id == self._upload_call:
             self._upload_call = None
             batch, self._upload_batch = self._upload_batch, []
@@ -301,7 +305,7 @@ class SignalingSession:
                 for item in candidates:
                     if (
                         self._config.strict_ice_timestamps
-                        and self._cursor < item.created_at <= now + TIMESTAMP_TOLERANCE_MS
+                        and self._cursor < item.created_at <= unix_ms + TIMESTAMP_TOLERANCE_MS
                     ):
                         # A far-future createdAt (a glitching server) would move the
                         # cursor past every candidate still to come: not trusted.

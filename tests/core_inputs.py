@@ -78,7 +78,7 @@ def arbitrary_input(
     if kind is k.RPC_RESULT:
         if not calls:
             return None
-        return RpcResult(now=now, call_id=choose(calls), outcome=choose(OUTCOMES))
+        return RpcResult(now=now, call_id=choose(calls), outcome=choose(OUTCOMES), unix_ms=now)
     simple: dict[InputKind, Callable[[], Input]] = {
         k.CONNECT: lambda: Connect(now=now),
         k.SEND: lambda: SendMessage(now=now, data=choose(["m", b"b", ""])),

@@ -80,7 +80,9 @@ class Driver:
         return calls[0]
 
     def reply(self, call: SendRpc, outcome: RpcOutcome) -> list[Action]:
-        return self.feed(RpcResult(now=self.now, call_id=call.call_id, outcome=outcome))
+        return self.feed(
+            RpcResult(now=self.now, call_id=call.call_id, outcome=outcome, unix_ms=self.now)
+        )
 
     def named(self, name: str) -> list[Event]:
         return [e for e in self.events if e.name == name]

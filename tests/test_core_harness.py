@@ -157,7 +157,7 @@ def test_pool_refills_after_a_connection_and_never_exceeds_max_offers() -> None:
 
 def unanswered_on_server(sim: Sim) -> set[str]:
     """Ids of the live, unanswered offers the fake server would hand out."""
-    return {o.id for o in sim.server.offers if o.answerer is None and o.expires_at > sim.now}
+    return {o.id for o in sim.server.offers if o.answerer is None and o.expires_at > sim.wall()}
 
 
 def publishes(sim: Sim) -> int:

@@ -79,7 +79,8 @@ def captured_states() -> dict[State, Connection]:
     alice.feed(alice_start(sim.now))
     bob.feed(Connect(now=sim.now))
     severed = False
-    while sim.step() and sim.now < 1_765_700_000_000 + 300_000:
+    end = sim.now + 300_000
+    while sim.step() and sim.now < end:
         seen.setdefault(conn.state, copy.deepcopy(conn))
         if conn.state is State.CONNECTED and not severed:
             severed = True
@@ -175,7 +176,11 @@ class ConnectionMachine(RuleBasedStateMachine):
             if self.conn.state is State.CLOSED:
                 break
             result = HEALTHY.get(self.methods.get(call_id, Method.GET_USER), {})
-            self.conn.handle(RpcResult(now=self.now, call_id=call_id, outcome=RpcOk(result=result)))
+            self.conn.handle(
+                RpcResult(
+                    now=self.now, call_id=call_id, outcome=RpcOk(result=result), unix_ms=self.now
+                )
+            )
             self.drain()
         pc = self.conn.pc_id
         if self.conn.state is State.GATHERING and pc is not None:
@@ -390,7 +395,9 @@ class ServerPoolMachine(RuleBasedStateMachine):
         _, outcome = self.in_flight.pop(call_id)
         self.stale.discard(call_id)
         carried = self.carried.pop(call_id, None)
-        self.pool.handle(RpcResult(now=self.now, call_id=call_id, outcome=outcome))
+        self.pool.handle(
+            RpcResult(now=self.now, call_id=call_id, outcome=outcome, unix_ms=self.now)
+        )
         if carried is not None and isinstance(outcome, RpcOk):
             self.check_settled_publish(carried)
         elif carried is not None and self.pool.state is PoolState.FILLING:

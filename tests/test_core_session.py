@@ -89,7 +89,7 @@ class Rig:
         return [e.name for e in self.events]
 
     def answer(self, call: SendRpc, outcome: RpcOutcome) -> list[Action]:
-        self.session.handle_result(call.call_id, outcome, self.now)
+        self.session.handle_result(call.call_id, outcome, self.now, self.now)
         return self.drain()
 
     def advance(self, ms: int) -> list[Action]:
@@ -298,9 +298,10 @@ def test_the_cursor_belongs_to_this_stream_alone(strict: bool) -> None:
         calls[("a", Method.ADD_ICE_CANDIDATES)],
         RpcOk(result={"count": 1, "offerId": "a" * 16, "createdAt": 10**9}),
         T0,
+        T0,
     )
-    a.handle_result(calls[("a", Method.GET_ICE_CANDIDATES)], found((1, 300)), T0)
-    b.handle_result(calls[("b", Method.GET_ICE_CANDIDATES)], found((1, 50)), T0)
+    a.handle_result(calls[("a", Method.GET_ICE_CANDIDATES)], found((1, 300)), T0, T0)
+    b.handle_result(calls[("b", Method.GET_ICE_CANDIDATES)], found((1, 50)), T0, T0)
     assert (a.cursor, b.cursor) == ((300, 50) if strict else (0, 0))
 
 
@@ -395,7 +396,7 @@ def test_nothing_happens_after_close() -> None:
     for call in actions:
         assert isinstance(call, SendRpc)
         if rig.session.owns(call.call_id):
-            rig.session.handle_result(call.call_id, found((1, 1)), rig.now)
+            rig.session.handle_result(call.call_id, found((1, 1)), rig.now, rig.now)
     assert rig.drain() == []
     assert rig.session.get_timer() is None
     assert rig.advance(60_000) == []
@@ -589,7 +590,7 @@ class SessionMachine(RuleBasedStateMachine):
             if call.call_id == self.live_upload:
                 self.live_upload = None
         if self.rig.session.owns(call.call_id):
-            self.rig.session.handle_result(call.call_id, outcome, self.rig.now)
+            self.rig.session.handle_result(call.call_id, outcome, self.rig.now, self.rig.now)
         self.step()
 
     @rule(data=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 10_000)), max_size=4))

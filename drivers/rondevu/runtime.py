@@ -15,8 +15,10 @@ It makes no protocol decision: when to call, what to retry, what counts as failu
 all the machine's.  Everything runs on the event loop thread, so feeding an input is a
 plain synchronous call; the machine is never entered concurrently.
 
-The clock is monotonic milliseconds (deadlines must not jump with the wall clock);
-signatures use the wall clock inside the RPC client, a separate concern.
+Two clocks, kept apart: ``clock`` (monotonic ms) gives every input its ``now`` and so
+drives the machine's deadlines, which must not jump with the system time; ``wall_clock``
+(Unix ms) stamps each RPC result's ``unix_ms``, the reference the machines check the
+server's timestamps against.  Signatures use the RPC client's own wall clock.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 import rondevu_aiortc as peer_events
 from rondevu.errors import ClientClosedError
+from rondevu.rpc_client import wall_clock_ms
 from rondevu_aiortc import AiortcPeer, PeerStateError
 from rondevu_core import actions, inputs
 from rondevu_core.events import Event
@@ -311,6 +314,7 @@ class MachineRunner:
         rpc: RpcCaller,
         on_event: Callable[[Event], None],
         clock: Callable[[], int] = monotonic_ms,
+        wall_clock: Callable[[], int] = wall_clock_ms,
         host_addresses: Sequence[str] | None = None,
         channel_options: DataChannelOptions | None = None,
     ) -> None:
@@ -318,6 +322,9 @@ class MachineRunner:
         self._rpc = rpc
         self._on_event = on_event
         self.clock = clock
+        """Monotonic ms: every input's ``now`` (the machine's deadlines)."""
+        self.wall_clock = wall_clock
+        """Unix ms: each RPC result's ``unix_ms`` (checks of the server's timestamps)."""
         self.peers = PeerHost(
             feed=self.feed,
             clock=clock,
@@ -373,7 +380,14 @@ class MachineRunner:
         except Exception as exc:  # a caller bug; the machine must still hear back
             logger.exception("rpc caller raised")
             outcome = RpcFailed(error=f"internal error: {type(exc).__name__}", transport=True)
-        self.feed(inputs.RpcResult(now=self.clock(), call_id=action.call_id, outcome=outcome))
+        self.feed(
+            inputs.RpcResult(
+                now=self.clock(),
+                call_id=action.call_id,
+                outcome=outcome,
+                unix_ms=self.wall_clock(),
+            )
+        )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the machine until `aclose`: the timer loop plus every I/O task it spawns."""

@@ -1,12 +1,16 @@
 """An in-memory stand-in for WebRTC, plus the simulation loop that joins everything.
 
-For the sans-IO core's tests only.  `Sim` owns a fake clock (Unix ms), a queue of
+For the sans-IO core's tests only.  `Sim` owns two fake clocks, a queue of
 timed deliveries, the in-process `FakeSignalingServer`, and a `FakeNetwork` of fake peer
 connections.  Each `Endpoint` runs one machine (a `Connection` or an `OfferPool`) the
 way a real driver would: it performs every action the machine queues (RPCs against the
 fake server, peer operations against the fake network), delivers the resulting inputs
 after a small latency, and keeps the machine's timer.  `Sim.run_until` advances the
 clock from one delivery or deadline to the next, so no test ever sleeps.
+
+The two clocks are as far apart as on a real machine: ``now`` (what every input carries)
+is monotonic and starts near zero, while the fake server and every `RpcResult.unix_ms`
+use `Sim.wall`, a Unix time.  A machine that compared one with the other would break here.
 
 Fake WebRTC semantics.  Every description is a small SDP naming its peer connection
 (``a=x-fake:<uid>``); candidates encode the uid in their address (``10.0.<uid>.1``).
@@ -65,6 +69,9 @@ from tests.fakes.signaling import FakeSignalingServer
 __all__ = ["Endpoint", "FakeNetwork", "FakePc", "Sim"]
 
 START_MS = 1_765_700_000_000
+"""The wall clock (Unix ms) when a simulation starts."""
+MONOTONIC_START_MS = 10_000
+"""The monotonic clock when a simulation starts (a host up for ten seconds)."""
 RPC_LATENCY = 20
 PEER_LATENCY = 2
 ICE_DELAY = 40
@@ -262,7 +269,7 @@ class Endpoint:
             self.actions.append(action)
             if isinstance(action, SendRpc):
                 self.rpc_count += 1
-                outcome = self.sim.server.call(self.username, action.request, self.sim.now)
+                outcome = self.sim.server.call(self.username, action.request, self.sim.wall())
                 self.sim.schedule(
                     RPC_LATENCY, self, RpcResult, None, call_id=action.call_id, outcome=outcome
                 )
@@ -281,8 +288,20 @@ class Endpoint:
 class Sim:
     """The fake clock, the delivery queue, the fake server and the fake network."""
 
-    def __init__(self, *, trickle: bool = False, server_mode: str = "ours") -> None:
-        self.now = START_MS
+    def __init__(
+        self,
+        *,
+        trickle: bool = False,
+        server_mode: str = "ours",
+        monotonic_start_ms: int = MONOTONIC_START_MS,
+        wall_start_ms: int = START_MS,
+        client_wall_skew_ms: int = 0,
+    ) -> None:
+        self.now = monotonic_start_ms
+        self._monotonic_start = monotonic_start_ms
+        self._wall_start = wall_start_ms
+        self.client_wall_skew_ms = client_wall_skew_ms
+        """How far the clients' wall clock (`RpcResult.unix_ms`) runs ahead of the server's."""
         self.server = FakeSignalingServer(mode="ours" if server_mode == "ours" else "upstream")
         self.network = FakeNetwork(self, trickle=trickle)
         self.endpoints: list[Endpoint] = []
@@ -290,6 +309,10 @@ class Sim:
             tuple[int, int, Endpoint, type[Input], FakePc | None, dict[str, Any]]
         ] = []
         self._seq = 0
+
+    def wall(self) -> int:
+        """The server's wall clock (Unix ms): it moves with ``now`` from its start."""
+        return self._wall_start + (self.now - self._monotonic_start)
 
     def add(self, name: str, username: str, machine: Machine) -> Endpoint:
         endpoint = Endpoint(self, name, username, machine)
@@ -317,6 +340,8 @@ class Sim:
             self.now = max(self.now, at)
             if pc is not None and pc.closed:
                 return True  # the driver dropped its handlers with the pc
+            if cls is RpcResult:
+                fields = {**fields, "unix_ms": self.wall() + self.client_wall_skew_ms}
             endpoint.feed(cls(now=self.now, **fields))
             return True
         if next_timer is None:
