@@ -22,9 +22,13 @@ from rondevu_core.batcher import (
     BatcherOptions,
     BatchFailed,
     BatchReply,
+    BatchSent,
     CallSettled,
+    ClearQueue,
+    CloseBatcher,
     RpcBatcher,
     SendBatch,
+    SubmitCall,
 )
 from rondevu_core.errors import ProtocolError
 from rondevu_core.rpc import Method, RpcRequest
@@ -111,7 +115,9 @@ def test_one_input(data: bytes) -> None:
         while not reader.exhausted:
             op = reader.below(8)
             if op <= 1 and not batcher.closed:
-                submitted.add(batcher.submit(_REQUEST, now))
+                call_id = batcher.free_call_id()
+                batcher.handle(SubmitCall(now=now, call_id=call_id, request=_REQUEST))
+                submitted.add(call_id)
             elif op == 2:
                 now += reader.byte()
                 batcher.handle_timer(now)
@@ -126,16 +132,19 @@ def test_one_input(data: bytes) -> None:
                         reply = None
                 else:
                     reply = [{"success": True, "result": 0}] * len(batch.calls)
-                batcher.batch_sent_result(batch.batch_id, BatchReply(body=reply), now)
+                batcher.handle(
+                    BatchSent(now=now, batch_id=batch.batch_id, result=BatchReply(body=reply))
+                )
             elif op == 6 and in_flight:
                 batch = in_flight.pop(reader.below(len(in_flight)))
-                batcher.batch_sent_result(batch.batch_id, BatchFailed(error="down"), now)
+                failed = BatchFailed(error="down")
+                batcher.handle(BatchSent(now=now, batch_id=batch.batch_id, result=failed))
             elif op == 7 and reader.below(4) == 0:
-                batcher.close()
+                batcher.handle(CloseBatcher(now=now))
             elif op == 7:
-                batcher.clear()
+                batcher.handle(ClearQueue(now=now))
             drain()
-        batcher.close()
+        batcher.handle(CloseBatcher(now=now))
         drain()
         assert settled == submitted
         assert batcher.get_timer() is None

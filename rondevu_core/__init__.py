@@ -14,7 +14,8 @@ Modules:
 - `inputs`, `actions`, `events`: the machines' vocabulary (what drivers feed, perform, emit).
 - `connection` (durable connection, 10 states), `session` (ICE exchange), `pool` (offer
   pool), with `config`, `outbox` (output queues, ids, deadlines) and `replies` (reply shapes).
-  Drive any machine with ``handle(input)``, ``get_timer()``/``handle_timer(now)`` and drain
+  `batcher` (the RPC batcher).  Drive any of these machines through the one contract of
+  `machine` - ``handle(input)``, ``get_timer()``/``handle_timer(now)``, then drain
   ``next_action()``/``next_event()``; see examples/embed_sync_loop.py.
 """
 

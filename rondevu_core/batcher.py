@@ -23,24 +23,29 @@ Remote misbehaviour never raises: a reply that is not an array, has the wrong le
 holds an item that is not ``{"success": true, "result": …}`` /
 ``{"success": false, "error": "…"}`` settles the affected calls as
 ``RpcFailed(transport=True)`` with a message that says what was wrong.  Local misuse
-(submitting after `RpcBatcher.close`, a reply for a batch never sent or already settled)
+(submitting after `CloseBatcher`, a reply for a batch never sent or already settled)
 raises `UsageError` at the caller.
 
-A queued call can be withdrawn (`RpcBatcher.withdraw`) when its caller stops waiting;
+The batcher fulfils the core's one machine contract (`rondevu_core.machine`): inputs
+(`SubmitCall`, `WithdrawCall`, `ClearQueue`, `BatchSent`, `CloseBatcher`) go through
+`RpcBatcher.handle`, deadlines through `get_timer` / `handle_timer`, and output is drained
+with `next_action` (`SendBatch`) and `next_event` (`CallSettled`).
+
+A queued call can be withdrawn (`WithdrawCall`) when its caller stops waiting;
 it then settles at once and never reaches the server.  A call already in a batch cannot
 be taken back: the server may run it.
 
 Invariants: every submitted call settles exactly once (a `CallSettled` event); after
-`RpcBatcher.close` there is no timer, no further action, and every call has settled.
+`CloseBatcher` there is no timer, no further action, and every call has settled.
 Time is the ``now`` argument (monotonic ms); the machine reads no clock.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rondevu_core.errors import UsageError
 from rondevu_core.rpc import RpcFailed, RpcOk, RpcOutcome, RpcRequest
@@ -50,13 +55,19 @@ __all__ = [
     "BatchFailed",
     "BatchReply",
     "BatchResult",
+    "BatchSent",
     "BatchedCall",
     "BatcherAction",
     "BatcherEvent",
+    "BatcherInput",
     "BatcherOptions",
     "CallSettled",
+    "ClearQueue",
+    "CloseBatcher",
     "RpcBatcher",
     "SendBatch",
+    "SubmitCall",
+    "WithdrawCall",
     "outcome_of_item",
 ]
 
@@ -106,7 +117,7 @@ class BatcherAction:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendBatch(BatcherAction):
-    """POST these calls to ``/rpc`` now, then report with `RpcBatcher.batch_sent_result`."""
+    """POST these calls to ``/rpc`` now, then report how it ended with `BatchSent`."""
 
     batch_id: int
     """Names this batch in the result the driver feeds back."""
@@ -147,6 +158,64 @@ class BatchFailed:
 
 
 BatchResult = BatchReply | BatchFailed
+
+
+# -- inputs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatcherInput:
+    """Base of everything the batcher consumes."""
+
+    now: int
+    """The driver's monotonic clock, in milliseconds."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitCall(BatcherInput):
+    """Queue ``request`` as call ``call_id``; its `CallSettled` will carry that id.
+
+    The driver picks the id: one of a machine's ``SendRpc`` (no mapping needed) or one
+    from `RpcBatcher.free_call_id`.  It must not name a call still queued or in flight.
+    """
+
+    call_id: int
+    request: RpcRequest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WithdrawCall(BatcherInput):
+    """The caller stopped waiting: if the call is still queued it never goes out and
+    settles at once as failed (``Call withdrawn``).  A call already in a batch (sent or
+    not yet drained) is on its way and settles with its reply; an unknown or settled id
+    has nothing left to withdraw.  Either way nothing raises."""
+
+    call_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearQueue(BatcherInput):
+    """Fail every queued call with ``Batch queue cleared`` (the original's ``clear()``).
+
+    Calls in flight are not touched: their reply settles them, and the server may well
+    have run them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchSent(BatcherInput):
+    """How the POST of batch ``batch_id`` ended; settles each of its calls."""
+
+    batch_id: int
+    result: BatchResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseBatcher(BatcherInput):
+    """Settle everything as failed and stop: queued calls, then calls in flight.
+
+    A `SendBatch` not yet drained is withdrawn (its calls fail like those in flight).  A
+    reply arriving later for a batch that was in flight is accepted and ignored.
+    Idempotent."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,7 +260,7 @@ def _settle_batch(
 class RpcBatcher:
     """Groups RPC calls into HTTP bodies; see the module docstring for the rules.
 
-    Inputs: `submit`, `withdraw`, `batch_sent_result`, `handle_timer`, `clear`, `close`.  Output:
+    Inputs go through `handle` (the `BatcherInput` classes) and `handle_timer`; output is
     `next_action` (what to send) and `next_event` (settled calls), each None when empty.
     `get_timer` is the next deadline at which the driver must call `handle_timer`.
     """
@@ -211,78 +280,61 @@ class RpcBatcher:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def submit(self, request: RpcRequest, now: int, *, call_id: int | None = None) -> int:
-        """Queue ``request``; returns the call id its `CallSettled` event will carry.
-
-        ``call_id`` lets a driver reuse the id a machine gave the call (``SendRpc``'s), so
-        no mapping is needed; it must not name a call still queued or in flight.  Without
-        it the batcher numbers calls itself, skipping ids still in use.
-        """
-        if self._closed:
-            raise UsageError("submit() after close()")
-        if call_id is None:
-            while self._next_call_id in self._live:
-                self._next_call_id += 1
-            call_id = self._next_call_id
-            self._next_call_id += 1
-        elif call_id in self._live:
-            raise UsageError(f"call {call_id} is still queued or in flight")
-        self._live.add(call_id)
-        call = BatchedCall(call_id=call_id, request=request)
-        self._queue.append(_Queued(call=call, submitted_at=now))
-        self._pump(now)
-        return call_id
-
-    def batch_sent_result(self, batch_id: int, result: BatchResult, now: int) -> None:
-        """Report how the POST of batch ``batch_id`` ended; settles each of its calls."""
-        if batch_id in self._abandoned:
-            self._abandoned.discard(batch_id)  # its calls settled when we closed
-            return
-        batch = self._in_flight.pop(batch_id, None)
-        if batch is None:
-            raise UsageError(f"no batch {batch_id} is in flight")
-        outcomes = _settle_batch(batch.calls, batch.as_array, result)
-        for call, outcome in zip(batch.calls, outcomes, strict=True):
-            self._settle(call, outcome)
-        self._pump(now)
+    def handle(self, input: BatcherInput) -> None:
+        """Consume one input (see the input classes for what each does)."""
+        handler = _HANDLERS.get(type(input))
+        if handler is None:
+            raise UsageError(f"the batcher does not take {type(input).__name__}")
+        handler(self, input)
 
     def handle_timer(self, now: int) -> None:
         """Send whatever is due at ``now``; harmless when nothing is."""
         self._pump(now)
 
-    def withdraw(self, call_id: int) -> bool:
-        """Take call ``call_id`` back if it is still queued: it never goes out and settles
-        at once as failed (``Call withdrawn``).  For a caller that stopped waiting.
+    def free_call_id(self) -> int:
+        """An id no queued or in-flight call uses, for a driver without ids of its own."""
+        while self._next_call_id in self._live:
+            self._next_call_id += 1
+        call_id = self._next_call_id
+        self._next_call_id += 1
+        return call_id
 
-        Returns False, changing nothing, when the call is not queued: a call already in
-        a batch (sent or not yet drained) is on its way and settles with its reply; an
-        unknown or settled id has nothing left to withdraw.
-        """
+    def _on_submit(self, input: SubmitCall) -> None:
+        if self._closed:
+            raise UsageError("SubmitCall after CloseBatcher")
+        if input.call_id in self._live:
+            raise UsageError(f"call {input.call_id} is still queued or in flight")
+        self._live.add(input.call_id)
+        call = BatchedCall(call_id=input.call_id, request=input.request)
+        self._queue.append(_Queued(call=call, submitted_at=input.now))
+        self._pump(input.now)
+
+    def _on_batch_sent(self, input: BatchSent) -> None:
+        if input.batch_id in self._abandoned:
+            self._abandoned.discard(input.batch_id)  # its calls settled when we closed
+            return
+        batch = self._in_flight.pop(input.batch_id, None)
+        if batch is None:
+            raise UsageError(f"no batch {input.batch_id} is in flight")
+        outcomes = _settle_batch(batch.calls, batch.as_array, input.result)
+        for call, outcome in zip(batch.calls, outcomes, strict=True):
+            self._settle(call, outcome)
+        self._pump(input.now)
+
+    def _on_withdraw(self, input: WithdrawCall) -> None:
         for index, queued in enumerate(self._queue):
-            if queued.call.call_id == call_id:
+            if queued.call.call_id == input.call_id:
                 del self._queue[index]
                 # A shorter queue is never due earlier, so no send can become due here.
                 self._fail(queued.call, ERR_WITHDRAWN)
-                return True
-        return False
+                return
 
-    def clear(self) -> None:
-        """Fail every queued call with ``Batch queue cleared`` (as the original's clear()).
-
-        Calls already in flight are not touched: their reply settles them, so they are
-        not stranded, and the server may well have run them.
-        """
+    def _on_clear(self, _: ClearQueue | CloseBatcher) -> None:
         while self._queue:
             self._fail(self._queue.popleft().call, ERR_QUEUE_CLEARED)
 
-    def close(self) -> None:
-        """Settle everything as failed and stop: queued calls, then calls in flight.
-
-        A `SendBatch` not yet drained is withdrawn (its calls fail like those in flight).
-        A reply arriving later for a batch that was in flight is accepted and ignored.
-        Idempotent.
-        """
-        self.clear()
+    def _on_close(self, input: CloseBatcher) -> None:
+        self._on_clear(input)
         self._actions.clear()  # sends not yet drained never happen: no action after close
         for batch_id, batch in self._in_flight.items():
             self._abandoned.add(batch_id)
@@ -323,7 +375,7 @@ class RpcBatcher:
 
     @property
     def closed(self) -> bool:
-        """True once `close` has run."""
+        """True once `CloseBatcher` was handled."""
         return self._closed
 
     # -- internals -----------------------------------------------------------------------
@@ -359,3 +411,24 @@ class RpcBatcher:
     def _settle(self, call: BatchedCall, outcome: RpcOutcome) -> None:
         self._live.discard(call.call_id)
         self._events.append(CallSettled(call_id=call.call_id, outcome=outcome))
+
+
+_I = TypeVar("_I", bound=BatcherInput)
+
+
+def _entry(
+    cls: type[_I], handler: Callable[[RpcBatcher, _I], None]
+) -> tuple[type[BatcherInput], Callable[[RpcBatcher, Any], None]]:
+    return cls, handler
+
+
+_HANDLERS: dict[type[BatcherInput], Callable[[RpcBatcher, Any], None]] = dict(
+    [
+        _entry(SubmitCall, RpcBatcher._on_submit),
+        _entry(WithdrawCall, RpcBatcher._on_withdraw),
+        _entry(ClearQueue, RpcBatcher._on_clear),
+        _entry(BatchSent, RpcBatcher._on_batch_sent),
+        _entry(CloseBatcher, RpcBatcher._on_close),
+    ]
+)
+"""Which handler consumes each input: the batcher has one state, so inputs are the table."""

@@ -310,27 +310,27 @@ class Connection:
 
     # -- driver interface ------------------------------------------------------------
 
-    def handle(self, event: Input) -> None:
-        """Consume one input; drain the outbox afterwards."""
-        kind = event.kind
+    def handle(self, input: Input) -> None:
+        """Consume one input; what it causes waits in the output queues."""
+        kind = input.kind
         if self.state is State.CLOSED:
             if kind in COMMAND_KINDS and kind is not InputKind.CLOSE:
                 raise UsageError(f"{kind.value}: the connection is closed")
             return
-        if isinstance(event, PeerInput) and event.pc_id != self._pc:
+        if isinstance(input, PeerInput) and input.pc_id != self._pc:
             return
-        if isinstance(event, RpcResult) and not self._owns_call(event.call_id):
-            if event.call_id in self._stale:
-                self._stale.discard(event.call_id)
+        if isinstance(input, RpcResult) and not self._owns_call(input.call_id):
+            if input.call_id in self._stale:
+                self._stale.discard(input.call_id)
                 return
-            raise UsageError(f"unknown call id {event.call_id}")
+            raise UsageError(f"unknown call id {input.call_id}")
         handler = TRANSITIONS.get((self.state, kind))
         if handler is None:
             if kind in COMMAND_KINDS:
                 raise UsageError(f"{kind.value} is not allowed in state {self.state.value}")
             self._violation(f"{kind.value} is not expected in state {self.state.value}")
             return
-        handler(self, event)
+        handler(self, input)
 
     def get_timer(self) -> int | None:
         """The next deadline (monotonic ms, the clock of ``now``), or None if none."""

@@ -147,9 +147,9 @@ class OfferPool:
 
     # -- driver interface ------------------------------------------------------------
 
-    def handle(self, event: Input) -> None:
-        """Consume one input; drain the outbox afterwards."""
-        kind = event.kind
+    def handle(self, input: Input) -> None:
+        """Consume one input; what it causes waits in the output queues."""
+        kind = input.kind
         if self.state is PoolState.CLOSED:
             if kind in COMMAND_KINDS and kind is not InputKind.CLOSE:
                 raise UsageError(f"{kind.value}: the offer pool is closed")
@@ -165,7 +165,7 @@ class OfferPool:
                 )
             )
             return
-        handler(self, event)
+        handler(self, input)
 
     def get_timer(self) -> int | None:
         """The earliest deadline of the pool and its connections (monotonic ms), or None."""

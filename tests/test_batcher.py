@@ -1,4 +1,7 @@
-"""The RPC batcher: each rule of §15.6 alone, then a state machine over all of them."""
+"""The RPC batcher: each rule of §15.6 alone, then a state machine over all of them.
+
+The tests speak to the batcher through its machine contract only (`RpcBatcher.handle`
+with the input classes); `Batcher` below merely names those inputs as verbs."""
 
 from __future__ import annotations
 
@@ -22,9 +25,15 @@ from rondevu_core.batcher import (
     BatcherOptions,
     BatchFailed,
     BatchReply,
+    BatchResult,
+    BatchSent,
     CallSettled,
+    ClearQueue,
+    CloseBatcher,
     RpcBatcher,
     SendBatch,
+    SubmitCall,
+    WithdrawCall,
 )
 from rondevu_core.errors import UsageError
 from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
@@ -32,7 +41,31 @@ from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
 POLL = RpcRequest(method=Method.POLL, params={"since": 0})
 
 
-def sends(batcher: RpcBatcher) -> list[SendBatch]:
+class Batcher(RpcBatcher):
+    """The batcher, with each input as a verb (every one goes through `handle`)."""
+
+    def submit(self, request: RpcRequest, now: int, *, call_id: int | None = None) -> int:
+        call_id = self.free_call_id() if call_id is None else call_id
+        self.handle(SubmitCall(now=now, call_id=call_id, request=request))
+        return call_id
+
+    def batch_sent_result(self, batch_id: int, result: BatchResult, now: int) -> None:
+        self.handle(BatchSent(now=now, batch_id=batch_id, result=result))
+
+    def withdraw(self, call_id: int, now: int = 0) -> bool:
+        """Whether the call was still queued (and is now withdrawn)."""
+        before = self.queued
+        self.handle(WithdrawCall(now=now, call_id=call_id))
+        return self.queued < before
+
+    def clear(self, now: int = 0) -> None:
+        self.handle(ClearQueue(now=now))
+
+    def close(self, now: int = 0) -> None:
+        self.handle(CloseBatcher(now=now))
+
+
+def sends(batcher: Batcher) -> list[SendBatch]:
     out: list[SendBatch] = []
     while (action := batcher.next_action()) is not None:
         assert isinstance(action, SendBatch)
@@ -40,7 +73,7 @@ def sends(batcher: RpcBatcher) -> list[SendBatch]:
     return out
 
 
-def settled(batcher: RpcBatcher) -> dict[int, RpcOutcome]:
+def settled(batcher: Batcher) -> dict[int, RpcOutcome]:
     out: dict[int, RpcOutcome] = {}
     while (event := batcher.next_event()) is not None:
         assert isinstance(event, CallSettled)
@@ -54,7 +87,7 @@ def ok(result: Any) -> dict[str, Any]:
 
 
 def test_lone_call_waits_max_wait_then_goes_as_an_array() -> None:
-    batcher = RpcBatcher()
+    batcher = Batcher()
     call = batcher.submit(POLL, now=1000)
     assert sends(batcher) == []
     assert batcher.get_timer() == 1050
@@ -68,7 +101,7 @@ def test_lone_call_waits_max_wait_then_goes_as_an_array() -> None:
 
 
 def test_full_queue_goes_at_once() -> None:
-    batcher = RpcBatcher()
+    batcher = Batcher()
     ids = [batcher.submit(POLL, now=0) for _ in range(10)]
     [batch] = sends(batcher)
     assert [c.call_id for c in batch.calls] == ids
@@ -76,7 +109,7 @@ def test_full_queue_goes_at_once() -> None:
 
 
 def test_throttle_holds_a_full_batch_and_arms_the_timer() -> None:
-    batcher = RpcBatcher()
+    batcher = Batcher()
     for _ in range(10):
         batcher.submit(POLL, now=0)
     assert len(sends(batcher)) == 1
@@ -90,7 +123,7 @@ def test_throttle_holds_a_full_batch_and_arms_the_timer() -> None:
 
 def test_remainder_after_a_flush_is_never_stranded() -> None:
     """B10: 25 calls at once go as 10 + 10 + 5; the timer stays armed until all left."""
-    batcher = RpcBatcher()
+    batcher = Batcher()
     for _ in range(25):
         batcher.submit(POLL, now=0)
     timeline = [(0, len(b.calls)) for b in sends(batcher)]
@@ -104,7 +137,7 @@ def test_remainder_after_a_flush_is_never_stranded() -> None:
 
 def test_each_call_settles_on_its_own_item() -> None:
     """B9: a failing sibling does not poison the others."""
-    batcher = RpcBatcher(BatcherOptions(max_batch_size=3))
+    batcher = Batcher(BatcherOptions(max_batch_size=3))
     ids = [batcher.submit(POLL, now=0) for _ in range(3)]
     [batch] = sends(batcher)
     reply = [ok(1), {"success": False, "error": "Offer not found"}, ok(3)]
@@ -130,7 +163,7 @@ def test_each_call_settles_on_its_own_item() -> None:
 def test_malformed_replies_fail_only_what_they_must(
     body: Any, expected_errors: list[str | None]
 ) -> None:
-    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    batcher = Batcher(BatcherOptions(max_batch_size=2))
     ids = [batcher.submit(POLL, now=0) for _ in range(2)]
     [batch] = sends(batcher)
     batcher.batch_sent_result(batch.batch_id, BatchReply(body=body), now=1)
@@ -146,7 +179,7 @@ def test_malformed_replies_fail_only_what_they_must(
 
 
 def test_transport_failure_fails_every_call_of_the_batch() -> None:
-    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    batcher = Batcher(BatcherOptions(max_batch_size=2))
     ids = [batcher.submit(POLL, now=0) for _ in range(2)]
     [batch] = sends(batcher)
     batcher.batch_sent_result(batch.batch_id, BatchFailed(error="HTTP 502: Bad Gateway"), now=1)
@@ -155,7 +188,7 @@ def test_transport_failure_fails_every_call_of_the_batch() -> None:
 
 
 def test_disabled_sends_each_call_alone_as_an_object() -> None:
-    batcher = RpcBatcher(BatcherOptions(enabled=False))
+    batcher = Batcher(BatcherOptions(enabled=False))
     first, second = batcher.submit(POLL, now=0), batcher.submit(POLL, now=0)
     batches = sends(batcher)
     assert [(b.as_array, [c.call_id for c in b.calls]) for b in batches] == [
@@ -171,7 +204,7 @@ def test_disabled_sends_each_call_alone_as_an_object() -> None:
 
 
 def test_clear_fails_queued_calls_and_leaves_in_flight_ones() -> None:
-    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    batcher = Batcher(BatcherOptions(max_batch_size=2))
     sent = [batcher.submit(POLL, now=0) for _ in range(2)]
     queued = batcher.submit(POLL, now=0)
     [batch] = sends(batcher)
@@ -185,7 +218,7 @@ def test_clear_fails_queued_calls_and_leaves_in_flight_ones() -> None:
 
 
 def test_withdraw_takes_back_a_queued_call_only() -> None:
-    batcher = RpcBatcher(BatcherOptions(max_batch_size=3, max_wait_ms=50))
+    batcher = Batcher(BatcherOptions(max_batch_size=3, max_wait_ms=50))
     sent = [batcher.submit(POLL, now=0) for _ in range(3)]
     [batch] = sends(batcher)
     first = batcher.submit(POLL, now=10)
@@ -207,7 +240,7 @@ def test_withdraw_takes_back_a_queued_call_only() -> None:
 
 
 def test_withdraw_after_close_changes_nothing() -> None:
-    batcher = RpcBatcher()
+    batcher = Batcher()
     call = batcher.submit(POLL, now=0)
     batcher.close()
     assert set(settled(batcher)) == {call}
@@ -216,7 +249,7 @@ def test_withdraw_after_close_changes_nothing() -> None:
 
 
 def test_close_settles_everything_and_stops() -> None:
-    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    batcher = Batcher(BatcherOptions(max_batch_size=2))
     in_flight = [batcher.submit(POLL, now=0) for _ in range(2)]
     [batch] = sends(batcher)
     undrained = [batcher.submit(POLL, now=20) for _ in range(2)]  # SendBatch not drained
@@ -235,7 +268,7 @@ def test_close_settles_everything_and_stops() -> None:
 
 
 def test_local_misuse_raises() -> None:
-    batcher = RpcBatcher()
+    batcher = Batcher()
     with pytest.raises(UsageError):
         batcher.batch_sent_result(7, BatchReply(body=[]), now=0)
     batcher.submit(POLL, now=0)
@@ -285,7 +318,7 @@ class BatcherMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.batcher = RpcBatcher()
+        self.batcher = Batcher()
         self.now = 0
         self.submitted: dict[int, int] = {}  # call id -> submit time
         self.settled: dict[int, RpcOutcome] = {}
@@ -304,7 +337,7 @@ class BatcherMachine(RuleBasedStateMachine):
         )
     )
     def start(self, options: BatcherOptions) -> None:
-        self.batcher = RpcBatcher(options)
+        self.batcher = Batcher(options)
 
     def drain(self) -> None:
         options = self.batcher.options
@@ -434,7 +467,7 @@ TestBatcherMachine.settings = settings(
 
 
 def test_driver_can_reuse_the_machines_call_ids() -> None:
-    batcher = RpcBatcher(BatcherOptions(max_batch_size=2))
+    batcher = Batcher(BatcherOptions(max_batch_size=2))
     assert batcher.submit(POLL, now=0, call_id=7) == 7
     with pytest.raises(UsageError):
         batcher.submit(POLL, now=0, call_id=7)  # still queued

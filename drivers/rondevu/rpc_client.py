@@ -14,9 +14,10 @@ Two clocks, kept apart and both injectable:
   An injected ``clock`` must run at the event loop's pace, as the timer sleeps in real
   time for the difference.
 
-Tasks: one timer task, asleep until the batcher's next deadline or until a call may
-have moved it, plus one task per body in flight (several may be in flight, as in the
-original).  They all live in a task group owned by the client, so the client is used as
+Tasks: one timer task (a `DriveLoop`, the runtime's loop), asleep until the batcher's
+next deadline or until a call may have moved it, plus one task per body in flight
+(several may be in flight, as in the original).  They all live in a task group owned by
+the client, so the client is used as
 ``async with RpcClient(...) as rpc:``.
 
 Invariants: every awaiting caller is woken exactly once, by its own outcome or by
@@ -40,9 +41,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
-import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
+from rondevu.drive import DriveLoop
 from rondevu.errors import ClientClosedError, TransportError, UsageError
 from rondevu.transport import SignalingTransport
 from rondevu_core.batcher import (
@@ -50,9 +51,13 @@ from rondevu_core.batcher import (
     BatchFailed,
     BatchReply,
     BatchResult,
+    BatchSent,
     CallSettled,
+    CloseBatcher,
     RpcBatcher,
     SendBatch,
+    SubmitCall,
+    WithdrawCall,
 )
 from rondevu_core.rpc import RpcOk, RpcOutcome, RpcRequest, envelope
 from rondevu_core.signing import KeyPair
@@ -116,7 +121,7 @@ class RpcClient:
         self._exit_stack: AsyncExitStack | None = None
         self._tasks: TaskGroup | None = None
         self._stopped = anyio.Event()  # set once the client's task group has exited
-        self._wakeup = anyio.Event()
+        self._timer = DriveLoop(self._batcher, clock=clock, drain=self._drain)
         self._closed = False
         self._transport_closed = False
 
@@ -173,7 +178,7 @@ class RpcClient:
             log.debug(
                 "closing: %d queued, %d in flight", self._batcher.queued, self._batcher.in_flight
             )
-            self._batcher.close()
+            self._batcher.handle(CloseBatcher(now=self._clock()))
             self._drain(closing=True)
             self._bodies.clear()
             if self._tasks is not None:
@@ -191,14 +196,14 @@ class RpcClient:
         try:
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
-                tasks.start_soon(self._run_timer, name="rondevu rpc timer")
+                tasks.start_soon(self._timer.run, name="rondevu rpc timer")
                 task_status.started()
         finally:
             self._stopped.set()
             if not self._closed:
                 # Cancelled from outside, before aclose: no task can send any more, so
                 # settle every call now rather than leave its caller waiting forever.
-                self._batcher.close()
+                self._batcher.handle(CloseBatcher(now=self._clock()))
                 self._drain(closing=True)
                 self._bodies.clear()
 
@@ -219,7 +224,8 @@ class RpcClient:
             request, username=self.username, keypair=self.keypair, now_ms=self._wall_clock()
         )
         pending = _Pending()
-        call_id = self._batcher.submit(request, self._clock())
+        call_id = self._batcher.free_call_id()
+        self._batcher.handle(SubmitCall(now=self._clock(), call_id=call_id, request=request))
         self._pending[call_id] = pending
         self._bodies[call_id] = body
         log.debug("call %d: %s queued", call_id, request.method.value)
@@ -228,7 +234,8 @@ class RpcClient:
             await pending.done.wait()
         except anyio.get_cancelled_exc_class():
             # Nobody waits for this call any more: if it has not gone out, it never will.
-            if not pending.done.is_set() and self._batcher.withdraw(call_id):
+            if not pending.done.is_set():
+                self._batcher.handle(WithdrawCall(now=self._clock(), call_id=call_id))
                 self._drain()
             raise
         if pending.closed:
@@ -249,7 +256,7 @@ class RpcClient:
         while (event := self._batcher.next_event()) is not None:
             if isinstance(event, CallSettled):
                 self._settle(event, closing=closing)
-        self._wakeup.set()  # the next deadline may have moved
+        self._timer.poke()  # the next deadline may have moved
 
     def _settle(self, event: CallSettled, *, closing: bool) -> None:
         self._bodies.pop(event.call_id, None)
@@ -289,24 +296,5 @@ class RpcClient:
             result = BatchFailed(error=f"Transport failed: {type(error).__name__}")
         if isinstance(result, BatchFailed):
             log.debug("batch %d: %s", action.batch_id, result.error)
-        self._batcher.batch_sent_result(action.batch_id, result, self._clock())
+        self._batcher.handle(BatchSent(now=self._clock(), batch_id=action.batch_id, result=result))
         self._drain()
-
-    async def _run_timer(self) -> None:
-        """Call the batcher's `handle_timer` at each deadline it sets."""
-        while True:
-            self._wakeup = wakeup = anyio.Event()
-            deadline = self._batcher.get_timer()
-            if deadline is None:
-                await wakeup.wait()
-                continue
-            delay = deadline - self._clock()
-            if delay > 0:
-                with anyio.move_on_after(delay / 1000):
-                    await wakeup.wait()
-                continue
-            self._batcher.handle_timer(self._clock())
-            self._drain()
-            # The batcher moves its deadline past ``now`` after sending; yield anyway, so
-            # a deadline that did not move could never spin the loop without a pause.
-            await anyio.lowlevel.checkpoint()

@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 import rondevu_aiortc as peer_events
+from rondevu.drive import DriveLoop
 from rondevu.errors import ClientClosedError
 from rondevu.rpc_client import wall_clock_ms
 from rondevu_aiortc import AiortcPeer, PeerStateError
@@ -331,7 +332,7 @@ class MachineRunner:
             host_addresses=host_addresses,
             channel_options=channel_options,
         )
-        self._wake = anyio.Event()
+        self._timer = DriveLoop(machine, clock=clock, drain=self._drain)
         self._group: TaskGroup | None = None
         self._backlog: list[inputs.Input] = []
         self._closed = False
@@ -365,7 +366,7 @@ class MachineRunner:
             except Exception:
                 # The application's handler must not take the runtime down with it.
                 logger.exception("event handler failed for %s", type(event).__name__)
-        self._wake.set()  # the deadline may have moved
+        self._timer.poke()  # the deadline may have moved
 
     def spawn(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``func(*args)`` as a task of this runner (cancelled by `aclose`)."""
@@ -400,25 +401,9 @@ class MachineRunner:
                 self._backlog.clear()
                 self._drain()
                 task_status.started()
-                await self._timer_loop()
+                await self._timer.run()
         finally:
             self._closed = True
-
-    async def _timer_loop(self) -> None:
-        machine = self.machine
-        while not self._closed:
-            self._wake = anyio.Event()
-            deadline = machine.get_timer()
-            if deadline is None:
-                await self._wake.wait()
-                continue
-            delay = (deadline - self.clock()) / 1000
-            if delay > 0:
-                with anyio.move_on_after(delay):
-                    await self._wake.wait()
-                    continue
-            machine.handle_timer(self.clock())
-            self._drain()
 
     async def aclose(self) -> None:
         """Stop: close every peer connection and cancel the remaining I/O tasks."""
@@ -426,5 +411,6 @@ class MachineRunner:
             self._closed = True
             return
         self._closed = True
+        self._timer.stop()
         await self.peers.aclose()
         self._group.cancel_scope.cancel()
