@@ -96,6 +96,7 @@ from rondevu_core.events import (
     MessageBufferOverflow,
     MessageReplayed,
     MessageSent,
+    OfferFetched,
     PeerConnectionState,
     ProtocolViolation,
     ReconnectAttempting,
@@ -563,7 +564,7 @@ class Connection:
             self._teardown()
             if self.state is State.DISCONNECTED and self._deferred is None:
                 self._set_state(State.FAILED, error)
-                self._emit(Failed, error=error)
+                self._emit(Failed, error=error, final=self._loss_is_final())
                 self._after_loss(now)
             return
         was_up = self.state is State.CONNECTED
@@ -574,8 +575,16 @@ class Connection:
         elif self._reconnect_attempt:
             self._emit(ReconnectFailed, error=error)
         self._set_state(State.FAILED, error)
-        self._emit(Failed, error=error)
+        self._emit(Failed, error=error, final=self._loss_is_final())
         self._after_loss(now)
+
+    def _loss_is_final(self) -> bool:
+        """Whether `_after_loss` will give up: the ``failed`` event says so in advance."""
+        return (
+            self.role is Role.OFFERER
+            or not self.config.reconnect_enabled
+            or self._backoff.exhausted
+        )
 
     def _after_loss(self, now: int) -> None:
         """After a failure or drop: schedule a reconnection, defer it, or give up."""
@@ -597,7 +606,7 @@ class Connection:
         # Otherwise the buffer waits, unexpired, for `Close` to hand it back as ``unsent``.
         if self.state is not State.FAILED:
             self._set_state(State.FAILED, "no reconnection")
-            self._emit(Failed, error="Connection lost")
+            self._emit(Failed, error="Connection lost", final=True)
 
     def _schedule(self, now: int) -> None:
         delay = self._backoff.next_delay(self._random())
@@ -862,6 +871,7 @@ class Connection:
             # Discovery picked a publisher: reconnections go back to the same one (B13).
             self.service = self.service.with_username(offer.username)
         self._offer_id = offer.offer_id
+        self._emit(OfferFetched, offer_id=offer.offer_id, username=self.service.username)
         pc = self._new_pc(now, offer_id=offer.offer_id)
         self._outbox.act(SetRemoteDescription(pc_id=pc, type="offer", sdp=offer.sdp))
         self._outbox.act(CreateAnswer(pc_id=pc))

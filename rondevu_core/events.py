@@ -52,6 +52,7 @@ __all__ = [
     "MessageReplayed",
     "MessageSent",
     "OfferCreated",
+    "OfferFetched",
     "OffersPublished",
     "PeerConnectionState",
     "ProtocolViolation",
@@ -117,6 +118,10 @@ class Failed(Event):
 
     name: ClassVar[str] = "failed"
     error: str
+    final: bool
+    """True when the connection gives up here (an offerer's connection, reconnection
+    disabled, or attempts exhausted): nothing more happens until it is closed.  False
+    when a reconnection follows (or waits for `ResumeReconnect`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,6 +389,17 @@ class OfferCreated(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OfferFetched(Event):
+    """``offer:fetched`` (answerer, our extension of the event set): the attempt took
+    offer ``offer_id`` of ``username`` and is answering it.  After discovery this is
+    how the application learns which publisher it reached."""
+
+    name: ClassVar[str] = "offer:fetched"
+    offer_id: str
+    username: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionOpened(Event):
     """``connection:opened`` (pool): the connection made for ``offer_id`` is CONNECTED."""
 
@@ -444,6 +460,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     AnswerProcessed,
     AnswerDuplicate,
     OfferCreated,
+    OfferFetched,
     ConnectionOpened,
     OffersPublished,
     PublishFailed,

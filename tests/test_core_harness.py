@@ -22,9 +22,11 @@ from rondevu_core.connection import EDGES, Connection, State
 from rondevu_core.events import (
     ALL_EVENTS,
     ConnectionOpened,
+    Failed,
     IceCandidateLocal,
     Message,
     MessageReplayed,
+    OfferFetched,
     StateChanged,
 )
 from rondevu_core.fqn import ServiceFqn, parse_service_fqn
@@ -275,6 +277,10 @@ def test_discovery_pins_the_publisher_for_reconnection() -> None:
     bob.feed(Connect(now=sim.now))
     assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=10_000)
     assert str(bob_conn.service) == "chat:1.0.0@alice"
+    # The application learns the publisher from an event, not from the machine.
+    [fetched] = [e for e in bob.events if isinstance(e, OfferFetched)]
+    assert fetched.username == "alice"
+    assert fetched.offer_id == bob_conn.offer_id
 
 
 def test_close_stops_everything() -> None:
@@ -307,6 +313,19 @@ def test_no_offer_available_fails_then_exhausts() -> None:
     assert bob_conn.state is State.FAILED
     assert bob_conn.get_timer() is None
     assert not [a for a in bob.actions if isinstance(a, SendData)]
+    # Each `failed` says whether a reconnection follows: only the last one is final.
+    finals = [e.final for e in bob.events if isinstance(e, Failed)]
+    assert finals == [False, False, True]
+
+
+def test_an_offerers_failure_is_final() -> None:
+    """The pool replaces a failed offerer connection; that connection itself is done."""
+    sim, alice, bob, pool, bob_conn = setup()
+    bob.feed(Connect(now=sim.now))
+    assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=10_000)
+    bob.feed(Close(now=sim.now))
+    assert sim.run_until(lambda: any(isinstance(e, Failed) for e in alice.events), limit_ms=60_000)
+    assert all(e.final for e in alice.events if isinstance(e, Failed))
 
 
 def test_every_documented_event_is_emitted_somewhere() -> None:

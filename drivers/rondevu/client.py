@@ -382,6 +382,7 @@ class Rondevu:
             inbox_bytes=self.inbox_bytes,
             on_closed=self._forget_answerer,
         )
+        conn.peer_username = fqn.username  # None after discovery: `offer:fetched` tells
         holder.append(conn)
         self._answerers[conn.connection_id] = (conn, runner)
         await self._start(runner)

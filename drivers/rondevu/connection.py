@@ -31,8 +31,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
+from rondevu_core.connection import Connection
 from rondevu_core.errors import RondevuError, UsageError
 from rondevu_core.inputs import Close, PauseReconnect, ResumeReconnect, SendMessage
+from rondevu_core.pool import OfferPool
 
 if TYPE_CHECKING:
     from rondevu.runtime import MachineRunner
@@ -143,14 +145,17 @@ class DurableConnection:
         peer = self._current_peer()
         return None if peer is None else peer.raw_data_channel
 
-    def _core(self) -> Any:
+    def _core(self) -> Connection | None:
         """The core machine of this connection (its own, or its pool's entry)."""
         machine = self._runner.machine
-        conns = getattr(machine, "connections", None)
-        return conns.get(self.connection_id) if conns is not None else machine
+        if isinstance(machine, OfferPool):
+            return machine.connections.get(self.connection_id)
+        assert isinstance(machine, Connection)
+        return machine
 
     def _current_peer(self) -> Any:
-        pc_id = getattr(self._core(), "pc_id", None)
+        core = self._core()
+        pc_id = None if core is None else core.pc_id
         return None if pc_id is None else self._runner.peers.peer(pc_id)
 
     # -- commands ---------------------------------------------------------------------
@@ -171,10 +176,9 @@ class DurableConnection:
                 SendMessage(now=self._runner.clock(), data=data, connection_id=self.connection_id)
             )
         except UsageError as exc:
-            core = self._core()
-            if core is None or self.closed:
+            if self.closed or self._core() is None:
                 raise ConnectionClosedError(str(exc)) from exc
-            if core.terminal:
+            if self._gave_up is not None:
                 raise ConnectionFailedError(str(exc)) from exc
             raise
 
@@ -316,19 +320,20 @@ class DurableConnection:
         match event:
             case ev.StateChanged(new=new):
                 self._state = new
-                if self.role == "answerer":
-                    self._learn_offer()
                 self._notify_state()
+            case ev.OfferFetched(offer_id=offer_id, username=username):
+                # Kept after the attempt ends, like an offerer's.
+                self.offer_id = offer_id
+                if username is not None:
+                    self.peer_username = username
             case ev.Message(data=data):
                 if self._reading or not self._listeners.get("message"):
                     self._keep(data)
             case ev.AnswerProcessed(offer_id=offer_id, answerer_id=answerer):
                 self.offer_id, self.peer_username = offer_id, answerer
-            case ev.Failed(error=error):
-                core = self._core()
-                if core is not None and core.terminal:
-                    self._gave_up = error
-                    self._notify_state()
+            case ev.Failed(error=error, final=True):
+                self._gave_up = error
+                self._notify_state()
             case ev.Closed(reason=reason):
                 self._state = "closed"
                 self._closed_reason = reason
@@ -351,17 +356,6 @@ class DurableConnection:
     def _notify_inbox(self) -> None:
         self._inbox_changed.set()
         self._inbox_changed = anyio.Event()
-
-    def _learn_offer(self) -> None:
-        # An answerer learns its offer (and, after discovery, the provider) from the
-        # machine: no event carries them.  Kept after the attempt ends, like an offerer's.
-        core = self._core()
-        if core is None:
-            return
-        if core.offer_id is not None:
-            self.offer_id = core.offer_id
-        if core.service.username is not None:
-            self.peer_username = core.service.username
 
     def _call(self, callback: EventCallback, event: ev.Event) -> None:
         try:
