@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rondevu_core.buffer import Payload
+from rondevu_core.config import DataChannelOptions
 from rondevu_core.ice import IceConfiguration
 from rondevu_core.rpc import RpcRequest
 
@@ -86,6 +87,8 @@ class CreateDataChannel(PeerAction):
     """Offerer: create the data channel before the offer so the SDP negotiates it."""
 
     label: str
+    options: DataChannelOptions
+    """Its reliability: what `ConnectionConfig.data_channel` says."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

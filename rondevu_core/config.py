@@ -2,7 +2,8 @@
 
 `ConnectionConfig` carries the 0.18.9 ``DEFAULT_CONNECTION_CONFIG`` values under Python
 names (milliseconds everywhere) plus the few knobs our machines add: the ICE
-configuration handed to `CreatePeerConnection`, the data-channel label, and how the ICE
+configuration handed to `CreatePeerConnection`, the data channel's label and options
+(`DataChannelOptions`, handed to `CreateDataChannel`), and how the ICE
 cursor advances (`strict_ice_timestamps`).  The 0.18.9 ``debug`` flag has no counterpart:
 the core does not log, drivers do.
 
@@ -20,7 +21,31 @@ from rondevu_core.backoff import BackoffPolicy
 from rondevu_core.fqn import ServiceFqn
 from rondevu_core.ice import DEFAULT_ICE_CONFIGURATION, IceConfiguration
 
-__all__ = ["ConnectionConfig", "PoolConfig"]
+__all__ = ["ConnectionConfig", "DataChannelOptions", "PoolConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataChannelOptions:
+    """Reliability of the data channel an offerer creates (the 0.18.9 offer factory's job).
+
+    The answerer takes whatever the offerer's channel announces."""
+
+    ordered: bool = True
+    """Deliver in send order (False: as they arrive)."""
+    max_retransmits: int | None = None
+    """Give a message up after this many retransmissions (None: fully reliable)."""
+    max_packet_life_time: int | None = None
+    """Give a message up after this many ms (None: fully reliable)."""
+    protocol: str = ""
+    """The sub-protocol name announced with the channel."""
+
+    def __post_init__(self) -> None:
+        if self.max_retransmits is not None and self.max_packet_life_time is not None:
+            raise ValueError("max_retransmits and max_packet_life_time exclude each other")
+        for name in ("max_retransmits", "max_packet_life_time"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be 0 to 65535")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +86,8 @@ class ConnectionConfig:
     """STUN/TURN servers and transport policy for every peer connection (§15.1, B17)."""
     data_channel_label: str = "default"
     """The label of the data channel the offerer creates."""
+    data_channel: DataChannelOptions = DataChannelOptions()
+    """The reliability options of the data channel the offerer creates."""
     strict_ice_timestamps: bool = False
     """True when the server keeps candidate ``createdAt`` strictly increasing per offer
     (ours does): the cursor then advances to the largest ``createdAt`` seen.  False (the

@@ -418,7 +418,11 @@ class Connection:
             raise UsageError("start_offer: only once, on an offerer")
         self._started = True
         pc = self._new_pc(now, offer_id=None)
-        self._outbox.act(CreateDataChannel(pc_id=pc, label=self.config.data_channel_label))
+        self._outbox.act(
+            CreateDataChannel(
+                pc_id=pc, label=self.config.data_channel_label, options=self.config.data_channel
+            )
+        )
         self._outbox.act(CreateOffer(pc_id=pc))
         self._set_state(State.GATHERING)
 

@@ -500,6 +500,8 @@ async def test_per_call_config_keeps_the_clients_ice_servers(env: Env) -> None:
                 f"{service}@{alice.username}",
                 connection_config=ConnectionConfig(reconnect_backoff_base_ms=50),
             )
-            assert conn._core().config.ice == NO_ICE_SERVERS
+            core = conn._core()
+            assert core is not None
+            assert core.config.ice == NO_ICE_SERVERS
             await conn.wait_connected()
             assert sdp_hosts(conn.peer_connection.localDescription.sdp) == {"127.0.0.1"}

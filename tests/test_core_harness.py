@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import pytest
 
-from rondevu_core.actions import SendData, SendRpc
-from rondevu_core.config import ConnectionConfig, PoolConfig
+from rondevu_core.actions import CreateDataChannel, SendData, SendRpc
+from rondevu_core.config import ConnectionConfig, DataChannelOptions, PoolConfig
 from rondevu_core.connection import EDGES, Connection, State
 from rondevu_core.events import (
     ALL_EVENTS,
@@ -320,7 +320,7 @@ def test_no_offer_available_fails_then_exhausts() -> None:
 
 def test_an_offerers_failure_is_final() -> None:
     """The pool replaces a failed offerer connection; that connection itself is done."""
-    sim, alice, bob, pool, bob_conn = setup()
+    sim, alice, bob, _, bob_conn = setup()
     bob.feed(Connect(now=sim.now))
     assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=10_000)
     bob.feed(Close(now=sim.now))
@@ -365,3 +365,12 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
         "connection:timeout",
     }
     assert expected - elsewhere <= seen, sorted(expected - elsewhere - seen)
+
+
+def test_data_channel_options_travel_on_the_action() -> None:
+    """The driver creates the channel the configuration describes; it decides nothing."""
+    options = DataChannelOptions(ordered=False, max_retransmits=0, protocol="chat")
+    _, alice, _, _, _ = setup(config=ConnectionConfig(data_channel=options))
+    created = [a for a in alice.actions if isinstance(a, CreateDataChannel)]
+    assert created
+    assert {a.options for a in created} == {options}

@@ -14,6 +14,7 @@ import pytest
 
 from rondevu.runtime import PeerHost
 from rondevu_core import actions, inputs
+from rondevu_core.config import DataChannelOptions
 from rondevu_core.ice import NO_ICE_SERVERS
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +38,9 @@ async def test_action_during_close_is_dropped_and_close_completes() -> None:
         async with anyio.create_task_group() as group:
             host.bind(group)
             host.execute(actions.CreatePeerConnection(pc_id=1, ice=NO_ICE_SERVERS))
-            host.execute(actions.CreateDataChannel(pc_id=1, label="default"))
+            host.execute(
+                actions.CreateDataChannel(pc_id=1, label="default", options=DataChannelOptions())
+            )
             host.execute(actions.CreateOffer(pc_id=1))
             await described.wait()
             peer = host.peer(1)

@@ -39,9 +39,8 @@ if TYPE_CHECKING:
     )
     from rondevu.identity import Identity, IdentityError
     from rondevu.rpc_client import RpcClient
-    from rondevu.runtime import DataChannelOptions
     from rondevu.transport import HttpTransport, InProcessTransport, SignalingTransport
-    from rondevu_core.config import ConnectionConfig
+    from rondevu_core.config import ConnectionConfig, DataChannelOptions
 
 __version__ = "0.1.0"
 
@@ -51,7 +50,7 @@ _LAZY: dict[str, str] = {
     "ConnectionClosedError": "rondevu.connection",
     "ConnectionConfig": "rondevu_core.config",
     "ConnectionFailedError": "rondevu.connection",
-    "DataChannelOptions": "rondevu.runtime",
+    "DataChannelOptions": "rondevu_core.config",
     "DurableConnection": "rondevu.connection",
     "HttpTransport": "rondevu.transport",
     "Identity": "rondevu.identity",

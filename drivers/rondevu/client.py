@@ -40,11 +40,11 @@ from rondevu.api import RondevuAPI
 from rondevu.connection import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_SIZE, DurableConnection
 from rondevu.errors import ClientClosedError, RpcError
 from rondevu.rpc_client import wall_clock_ms
-from rondevu.runtime import DataChannelOptions, MachineRunner
+from rondevu.runtime import MachineRunner
 from rondevu.transport import HttpTransport, SignalingTransport
 from rondevu_core import events as ev
 from rondevu_core.batcher import BatcherOptions
-from rondevu_core.config import ConnectionConfig, PoolConfig
+from rondevu_core.config import ConnectionConfig, DataChannelOptions, PoolConfig
 from rondevu_core.connection import Connection
 from rondevu_core.errors import UsageError, ValidationError
 from rondevu_core.fqn import (
@@ -131,7 +131,6 @@ class Rondevu:
         self._answerers: dict[int, tuple[DurableConnection, MachineRunner]] = {}
         self._listeners: dict[str, list[Callable[[Any], Any]]] = {}
         self._published: PoolConfig | None = None
-        self._channel_options: DataChannelOptions | None = None
         self._pool: _Pool | None = None
         self._incoming: deque[DurableConnection] = deque()
         self._incoming_changed = anyio.Event()
@@ -407,7 +406,6 @@ class Rondevu:
             rpc=self.api.rpc,
             on_event=on_event,
             host_addresses=self.host_addresses,
-            channel_options=self._channel_options,
         )
 
     async def find_service(
@@ -453,14 +451,16 @@ class Rondevu:
         fqn = validate_service_fqn(service)
         if fqn.username not in (None, self.username):
             raise ValidationError("Service FQN username must match authenticated username")
+        connection = self._with_client_ice(connection_config)
+        if channel_options is not None:
+            connection = dataclasses.replace(connection, data_channel=channel_options)
         self._published = PoolConfig(
             service=fqn.with_username(self.username),
             max_offers=max_offers,
             ttl_ms=ttl_ms,
             poll_interval_ms=poll_interval_ms,
-            connection=self._with_client_ice(connection_config),
+            connection=connection,
         )
-        self._channel_options = channel_options
 
     async def start_filling(self, *, timeout: float | None = 30.0) -> None:  # noqa: ASYNC109
         """Publish the offers, returning once they are on the server (as 0.18.9 awaits

@@ -27,7 +27,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -41,6 +40,7 @@ from rondevu.rpc_client import wall_clock_ms
 from rondevu_aiortc import AiortcPeer, PeerStateError
 from rondevu_core import actions, inputs
 from rondevu_core.events import Event
+from rondevu_core.machine import Machine as CoreMachine
 from rondevu_core.rpc import RpcFailed, RpcOutcome, RpcRequest
 
 __all__ = ["Machine", "MachineRunner", "PeerHost", "RpcCaller", "monotonic_ms"]
@@ -56,34 +56,14 @@ def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
-class Machine(Protocol):
-    """What the runner needs of a core machine (Connection and OfferPool both fit)."""
-
-    def handle(self, event: inputs.Input) -> None: ...
-    def handle_timer(self, now: int) -> None: ...
-    def get_timer(self) -> int | None: ...
-    def next_action(self) -> actions.Action | None: ...
-    def next_event(self) -> Event | None: ...
+Machine = CoreMachine[inputs.Input, actions.Action, Event]
+"""What the runner runs: a `Connection` or an `OfferPool` (the core's one contract)."""
 
 
 class RpcCaller(Protocol):
     """Performs one signaling call; never raises for a failed call (returns RpcFailed)."""
 
     async def call(self, request: RpcRequest) -> RpcOutcome: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DataChannelOptions:
-    """Options of the data channel an offerer creates (the 0.18.9 offer factory's job)."""
-
-    ordered: bool = True
-    """Deliver in send order (False: as they arrive)."""
-    max_retransmits: int | None = None
-    """Give a message up after this many retransmissions (None: fully reliable)."""
-    max_packet_life_time: int | None = None
-    """Give a message up after this many ms (None: fully reliable)."""
-    protocol: str = ""
-    """The sub-protocol name announced with the channel."""
 
 
 class _Peer:
@@ -123,12 +103,10 @@ class PeerHost:
         feed: Callable[[inputs.Input], None],
         clock: Callable[[], int],
         host_addresses: Sequence[str] | None = None,
-        channel_options: DataChannelOptions | None = None,
     ) -> None:
         self._feed = feed
         self._clock = clock
         self._host_addresses = host_addresses
-        self._channel_options = channel_options or DataChannelOptions()
         self._peers: dict[int, _Peer] = {}
         self._group: TaskGroup | None = None
 
@@ -192,8 +170,7 @@ class PeerHost:
         peer = slot.peer
         try:
             match action:
-                case actions.CreateDataChannel(label=label):
-                    options = self._channel_options
+                case actions.CreateDataChannel(label=label, options=options):
                     info = peer.create_data_channel(
                         label,
                         ordered=options.ordered,
@@ -317,7 +294,6 @@ class MachineRunner:
         clock: Callable[[], int] = monotonic_ms,
         wall_clock: Callable[[], int] = wall_clock_ms,
         host_addresses: Sequence[str] | None = None,
-        channel_options: DataChannelOptions | None = None,
     ) -> None:
         self.machine = machine
         self._rpc = rpc
@@ -330,7 +306,6 @@ class MachineRunner:
             feed=self.feed,
             clock=clock,
             host_addresses=host_addresses,
-            channel_options=channel_options,
         )
         self._timer = DriveLoop(machine, clock=clock, drain=self._drain)
         self._group: TaskGroup | None = None
