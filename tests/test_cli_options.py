@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -25,11 +26,13 @@ from rondevu.cli_options import (
     CliError,
     api_url,
     count,
+    ice_servers,
     resolve_api_url,
     seconds,
     show_sender,
 )
 from rondevu_core.errors import ValidationError
+from rondevu_core.ice import IceConfiguration, IceServer, IceTransportPolicy
 from tests.cli_testing import no_traceback, run_cli, stderr_lines
 
 URL = ["--api-url", "http://127.0.0.1:9"]
@@ -102,6 +105,53 @@ def test_the_real_command_prints_only_that_line(args: list[str]) -> None:
     assert result.stdout == ""
     assert len(stderr_lines(result.stderr)) == 1, result.stderr
     assert no_traceback(result.stderr)
+
+
+ICE_FILES = [
+    ('[{"urls": "turn:turn.example:3478"}]', "a TURN server needs a username and a credential"),
+    ('[{"urls": "http://x"}]', "unsupported ICE server URL scheme"),
+    ('{"iceServers": 5}', "expected a list of ICE servers, or an object with iceServers"),
+    ('{"iceServers": [], "iceTransportPolicy": "relay"}', "relay transport policy needs"),
+    ('{"iceServers": [], "iceTransportPolicy": "tcp"}', "must be 'all' or 'relay'"),
+    ('{"servers": []}', "unknown keys servers"),
+    ("[{", "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("content", "expected"), ICE_FILES)
+def test_a_bad_ice_server_file_is_one_line(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "ice.json"
+    path.write_text(content)
+    result = run_cli("connect", "chat:1.0.0@alice", *URL, "--ice-servers", str(path))
+    assert result.returncode == EXIT_USAGE
+    [line] = stderr_lines(result.stderr)
+    assert line.startswith(f"rondevu connect: argument --ice-servers: '{path}': "), line
+    assert expected in line
+
+
+def test_a_missing_ice_server_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "turn.json"
+    with pytest.raises(argparse.ArgumentTypeError, match="No such file or directory"):
+        ice_servers(str(path))
+
+
+def test_an_ice_server_file_is_what_a_turn_service_hands_out(tmp_path: Path) -> None:
+    turn = {"urls": ["turn:turn.example:3478"], "username": "1767225600:alice", "credential": "c"}
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([{"urls": "stun:turn.example:3478"}, turn]))
+    configured = tmp_path / "config.json"
+    configured.write_text(json.dumps({"iceServers": [turn], "iceTransportPolicy": "relay"}))
+    plain = ice_servers(str(listed))
+    assert isinstance(plain, IceConfiguration)
+    assert plain.servers == (
+        IceServer(urls=("stun:turn.example:3478",)),
+        IceServer(urls=("turn:turn.example:3478",), username="1767225600:alice", credential="c"),
+    )
+    assert plain.transport_policy is IceTransportPolicy.ALL
+    relayed = ice_servers(str(configured))
+    assert relayed.transport_policy is IceTransportPolicy.RELAY
+    assert ice_servers("none") == []
+    assert ice_servers("google-stun") == "google-stun"
 
 
 def test_a_broken_key_file_is_one_line(tmp_path: Path) -> None:

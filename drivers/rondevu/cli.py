@@ -100,7 +100,8 @@ def summary(name: str) -> str:
 
 _EPILOG = f"""\
 exit codes: 0 done (end of input, SIGTERM), 1 failure (server, network, peer),
-2 bad input (option value, key file), {EXIT_INTERRUPTED} interrupted (Ctrl-C).
+2 bad input (option value, key file), 3 serve cannot open its database,
+{EXIT_INTERRUPTED} interrupted (Ctrl-C).
 Set {DEBUG_ENV}=1 to see the traceback of an internal error."""
 
 

@@ -217,14 +217,68 @@ def service_fqn(text: str) -> str:
     return text
 
 
-def ice_servers(text: str) -> str:
-    """``none`` or the name of an ICE preset."""
+_MAX_ICE_FILE_BYTES = 64 * 1024
+"""Far above any real server list: a bigger file is surely the wrong file."""
+
+
+def ice_servers(text: str) -> Any:
+    """``none``, the name of an ICE preset, or a JSON file of STUN/TURN servers.
+
+    The file holds what a TURN credential service hands out: a list of ``RTCIceServer``
+    objects (``urls``, ``username``, ``credential``), or an ``RTCConfiguration``-shaped
+    object with ``iceServers`` and an optional ``iceTransportPolicy`` (``all`` or
+    ``relay``).  It is read and checked now, so a bad file is one line at start-up.
+    Returns the value for ``Rondevu.connect(ice_servers=...)``.
+    """
     from rondevu_core.ice import ICE_PRESETS
 
-    if text != "none" and text not in ICE_PRESETS:
+    if text == "none":
+        return []
+    if text in ICE_PRESETS:
+        return text
+    path = Path(text)
+    if not (text.endswith(".json") or path.is_file()):
         choices = ", ".join(["none", *sorted(ICE_PRESETS)])
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {choices}")
-    return text
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {choices}, nor a .json file")
+    try:
+        with path.open("rb") as file:
+            raw = file.read(_MAX_ICE_FILE_BYTES + 1)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error.strerror or error}") from None
+    if len(raw) > _MAX_ICE_FILE_BYTES:
+        raise argparse.ArgumentTypeError(f"{text!r}: larger than {_MAX_ICE_FILE_BYTES} bytes")
+    return _ice_file(text, raw)
+
+
+def _ice_file(text: str, raw: bytes) -> Any:
+    import json
+
+    from rondevu_core.ice import IceTransportPolicy, ice_configuration
+
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not valid JSON") from None
+    policy = None
+    if isinstance(data, dict):
+        unknown = sorted(set(data) - {"iceServers", "iceTransportPolicy"})
+        if unknown:
+            raise argparse.ArgumentTypeError(f"{text!r}: unknown keys {', '.join(unknown)}")
+        raw_policy = data.get("iceTransportPolicy", "all")
+        if raw_policy not in ("all", "relay"):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: iceTransportPolicy must be 'all' or 'relay'"
+            )
+        policy = IceTransportPolicy(raw_policy)
+        data = data.get("iceServers")
+    if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a list of ICE servers, or an object with iceServers"
+        )
+    try:
+        return ice_configuration(data, transport_policy=policy)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def show_sender(choice: str, stream: TextIO) -> bool:
@@ -273,9 +327,11 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         "--ice-servers",
         type=ice_servers,
         default="none",
-        metavar="NAME",
-        help=f"'none' (host candidates only) or a preset: {', '.join(sorted(ICE_PRESETS))} "
-        "(default none)",
+        metavar="NAME|FILE",
+        help="'none' (host candidates only, the default), a preset "
+        f"({', '.join(sorted(ICE_PRESETS))}), or a JSON file of STUN/TURN servers: a list "
+        'of {"urls", "username", "credential"} objects, or {"iceServers": [...], '
+        '"iceTransportPolicy": "relay"}',
     )
     parser.add_argument(
         "--host-address",

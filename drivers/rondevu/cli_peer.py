@@ -167,7 +167,7 @@ def _client(args: argparse.Namespace) -> Rondevu:
     """The client of the common options (validated by the parser already)."""
     args.api_url = resolve_api_url(args.api_url)
     username, keypair = _identity(args)
-    ice: Any = [] if args.ice_servers == "none" else args.ice_servers
+    ice: Any = args.ice_servers  # already resolved by the option's check
     return Rondevu.connect(
         args.api_url,
         username=username,

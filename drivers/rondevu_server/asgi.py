@@ -19,7 +19,7 @@ from rondevu_schemas.http import NOT_FOUND_ERROR, SERVER_DESCRIPTION, SERVER_NAM
 from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer, dumps, system_clock
 
-__all__ = ["RondevuApp"]
+__all__ = ["RondevuApp", "redact_db_url"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -87,7 +87,7 @@ class RondevuApp:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
-                log.info("started", extra={"db": _redact(self.config.db)})
+                log.info("started", extra={"db": redact_db_url(self.config.db)})
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.server is not None and self._owns_server:
@@ -198,8 +198,8 @@ class RondevuApp:
         return str(client[0]) if client else None
 
 
-def _redact(url: str) -> str:
-    """A database URL without its password, for logs."""
+def redact_db_url(url: str) -> str:
+    """A database URL without its password, for logs and error lines."""
     if "://" not in url or "@" not in url:
         return url
     scheme, rest = url.split("://", 1)
