@@ -143,7 +143,8 @@ def serve(config: ServerConfig) -> None:
         raise ListenError(f"cannot listen on {where}: {error.strerror or error}") from None
     host, port = sock.getsockname()[:2]
     log.info("listening", extra={"host": host, "port": port, "pid": os.getpid()})
-    server = _Server(uvicorn_config(RondevuApp(config)))
+    app = RondevuApp(config)
+    server = _Server(uvicorn_config(app), app)
     try:
         uvloop.run(_serve(server, sock))
     finally:
@@ -153,7 +154,17 @@ def serve(config: ServerConfig) -> None:
 
 class _Server(uvicorn.Server):
     """uvicorn's server without its signal capture: `_serve` installs our own handlers,
-    so SIGTERM ends in a clean exit 0 instead of being re-raised after shutdown."""
+    so SIGTERM ends in a clean exit 0 instead of being re-raised after shutdown.  Told
+    to stop, it first answers the held calls (long polling): uvicorn waits for open
+    requests before the app's shutdown, and a held call may have 25 s to go."""
+
+    def __init__(self, config: uvicorn.Config, app: RondevuApp) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._app.release_waiters()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
