@@ -134,6 +134,7 @@ class WaitRegistry:
         self._per_user: dict[str, int] = {}
         self._count = 0
         self._closed = False
+        self._changed: asyncio.Event | None = None
 
     @property
     def waiting(self) -> int:
@@ -158,6 +159,7 @@ class WaitRegistry:
         self._by_key.setdefault(key, set()).add(waiter)
         self._per_user[user] = held_by_user + 1
         self._count += 1
+        self._note_change()
         return waiter
 
     def release(self, waiter: Waiter) -> None:
@@ -174,6 +176,19 @@ class WaitRegistry:
         else:
             del self._per_user[waiter.user]
         self._count -= 1
+        self._note_change()
+
+    def _note_change(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def until_waiting(self, count: int) -> None:
+        """Return once exactly ``count`` calls are held (tests and tools watch with it)."""
+        while self._count != count:
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
 
     def wake(self, keys: Iterable[str]) -> None:
         """Wake every call held on one of ``keys``."""
