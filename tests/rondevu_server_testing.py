@@ -228,6 +228,8 @@ def running_server(
             )
     finally:
         if "uvicorn" in holder:
+            # as `rondevu serve` does when told to stop: held calls answer first
+            holder["loop"].call_soon_threadsafe(holder["server"].release_waiters)
             holder["uvicorn"].should_exit = True
         thread.join(30)
         sock.close()

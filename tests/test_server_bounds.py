@@ -225,7 +225,8 @@ def test_sqlite_file_database_persists_and_migrates(tmp_path: Any) -> None:
 
 
 def test_sqlite_v1_database_migrates_to_the_latest(tmp_path: Any) -> None:
-    """A database made by schema version 1 gets the later versions' indexes, data kept."""
+    """A database made by schema version 1 gets the later versions' indexes (and the wake
+    table of long polling), data kept."""
     import asyncio
     import sqlite3
 
@@ -251,11 +252,12 @@ def test_sqlite_v1_database_migrates_to_the_latest(tmp_path: Any) -> None:
     assert asyncio.run(reopen()).public_key == "k"
     check = sqlite3.connect(path)
     try:
-        assert check.execute("PRAGMA user_version").fetchone() == (3,)
+        assert check.execute("PRAGMA user_version").fetchone() == (4,)
         names = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
     finally:
         check.close()
     assert {"idx_offers_owner", "idx_offers_service_order", "idx_offers_free"} <= names
+    assert "rondevu_wakes" in names
     assert not {"idx_offers_username", "idx_offers_service"} & names
 
 

@@ -45,9 +45,10 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
 def test_routes_and_cors(srv: RunningServer) -> None:
     root = srv.http.get("/")
     assert root.status_code == 200
-    assert root.content == (
+    assert root.content == (  # the 0.5.4 fields, then ours (long-polling.md)
         b'{"version":"unknown","name":"Rondevu","description":'
-        b'"WebRTC signaling with RPC interface and Ed25519 authentication"}'
+        b'"WebRTC signaling with RPC interface and Ed25519 authentication",'
+        b'"extensions":{"longPoll":{"maxWaitMs":25000}}}'
     )
     assert root.headers["content-type"] == "application/json"
     assert root.headers["vary"] == "Origin"

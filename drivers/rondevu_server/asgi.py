@@ -1,7 +1,8 @@
 """The HTTP face of the server: a raw ASGI app over `RondevuServer` (PROTOCOL.md §1).
 
-Routes: ``GET /`` (name and version), ``GET /health``, ``POST /rpc``, ``OPTIONS`` on any
-path (CORS preflight, 204), and 404 with the original's JSON body for anything else.
+Routes: ``GET /`` (name and version, and our extensions when any is on), ``GET /health``,
+``POST /rpc``, ``OPTIONS`` on any path (CORS preflight, 204), and 404 with the
+original's JSON body for anything else.
 Every response is compact JSON with ``vary: Origin`` and the CORS headers of §1.
 
 No framework: the app reads the body itself so it can stop at ``max_body_bytes`` (413)
@@ -19,7 +20,7 @@ from rondevu_schemas.http import NOT_FOUND_ERROR, SERVER_DESCRIPTION, SERVER_NAM
 from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer, dumps, system_clock
 
-__all__ = ["RondevuApp", "redact_db_url"]
+__all__ = ["RondevuApp", "redact_db_url", "server_info"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -60,13 +61,13 @@ class RondevuApp:
         self._clock = clock
         self._any_origin = "*" in config.cors_origins
         self._origins = tuple(o.encode("latin-1") for o in config.cors_origins)
-        self._info = dumps(
-            {
-                "version": config.version,
-                "name": SERVER_NAME,
-                "description": SERVER_DESCRIPTION,
-            }
-        )
+        self._info = dumps(server_info(config))
+
+    def release_waiters(self) -> None:
+        """Answer every held call now (see `RondevuServer.release_waiters`): ``rondevu
+        serve`` calls it when told to stop, before uvicorn waits for open requests."""
+        if self.server is not None:
+            self.server.release_waiters()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -196,6 +197,22 @@ class RondevuApp:
                     return str(last.decode("latin-1"))
         client = scope.get("client")
         return str(client[0]) if client else None
+
+
+def server_info(config: ServerConfig) -> dict[str, Any]:
+    """The ``GET /`` body: the 0.5.4 fields, then ``extensions`` (ours) when one is on.
+
+    ``extensions`` maps each extension a client may use to its parameters; a client of
+    0.18.x ignores the key, and a server with every extension off sends none of it.
+    """
+    info: dict[str, Any] = {
+        "version": config.version,
+        "name": SERVER_NAME,
+        "description": SERVER_DESCRIPTION,
+    }
+    if config.long_poll_max_wait_ms > 0:
+        info["extensions"] = {"longPoll": {"maxWaitMs": config.long_poll_max_wait_ms}}
+    return info
 
 
 def redact_db_url(url: str) -> str:

@@ -295,8 +295,18 @@ def _url(host: str, port: int) -> str:
 
 class _Server(uvicorn.Server):
     """uvicorn's server without its signal capture (`_serve` installs our own handlers,
-    so SIGTERM ends in a clean exit 0 instead of being re-raised after shutdown), and
-    with one line for people once it answers."""
+    so SIGTERM ends in a clean exit 0 instead of being re-raised after shutdown), with
+    one line for people once it answers.  Told to stop, it first answers the held calls
+    (long polling): uvicorn waits for open requests before the app's shutdown, and a
+    held call may have 25 s to go."""
+
+    def __init__(self, config: uvicorn.Config, app: RondevuApp) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._app.release_waiters()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -321,7 +331,8 @@ async def _serve(config: ServerConfig, sock: socket.socket) -> int | None:
     host, port = sock.getsockname()[:2]
     log.info("listening", extra={"host": host, "port": port, "pid": os.getpid()})
     try:
-        server = _Server(uvicorn_config(RondevuApp(config, server=rondevu)))
+        app = RondevuApp(config, server=rondevu)
+        server = _Server(uvicorn_config(app), app)
         loop = asyncio.get_running_loop()
         stopped_by: list[int] = []
 

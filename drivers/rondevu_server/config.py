@@ -39,6 +39,10 @@ class ServerConfig:
     """PostgreSQL connections per server process."""
     reuse_port: bool = False
     """Bind with SO_REUSEPORT so several processes can share one port (Linux)."""
+    workers: int = 1
+    """Server processes ``rondevu serve`` runs on the one port (each binds it with
+    SO_REUSEPORT); more than one needs a database they share (a SQLite file or
+    PostgreSQL), never ``:memory:``."""
     log_level: str = "info"
     """Python logging level name for the JSON log lines on stderr."""
     version: str = DEFAULT_VERSION
@@ -107,6 +111,16 @@ class ServerConfig:
     0: on the event loop (on the 2-core bench machine both gave about the same calls/s)."""
     username_cache_size: int = 50_000
     """Claimed usernames whose keys are kept in memory to skip a database read per call."""
+
+    long_poll_max_wait_ms: int = 25_000
+    """Longest a ``poll`` or ``getIceCandidates`` with ``waitMs`` is held (longer asks
+    are held this long); ``GET /`` advertises it.  0 turns long polling off: ``waitMs``
+    is then ignored, as by the 0.5.4 server, and ``GET /`` lists no extension."""
+    long_poll_max_waiting: int = 2_048
+    """Calls held at once by one server process; a call past it is answered at once.
+    Each holds an HTTP connection, so keep it well under ``max_connections``."""
+    long_poll_max_waiting_per_user: int = 32
+    """Calls one username may have held at once; a call past it is answered at once."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ServerConfig:

@@ -65,6 +65,11 @@ CANDIDATE_TOO_DEEP = "Invalid candidate at index {index}: nested too deeply (max
 TOO_MANY_CANDIDATES = "Too many candidates in one request (max {limit})"
 OFFER_CANDIDATE_LIMIT = "Too many ICE candidates for this offer (max {limit})"
 
+# Long polling (our extension).
+INVALID_WAIT_MS = (
+    "Invalid waitMs: must be a whole number of milliseconds, 0 or more (held at most {limit})"
+)
+
 # Transport bounds (our additions; §11 says the original has none).
 BODY_TOO_LARGE = "Request body too large (max {limit} bytes)"
 RATE_LIMITED = "Rate limit exceeded, slow down"

@@ -8,12 +8,17 @@ comes from the server with the call.
 Our bounds (config) are checked right after the original's own checks for the same
 parameter, so an honest call sees the original's behaviour and only an oversized one
 meets a new error.
+
+Long polling (our extension, `rondevu_server.longpoll`): ``poll`` and
+``getIceCandidates`` with ``waitMs`` return a `Wait` instead of their result, which the
+server holds; without it they read and answer as before.  The two writes that can give
+a held call news (answerOffer, addIceCandidates) wake the keys their storage returns.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from rondevu_core.errors import ValidationError
@@ -30,7 +35,8 @@ from rondevu_server import messages
 from rondevu_server.auth import Authenticator, Call
 from rondevu_server.config import ServerConfig
 from rondevu_server.jsonwire import RawJson, dumps
-from rondevu_server.storage import Rejected, ServiceOffer, Storage
+from rondevu_server.longpoll import Wait, WaitRegistry, ice_key, poll_key
+from rondevu_server.storage import AnswerRecord, IceRecord, Rejected, ServiceOffer, Storage
 
 __all__ = ["METHODS", "Context", "Handler"]
 
@@ -39,7 +45,8 @@ _HEX = frozenset("0123456789abcdef")
 
 
 class Context:
-    """What a handler may use: settings, storage, authentication, offer capacity."""
+    """What a handler may use: settings, storage, authentication, offer capacity, and
+    the registry of held calls (to wake)."""
 
     def __init__(
         self,
@@ -47,11 +54,13 @@ class Context:
         config: ServerConfig,
         storage: Storage,
         auth: Authenticator,
+        waits: WaitRegistry,
         new_service_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.config = config
         self.storage = storage
         self.auth = auth
+        self.waits = waits
         self.new_service_id = new_service_id
         self._live_offers = 0
         self._live_offers_at: int | None = None
@@ -241,7 +250,7 @@ async def answer_offer(ctx: Context, call: Call, now: int) -> Any:
     offer_id = _offer_id(call.params)
     if offer_id is None:
         raise ValidationError(messages.OFFER_NOT_FOUND)
-    await ctx.storage.answer_offer(offer_id, username, sdp, now)
+    ctx.waits.wake(await ctx.storage.answer_offer(offer_id, username, sdp, now))
     return {"success": True, "offerId": offer_id}
 
 
@@ -264,11 +273,37 @@ async def get_offer_answer(ctx: Context, call: Call, now: int) -> Any:
     }
 
 
+def _wait_ms(ctx: Context, params: Mapping[str, Any]) -> int:
+    """The ``waitMs`` param (our extension) in ms, capped at ``long_poll_max_wait_ms``;
+    0 when absent, null, or the extension is off (then it is ignored, like any param the
+    0.5.4 server does not know)."""
+    limit = ctx.config.long_poll_max_wait_ms
+    value = params.get("waitMs")
+    if limit <= 0 or value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 2e3: JSON has one number type
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(messages.INVALID_WAIT_MS.format(limit=limit))
+    return min(value, limit)
+
+
 async def poll(ctx: Context, call: Call, now: int) -> Any:
     """§6.7: answers to the caller's offers and their answerers' candidates."""
     username = await ctx.auth.authenticate(call, now)
     since = coerce_since(call.params.get("since"))
-    answers, candidates = await ctx.storage.poll(username, since, now)
+    wait_ms = _wait_ms(ctx, call.params)
+
+    async def read(now: int) -> tuple[bool, Any]:
+        answers, candidates = await ctx.storage.poll(username, since, now)
+        return bool(answers or candidates), _poll_result(answers, candidates)
+
+    if wait_ms > 0:
+        return Wait(key=poll_key(username), user=username, wait_ms=wait_ms, read=read)
+    return (await read(now))[1]
+
+
+def _poll_result(answers: Sequence[AnswerRecord], candidates: Sequence[IceRecord]) -> Any:
     by_offer: dict[str, list[dict[str, Any]]] = {}
     for item in candidates:
         by_offer.setdefault(item.offer_id, []).append(
@@ -328,9 +363,10 @@ async def add_ice_candidates(ctx: Context, call: Call, now: int) -> Any:
     offer_id = _offer_id(call.params)
     if offer_id is None:
         raise ValidationError(messages.OFFER_NOT_FOUND)
-    await ctx.storage.add_ice_candidates(
+    woken = await ctx.storage.add_ice_candidates(
         offer_id, username, texts, now, ctx.config.max_candidates_per_offer
     )
+    ctx.waits.wake(woken)
     return {"count": len(texts), "offerId": offer_id}
 
 
@@ -341,11 +377,19 @@ async def get_ice_candidates(ctx: Context, call: Call, now: int) -> Any:
     if offer_id is None:
         raise ValidationError(messages.OFFER_NOT_FOUND)
     since = coerce_since(call.params.get("since"))
-    rows = await ctx.storage.get_ice_candidates(offer_id, username, since, now)
-    return {
-        "candidates": [{"candidate": RawJson(text), "createdAt": at} for text, at in rows],
-        "offerId": offer_id,
-    }
+    wait_ms = _wait_ms(ctx, call.params)
+
+    async def read(now: int) -> tuple[bool, Any]:
+        rows = await ctx.storage.get_ice_candidates(offer_id, username, since, now)
+        return bool(rows), {
+            "candidates": [{"candidate": RawJson(text), "createdAt": at} for text, at in rows],
+            "offerId": offer_id,
+        }
+
+    if wait_ms > 0:
+        key = ice_key(offer_id, username)
+        return Wait(key=key, user=username, wait_ms=wait_ms, read=read)
+    return (await read(now))[1]
 
 
 METHODS: Mapping[str, Handler] = {

@@ -21,23 +21,39 @@ each).  asyncpg prepares and caches every statement per connection.
 The schema lives in ``schema`` (created if missing) or the DSN's default search path,
 and is created or migrated at open under an advisory lock, so processes may start
 together.
+
+Wake-ups across processes (long polling): a write that wakes held calls sends
+``NOTIFY`` on the deployment's channel (`rondevu_server.sql.WAKE_CHANNEL`) in its own
+transaction, so PostgreSQL delivers it at commit, to every listener.  `listen` keeps
+one dedicated connection (outside the pool) in ``LISTEN`` on it, skips this process's
+own notifications (it woke its waiters directly) and hands the rest to the server.
+Should that connection drop, it reconnects with backoff and then wakes every held call
+once, since notifications sent meanwhile are lost; until then held calls still end at
+their deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
 from rondevu_server import sql
+from rondevu_server.longpoll import WakeSink
 from rondevu_server.sql import Conflict, Fetch, Plan, PlanStorage
 
 __all__ = ["PostgresStorage"]
 
+log = logging.getLogger("rondevu_server")
+
 _T = TypeVar("_T")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 _MIGRATION_LOCK = 0x52444E56  # "RDNV": serialises schema set-up across processes
+_RECONNECT_S = (0.1, 5.0)  # the listener's first and longest wait between attempts
 
 _MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V1.format(int="BIGINT", serial="BIGSERIAL PRIMARY KEY"),
@@ -86,8 +102,14 @@ async def _keep_session(conn: Any) -> None:
 class PostgresStorage(PlanStorage):
     """`Storage` on PostgreSQL through an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, dsn: str = "", settings: dict[str, str] | None = None
+    ) -> None:
+        super().__init__()
         self._pool = pool
+        self._dsn = dsn
+        self._settings = dict(settings or {})
+        self._listener: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -120,10 +142,15 @@ class PostgresStorage(PlanStorage):
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, dsn=dsn, settings=settings)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Stop listening and close every pooled connection."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         await self._pool.close()
 
     async def _run(self, plan: Plan[_T], *, write: bool = False) -> _T:
@@ -132,6 +159,52 @@ class PostgresStorage(PlanStorage):
                 return await _drive(conn, plan)
             async with conn.transaction():
                 return await _drive(conn, plan)
+
+    async def listen(self, sink: WakeSink) -> None:
+        """See `Storage.listen`: ``LISTEN`` on a dedicated connection, kept up."""
+        if self._listener is not None:
+            return
+        conn = await self._listening_connection(sink)
+        self._listener = asyncio.get_running_loop().create_task(self._keep_listening(sink, conn))
+
+    async def _listening_connection(self, sink: WakeSink) -> Any:
+        conn = await asyncpg.connect(self._dsn, server_settings=self._settings)
+        try:
+            channel = await conn.fetchval(f"SELECT {sql.WAKE_CHANNEL}")
+
+            def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+                origin, keys = sql.parse_wake_payload(payload)
+                if origin != self.origin:
+                    sink.wake(keys)
+
+            await conn.add_listener(channel, on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _keep_listening(self, sink: WakeSink, conn: Any) -> None:
+        """Hold ``conn`` until it drops, then reconnect (with backoff) and wake all."""
+        try:
+            while True:
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await lost.wait()
+                log.warning("wake-up listener disconnected; reconnecting")
+                conn = None
+                delay = _RECONNECT_S[0]
+                while conn is None:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RECONNECT_S[1])
+                    with contextlib.suppress(
+                        OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError
+                    ):
+                        conn = await self._listening_connection(sink)
+                sink.wake_all()  # what was sent while disconnected is lost: re-read
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
 
 
 async def _migrate(conn: Any) -> None:

@@ -7,10 +7,14 @@ shape), envelope checks, authentication and dispatch.  The ASGI app
 (`rondevu_server.asgi`) is a thin layer over it, and an in-process client transport can
 call it directly.
 
+Long polling (our extension, `rondevu_server.longpoll`): a call that asks to wait and
+has no news is held, alone or inside its batch (`_handle_batch` says how), and
+`release_waiters` answers every held call at once (shutdown).
+
 Time is read in exactly one place, the ``clock`` given to the server (Unix ms; tests
-inject a fake one), once per call.  Errors: a `ValidationError` becomes its own text on
-the wire; anything else is logged and answered ``Internal server error``, so no SQL or
-stack text ever reaches a client (S11).
+inject a fake one), once per call and once per re-read of a held call.  Errors: a
+`ValidationError` becomes its own text on the wire; anything else is logged and
+answered ``Internal server error``, so no SQL or stack text ever reaches a client (S11).
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from rondevu_schemas.http import (
     EMPTY_BATCH_ERROR,
     INVALID_REQUEST_FORMAT_ERROR,
 )
-from rondevu_server import messages
+from rondevu_server import longpoll, messages
 from rondevu_server.auth import Authenticator, Call
 from rondevu_server.config import LOOPBACK_PREFIXES, ServerConfig
 from rondevu_server.jsonwire import dumps, parse_body
+from rondevu_server.longpoll import Held, Signal, Wait, WaitRegistry
 from rondevu_server.methods import METHODS, Context
 from rondevu_server.ratelimit import RateLimiter
 from rondevu_server.storage import Storage
@@ -78,12 +83,18 @@ class RondevuServer:
         self.storage = storage
         self.clock = clock
         self._verifier = SignatureVerifier(threads=config.verify_threads)
+        self.waits = WaitRegistry(
+            max_waiting=config.long_poll_max_waiting,
+            max_waiting_per_user=config.long_poll_max_waiting_per_user,
+        )
+        """The calls held now (long polling)."""
         self._context = Context(
             config=config,
             storage=storage,
             auth=Authenticator(
                 storage, cache_size=config.username_cache_size, verifier=self._verifier
             ),
+            waits=self.waits,
         )
         self._limiter = (
             RateLimiter(
@@ -100,8 +111,17 @@ class RondevuServer:
     async def open(
         cls, config: ServerConfig, *, clock: Callable[[], int] = system_clock
     ) -> RondevuServer:
-        """A server over the storage ``config.db`` names (schema created or migrated)."""
-        return cls(config, await open_storage(config), clock=clock)
+        """A server over the storage ``config.db`` names (schema created or migrated),
+        hearing the wake-ups of other processes on that database (long polling)."""
+        storage = await open_storage(config)
+        server = cls(config, storage, clock=clock)
+        if config.long_poll_max_wait_ms > 0:
+            try:
+                await storage.listen(server.waits)
+            except BaseException:
+                await storage.close()
+                raise
+        return server
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -132,8 +152,15 @@ class RondevuServer:
                 },
             )
 
+    def release_waiters(self) -> None:
+        """Answer every held call now and hold no more (the start of a shutdown: an HTTP
+        server waits for open requests before it stops).  Idempotent."""
+        self.waits.close()
+
     async def aclose(self) -> None:
-        """Stop the cleanup task and the signature worker, and close the storage."""
+        """Answer held calls, stop the cleanup task and the signature worker, and close
+        the storage."""
+        self.release_waiters()
         if self._cleanup_task is not None:
             self._cleanup_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -207,9 +234,18 @@ class RondevuServer:
         polls of many large answers) can otherwise make a reply hundreds of times their
         own size, all of it held in memory at once.  A single call is never cut short;
         its size is bounded by the per-user and per-offer limits.
+
+        Held calls (long polling): every call runs in order as usual, a waiting one
+        reading its answer at its turn; only once the last call has run, if no waiting
+        call had news, is the batch held, until the first of its waiting calls has news
+        (each woken one reads again; the others keep the answer they read), the
+        earliest of their waits ends, or the server releases held calls.  So the other
+        calls are never delayed, a write later in the same batch that gives a waiting
+        call news answers the batch at once, and the replies stay in request order.
         """
         limit = self.config.max_response_bytes
-        parts: list[bytes] = []
+        parts: list[bytes | Held[dict[str, Any]]] = []
+        signal = Signal()
         size = 0
         for index, item in enumerate(calls):
             if index:
@@ -219,32 +255,84 @@ class RondevuServer:
             if size > limit:
                 parts.append(dumps(_not_run(limit)))
                 continue
-            part = _encode(await self.handle_call(item))
+            outcome = await self._start_call(item, signal)
+            if isinstance(outcome, Held):
+                parts.append(outcome)
+                size += len(_encode(outcome.answer)) + 1
+                continue
+            part = _encode(outcome)
             parts.append(part)
             size += len(part) + 1
-        return b"[" + b",".join(parts) + b"]"
+        held = [part for part in parts if isinstance(part, Held)]
+        if held:
+            await longpoll.settle(self.waits, held, signal, self.clock)
+        encoded = [part if isinstance(part, bytes) else _encode(part.answer) for part in parts]
+        return b"[" + b",".join(encoded) + b"]"
 
     async def handle_call(self, request: Any) -> dict[str, Any]:
-        """One call object (already parsed JSON) -> its response object."""
+        """One call object (already parsed JSON) -> its response object (held first
+        when it asks to wait and has no news)."""
+        signal = Signal()
+        outcome = await self._start_call(request, signal)
+        if not isinstance(outcome, Held):
+            return outcome
+        await longpoll.settle(self.waits, [outcome], signal, self.clock)
+        return outcome.answer
+
+    async def _start_call(
+        self, request: Any, signal: Signal
+    ) -> dict[str, Any] | Held[dict[str, Any]]:
+        """Run one call: its response object, or the `Held` call it became."""
         try:
             call = _envelope(request)
             handler = METHODS.get(call.method)
             if handler is None:
                 raise ValidationError(messages.UNKNOWN_METHOD.format(method=call.method))
-            result = await handler(self._context, call, self.clock())
-        except ValidationError as error:
-            return {"success": False, "error": str(error)}
-        except Exception:
-            method = request.get("method") if isinstance(request, dict) else None
-            log.exception("internal error", extra={"method": str(method)[:64]})
-            return {"success": False, "error": messages.INTERNAL_ERROR}
-        return {"success": True, "result": result}
+            now = self.clock()
+            result = await handler(self._context, call, now)
+        except Exception as error:
+            return _failure(error, request)
+        if not isinstance(result, Wait):
+            return {"success": True, "result": result}
+        return await longpoll.begin(
+            self.waits,
+            key=result.key,
+            user=result.user,
+            wait_ms=result.wait_ms,
+            read=_responding(result.read, request),
+            now=now,
+            signal=signal,
+        )
 
 
 _UNPARSED = object()
 """Stands for a body that is not JSON (charged one call, then answered 400)."""
 _RATE_LIMITED_REPLY = dumps({"success": False, "error": messages.RATE_LIMITED})
 _INTERNAL_ERROR_REPLY = dumps({"success": False, "error": messages.INTERNAL_ERROR})
+
+
+def _failure(error: Exception, request: Any) -> dict[str, Any]:
+    """The response object for a call that raised ``error``: a `ValidationError`'s own
+    text, else (logged) the internal error, which never says what went wrong (S11)."""
+    if isinstance(error, ValidationError):
+        return {"success": False, "error": str(error)}
+    method = request.get("method") if isinstance(request, dict) else None
+    log.error("internal error", exc_info=error, extra={"method": str(method)[:64]})
+    return {"success": False, "error": messages.INTERNAL_ERROR}
+
+
+def _responding(read: longpoll.Read[Any], request: Any) -> longpoll.Read[dict[str, Any]]:
+    """``read`` giving response objects: a failed read (the offer expired meanwhile, the
+    database went away) is that call's error, and news - it ends the wait."""
+
+    async def respond(now: int) -> tuple[bool, dict[str, Any]]:
+        try:
+            news, result = await read(now)
+        except Exception as error:
+            return True, _failure(error, request)
+        return news, {"success": True, "result": result}
+
+    return respond
 
 
 def _not_run(limit: int) -> dict[str, Any]:

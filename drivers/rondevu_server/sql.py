@@ -16,11 +16,18 @@ plan either handles or lets propagate.  Statements are few and merged where one
 statement can answer (direct and random discovery, getIceCandidates, deleteService),
 and single-statement writes run without a transaction (answerOffer is a conditional
 update and then a clean-up that is correct on its own).
+
+The two writes that wake held calls (answer, add_ice) end with an *announce* step
+(`wake_payload`): PostgreSQL ``NOTIFY`` on the deployment's channel (`WAKE_CHANNEL`),
+delivered to listeners at commit; on SQLite, a row in ``rondevu_wakes`` that other
+processes on the file read (`SCHEMA_SQLITE_WAKES`).  A database no other process can
+open skips it (`Sql.announce`).
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -29,6 +36,7 @@ from typing import Any, TypeVar
 from rondevu_core.fqn import ServiceFqn
 from rondevu_core.server_rules import next_ice_timestamps
 from rondevu_server import messages
+from rondevu_server.longpoll import ice_key, poll_key
 from rondevu_server.storage import (
     USERNAME_TTL_MS,
     AnswerRecord,
@@ -45,15 +53,19 @@ from rondevu_server.storage import (
 
 __all__ = [
     "DISCOVERY_WINDOW",
+    "SCHEMA_SQLITE_WAKES",
     "SCHEMA_V1",
     "SCHEMA_V2",
     "SCHEMA_V3",
+    "WAKE_CHANNEL",
     "Conflict",
     "Fetch",
     "Plan",
     "PlanStorage",
     "Sql",
     "Step",
+    "parse_wake_payload",
+    "wake_payload",
 ]
 
 _T = TypeVar("_T")
@@ -68,6 +80,8 @@ class Sql:
     sqlite: str | None
     json_arrays: bool = False
     """SQLite receives list arguments as JSON text (read with ``json_each``)."""
+    announce: bool = False
+    """Only tells other processes something: skipped where there can be none."""
 
 
 def _sql(text: str) -> Sql:
@@ -167,6 +181,23 @@ SCHEMA_V3 = """
 before its statistics catch up (a fresh or busy table), combined the service index with
 the expiry index in a bitmap scan that read every live offer in the table once per
 service listed."""
+
+SCHEMA_SQLITE_WAKES = """
+    CREATE TABLE rondevu_wakes (
+        seq INTEGER PRIMARY KEY,
+        payload TEXT NOT NULL
+    );
+"""
+"""SQLite version 4 (SQLite only): the wake-ups written for other processes on the same
+file, read by ``seq`` (see `rondevu_server.sqlite_storage`); cleanup keeps the newest
+`_WAKES_KEPT`."""
+
+WAKE_CHANNEL = "'rondevu_wake_' || left(md5(current_schema()), 16)"
+"""The PostgreSQL NOTIFY channel of a deployment, as an SQL expression: one per schema,
+so deployments (and parallel test runs) sharing a database never wake each other.  A
+hash, because a channel name is at most 63 bytes and a schema name may be 63 too."""
+
+_WAKES_KEPT = 10_000
 
 # -- statements ----------------------------------------------------------------------
 
@@ -287,7 +318,7 @@ _DELETE_OWNED_SERVICE = _sql(
 _SERVICE_OWNER = _sql("SELECT username FROM services WHERE service_fqn = $1 AND expires_at > $2")
 _ANSWER = _sql(
     "UPDATE offers SET answerer_username = $1, answer_sdp = $2, answered_at = $3"
-    " WHERE id = $4 AND expires_at > $3 AND answerer_username IS NULL RETURNING 1"
+    " WHERE id = $4 AND expires_at > $3 AND answerer_username IS NULL RETURNING username"
 )
 _OFFER_LIVE = _sql("SELECT 1 FROM offers WHERE id = $1 AND expires_at > $2")
 _DROP_OUTSIDERS_ICE = _sql(
@@ -341,6 +372,16 @@ _EXPIRED = (
     _sql("DELETE FROM offers WHERE expires_at <= $1"),
     _sql("DELETE FROM services WHERE expires_at <= $1"),
     _sql("DELETE FROM usernames WHERE expires_at <= $1"),
+)
+_ANNOUNCE = Sql(
+    f"SELECT pg_notify({WAKE_CHANNEL}, $1)",
+    "INSERT INTO rondevu_wakes (payload) VALUES (?1)",
+    announce=True,
+)
+_PRUNE_WAKES = Sql(
+    None,
+    "DELETE FROM rondevu_wakes WHERE seq <= (SELECT max(seq) FROM rondevu_wakes) - ?1",
+    announce=True,
 )
 
 # -- plans ---------------------------------------------------------------------------
@@ -505,16 +546,35 @@ def _delete_service(fqn_text: str, username: str, now: int) -> Plan[None]:
     raise Rejected(messages.SERVICE_NOT_FOUND if owner is None else messages.SERVICE_NOT_OWNED)
 
 
-def _answer(offer_id: str, username: str, sdp: str, now: int) -> Plan[None]:
+def wake_payload(origin: str, keys: Sequence[str]) -> str:
+    """The text an announce step carries: the writer's origin, then the keys (none of
+    them holds a space: usernames, offer ids and origins are [a-z0-9.:-])."""
+    return " ".join((origin, *keys))
+
+
+def parse_wake_payload(payload: str) -> tuple[str, list[str]]:
+    """``(origin, keys)`` from an announce payload (see `wake_payload`)."""
+    origin, *keys = payload.split(" ")
+    return origin, keys
+
+
+def _announce(origin: str, keys: Sequence[str]) -> Step:
+    return _ANNOUNCE, Fetch.VALUE, (wake_payload(origin, keys),)
+
+
+def _answer(offer_id: str, username: str, sdp: str, now: int, origin: str) -> Plan[list[str]]:
     """See `Storage.answer_offer`: the conditional update alone decides the race (S3)."""
-    won = yield _ANSWER, Fetch.VALUE, (username, sdp, now, offer_id)
-    if won is None:
+    owner = yield _ANSWER, Fetch.VALUE, (username, sdp, now, offer_id)
+    if owner is None:
         live = yield _OFFER_LIVE, Fetch.VALUE, (offer_id, now)
         raise Rejected(messages.OFFER_ALREADY_ANSWERED if live else messages.OFFER_NOT_FOUND)
     # Candidates other would-be answerers sent before the answer can never be shown to
     # anyone (S4), so they are dropped now rather than at expiry, which also gives the
     # answerer back the share of the candidate cap they held (`_add_ice`).
     yield _DROP_OUTSIDERS_ICE, Fetch.COUNT, (offer_id, username)
+    keys = [poll_key(owner), ice_key(offer_id, owner), ice_key(offer_id, username)]
+    yield _announce(origin, keys)
+    return keys
 
 
 def _get_offer(offer_id: str, now: int) -> Plan[OfferRecord | None]:
@@ -553,8 +613,13 @@ def _ice_limit_exceeded(role: str, held: Sequence[int], adding: int, cap: int) -
 
 
 def _add_ice(
-    offer_id: str, username: str, candidates: Sequence[str], now: int, max_per_offer: int
-) -> Plan[None]:
+    offer_id: str,
+    username: str,
+    candidates: Sequence[str],
+    now: int,
+    max_per_offer: int,
+    origin: str,
+) -> Plan[list[str]]:
     """See `Storage.add_ice_candidates`: at most ``max_per_offer`` stored per offer.
 
     The cap is for the offer, all senders and both roles together, so many usernames
@@ -601,6 +666,17 @@ def _add_ice(
         ],
     )
     yield _SET_ICE_LAST, Fetch.COUNT, (stamps[-1], offer_id)
+    # Only the offer's two participants ever read its candidates (S4): the owner reads
+    # the actual answerer's (in poll too), the answerer the owner's.  Before the answer
+    # nobody can read them yet; answerOffer wakes both sides then.
+    if answerer is None:
+        return []
+    if role == "offerer":
+        keys = [ice_key(offer_id, answerer)]
+    else:
+        keys = [ice_key(offer_id, owner), poll_key(owner)]
+    yield _announce(origin, keys)
+    return keys
 
 
 def _get_ice(offer_id: str, username: str, since: int, now: int) -> Plan[list[tuple[str, int]]]:
@@ -623,12 +699,17 @@ def _cleanup(now: int) -> Plan[CleanupCounts]:
     offers = yield _EXPIRED[0], Fetch.COUNT, (now,)
     services = yield _EXPIRED[1], Fetch.COUNT, (now,)
     users = yield _EXPIRED[2], Fetch.COUNT, (now,)
+    yield _PRUNE_WAKES, Fetch.COUNT, (_WAKES_KEPT,)
     return CleanupCounts(offers=offers, services=services, usernames=users)
 
 
 class PlanStorage:
-    """`Storage` by running this module's plans; a backend supplies `_run` (and open and
-    close).  ``write`` plans must run in one transaction."""
+    """`Storage` by running this module's plans; a backend supplies `_run` (and open,
+    close and listen).  ``write`` plans must run in one transaction."""
+
+    def __init__(self) -> None:
+        self.origin = uuid.uuid4().hex[:16]
+        """Marks this object's announcements, so that it can skip its own."""
 
     async def _run(self, plan: Plan[_T], *, write: bool = False) -> _T:
         raise NotImplementedError
@@ -673,9 +754,9 @@ class PlanStorage:
         """See `Storage.delete_service`."""
         await self._run(_delete_service(str(fqn), username, now))
 
-    async def answer_offer(self, offer_id: str, username: str, sdp: str, now: int) -> None:
+    async def answer_offer(self, offer_id: str, username: str, sdp: str, now: int) -> list[str]:
         """See `Storage.answer_offer`."""
-        await self._run(_answer(offer_id, username, sdp, now))
+        return await self._run(_answer(offer_id, username, sdp, now, self.origin))
 
     async def get_offer(self, offer_id: str, now: int) -> OfferRecord | None:
         """See `Storage.get_offer`."""
@@ -694,10 +775,10 @@ class PlanStorage:
         candidates: Sequence[str],
         now: int,
         max_per_offer: int,
-    ) -> None:
+    ) -> list[str]:
         """See `Storage.add_ice_candidates`."""
-        plan = _add_ice(offer_id, username, candidates, now, max_per_offer)
-        await self._run(plan, write=True)
+        plan = _add_ice(offer_id, username, candidates, now, max_per_offer, self.origin)
+        return await self._run(plan, write=True)
 
     async def get_ice_candidates(
         self, offer_id: str, username: str, since: int, now: int

@@ -11,11 +11,21 @@ conditional update is race-free on its own (S3).  File databases use WAL and
 default, as in the original.
 
 The schema is created (or migrated, see `_MIGRATIONS`) when the storage opens.
+
+Wake-ups across processes on one file (long polling): a write that wakes held calls
+adds a row to ``rondevu_wakes`` in its own commit.  While this process holds calls,
+`listen` looks every `WAKE_CHECK_S` seconds whether another connection committed
+anything (``PRAGMA data_version``, which costs no read of the database) and only then
+reads the rows it has not seen, skipping its own.  So a wake-up written by another
+process arrives within that interval, and an idle server does no work for it.
+``:memory:`` is private to its process and writes no rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +34,16 @@ from typing import Any, TypeVar
 import orjson
 
 from rondevu_server import sql
+from rondevu_server.longpoll import WakeSink
 from rondevu_server.sql import Conflict, Fetch, Plan, PlanStorage
 
-__all__ = ["SqliteStorage"]
+__all__ = ["WAKE_CHECK_S", "SqliteStorage"]
+
+log = logging.getLogger("rondevu_server")
+
+WAKE_CHECK_S = 0.02
+"""How often a process holding calls looks for other processes' wake-ups (seconds):
+the cross-process wake-up latency on SQLite is at most this (plus a read)."""
 
 _T = TypeVar("_T")
 
@@ -35,6 +52,7 @@ _MIGRATIONS: tuple[str, ...] = (
     sql.SCHEMA_V1.format(int="INTEGER", serial="INTEGER PRIMARY KEY"),
     sql.SCHEMA_V2,
     sql.SCHEMA_V3,
+    sql.SCHEMA_SQLITE_WAKES,
 )
 
 
@@ -74,10 +92,12 @@ class SqliteStorage(PlanStorage):
     def __init__(
         self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, *, inline: bool = False
     ) -> None:
+        super().__init__()
         self._conn = conn
         self._executor = executor
         self._inline = inline
         self._closed = False
+        self._listener: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: str) -> SqliteStorage:
@@ -116,7 +136,7 @@ class SqliteStorage(PlanStorage):
                 conflict = None
                 statement, fetch, args = step
                 text = statement.sqlite
-                if text is None:
+                if text is None or (statement.announce and self._inline):
                     result = None
                     continue
                 if statement.json_arrays:
@@ -137,11 +157,62 @@ class SqliteStorage(PlanStorage):
             conn.execute("COMMIT")
         return value
 
+    async def listen(self, sink: WakeSink) -> None:
+        """See `Storage.listen`: other processes' rows of ``rondevu_wakes`` (a file only)."""
+        if self._inline or self._listener is not None:
+            return
+        loop = asyncio.get_running_loop()
+        mark = await loop.run_in_executor(self._executor, self._wake_mark)
+        self._listener = loop.create_task(self._watch(sink, *mark))
+
+    def _wake_mark(self) -> tuple[int, int]:
+        """``(data_version, newest wake row)`` now: where listening starts."""
+        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        (seq,) = self._conn.execute("SELECT coalesce(max(seq), 0) FROM rondevu_wakes").fetchone()
+        return version, seq
+
+    def _new_wakes(self, version: int, seq: int) -> tuple[int, int, list[str]]:
+        """The keys of wake rows after ``seq`` that other processes wrote, when another
+        connection committed since ``version``; the new ``(version, seq)`` with them."""
+        (now_version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        if now_version == version:
+            return version, seq, []
+        rows = self._conn.execute(
+            "SELECT seq, payload FROM rondevu_wakes WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
+        keys: list[str] = []
+        for _, payload in rows:
+            origin, woken = sql.parse_wake_payload(payload)
+            if origin != self.origin:
+                keys.extend(woken)
+        return now_version, rows[-1][0] if rows else seq, keys
+
+    async def _watch(self, sink: WakeSink, version: int, seq: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WAKE_CHECK_S)
+            if not sink.waiting:
+                continue  # the rows wait: nothing to wake now, and none is ever lost
+            try:
+                version, seq, keys = await loop.run_in_executor(
+                    self._executor, self._new_wakes, version, seq
+                )
+            except sqlite3.Error:
+                log.exception("reading wake-ups failed")
+                continue
+            if keys:
+                sink.wake(keys)
+
     async def close(self) -> None:
         """Close the connection on its own thread, then stop the thread (idempotent)."""
         if self._closed:
             return
         self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._conn.close)
         self._executor.shutdown(wait=True)

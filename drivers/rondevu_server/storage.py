@@ -17,6 +17,12 @@ Invariants every backend keeps:
 Domain refusals ("Offer not found", limits...) are raised as `Rejected`, whose text is
 the wire error.  Anything else a backend raises is an internal error the server logs
 and hides (S11).
+
+Wake-ups (long polling, `rondevu_server.longpoll`): the writes that can give a held
+call news (answer_offer, add_ice_candidates) return the keys of those calls, and tell
+every other process on the same database, after their commit; a process hears the
+others' through `Storage.listen`.  A backend only other processes can open (SQLite
+``:memory:``) tells nobody.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import NamedTuple, Protocol
 
 from rondevu_core.errors import ValidationError
 from rondevu_core.fqn import ServiceFqn
+from rondevu_server.longpoll import WakeSink
 
 __all__ = [
     "USERNAME_TTL_MS",
@@ -160,6 +167,13 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Release connections and threads; the object is unusable afterwards."""
 
+    async def listen(self, sink: WakeSink) -> None:
+        """Deliver to ``sink`` the wake-ups other processes' writes send, until `close`.
+
+        Returns once listening (a wake-up sent after that is delivered); a private
+        database has nobody to listen to and returns at once.
+        """
+
     async def get_user(self, username: str, now: int) -> UserRecord | None:
         """The live claim on ``username``, if any."""
 
@@ -208,8 +222,12 @@ class Storage(Protocol):
     async def delete_service(self, fqn: ServiceFqn, username: str, now: int) -> None:
         """Delete the service (and its offers and candidates) if ``username`` owns it."""
 
-    async def answer_offer(self, offer_id: str, username: str, sdp: str, now: int) -> None:
-        """Record ``username``'s answer; exactly one concurrent caller can win."""
+    async def answer_offer(self, offer_id: str, username: str, sdp: str, now: int) -> Sequence[str]:
+        """Record ``username``'s answer; exactly one concurrent caller can win.
+
+        Returns the wake keys it gave news to: the owner's poll, and both sides'
+        getIceCandidates of this offer (candidates sent early become readable).
+        """
 
     async def get_offer(self, offer_id: str, now: int) -> OfferRecord | None:
         """The live offer ``offer_id``, if any."""
@@ -226,8 +244,12 @@ class Storage(Protocol):
         candidates: Sequence[str],
         now: int,
         max_per_offer: int,
-    ) -> None:
-        """Store candidates (JSON texts) sent by ``username`` for ``offer_id``."""
+    ) -> Sequence[str]:
+        """Store candidates (JSON texts) sent by ``username`` for ``offer_id``.
+
+        Returns the wake keys it gave news to: the other side's getIceCandidates of
+        this offer, and the owner's poll when the sender is the answerer.
+        """
 
     async def get_ice_candidates(
         self, offer_id: str, username: str, since: int, now: int
