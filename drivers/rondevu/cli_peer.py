@@ -213,13 +213,27 @@ async def _stoppable() -> AsyncIterator[_Stop]:
     ``async with`` blocks inside close everything.  A second signal, during that
     cleanup, quits at once."""
     stop = _Stop()
-    async with anyio.create_task_group() as group:
-        group.start_soon(_watch_signals, stop)
-        try:
-            with stop.scope:
-                yield stop
-        finally:
-            group.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_watch_signals, stop)
+            try:
+                with stop.scope:
+                    yield stop
+            finally:
+                group.cancel_scope.cancel()
+    finally:
+        if stop.signal is not None:
+            # The watcher is gone and SIGINT is Python's KeyboardInterrupt again, which
+            # would turn a second Ctrl-C during the event loop's own shutdown into a
+            # traceback.  Nothing graceful is left to do: a second signal quits.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(ValueError):  # not the main thread
+                    signal.signal(signum, _quit_at_once)
+
+
+def _quit_at_once(signum: int, _frame: object) -> None:
+    sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 async def _watch_signals(stop: _Stop) -> None:
