@@ -50,7 +50,14 @@ class DataChannelOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionConfig:
-    """How one durable connection behaves; defaults are those of client 0.18.9 (§15.4)."""
+    """How one durable connection behaves; the defaults are those of client 0.18.9.
+
+    Times are in milliseconds: the connection timeout (30 s), reconnection (5 attempts,
+    0: unlimited, with a doubling backoff), the buffer of messages sent while not
+    connected (100 messages, 60 s), the close linger (2 s), ICE candidate polling.
+    Pass it as ``Rondevu.connect(connection_config=...)`` or per call.  Raises
+    `ValueError` for a negative time or size.
+    """
 
     connection_timeout_ms: int = 30000
     """From the start of an attempt until CONNECTED; on expiry the attempt fails."""

@@ -1,18 +1,46 @@
-"""Rondevu for Python: the public, async API over the sans-IO core.
+"""Rondevu for Python: find peers by name, then talk to them directly over WebRTC.
 
-Start here: ``async with Rondevu.connect(api_url) as rondevu:`` (`client`), whose
-connections are `DurableConnection` objects (`connection`).  `runtime` runs the core's
-state machines with real I/O (anyio on asyncio, aiortc through `rondevu_aiortc`); the
-pure protocol lives in `rondevu_core`, the wire models in `rondevu_schemas`.
+A peer claims a username on a signaling server (``rondevu serve``) and publishes
+services such as ``chat:1.0.0@alice``; other peers connect to them by name.  The
+messages then flow peer to peer, over data channels that reconnect on their own and
+replay what was sent while the link was down::
 
-Signaling layer: `transport` (how a body reaches a server: HTTP or in-process),
-`rpc_client` (signing and batching under anyio), `api` (`RondevuAPI`, one typed method
-per RPC), `errors` (what a caller catches).  `identity` saves and loads a username with
-its key pair (`Identity`).  Debug logs go to the ``rondevu`` logger.
+    import anyio
+    from rondevu import Rondevu
 
-The names below are imported on first use (PEP 562), not when ``rondevu`` is: the
-``rondevu`` command imports this package, and ``rondevu --version`` must not pay for
-aiortc, httpx and pydantic.  ``from rondevu import Rondevu`` works as usual.
+    async def main() -> None:
+        # On one machine with no network, add ice_servers=[] and
+        # host_addresses=["127.0.0.1"] (the default asks Google's STUN server).
+        async with Rondevu.connect("http://127.0.0.1:3000") as client:
+            conn = await client.connect_to_service("chat:1.0.0@alice")
+            conn.send("hello")  # kept until connected
+            await conn.wait_connected(timeout=30)
+            print(await conn.receive())
+
+    anyio.run(main)
+
+Where to start:
+
+- `Rondevu`: one identity on one signaling server; it connects to services
+  (``connect_to_service``) and publishes them (``publish_service``, ``start_filling``,
+  ``incoming``).  Use it in ``async with``.
+- `DurableConnection`: one connection to a peer (``send``, ``receive``, ``async for``,
+  ``on``, ``wait_connected``, ``close``).
+- `Identity`: a username with its key pair, saved as an identity file (the file
+  ``rondevu keygen`` writes), so a program keeps its name across runs.
+- `ConnectionConfig` (timeouts, reconnection, buffering) and `DataChannelOptions` (the
+  data channel's reliability).
+- Errors, all under `RondevuError`: `RpcError` (the server refused a call),
+  `TransportError` (no usable answer from the server), `ProtocolError` (a reply of the
+  wrong shape), `ConnectionClosedError`, `ConnectionFailedError`, `ClientClosedError`,
+  `ValidationError` (bad input), `UsageError` (a call at the wrong moment),
+  `IdentityError`.  Waits with a timeout raise the built-in `TimeoutError`.
+- Lower layers: `RondevuAPI` (one typed method per signaling call), `RpcClient`
+  (signing and batching), and the transports `HttpTransport`, `InProcessTransport`
+  (a server in the same process, no socket), `SignalingTransport` (their interface).
+
+Debug logs go to the standard ``logging`` logger ``rondevu``.  The names above are
+imported on first use, so ``import rondevu`` (and ``rondevu --version``) stays fast.
 """
 
 from __future__ import annotations

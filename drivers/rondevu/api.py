@@ -66,8 +66,14 @@ class RondevuAPI:
     """Every RPC of the 0.5.4 protocol as a typed async method, as one identity.
 
     ``username`` and ``keypair`` default to a fresh ``anon-…`` name and a new Ed25519
-    key, as ``Rondevu.connect`` does; the server claims the name on first use (§4).
-    ``batching``, ``wall_clock`` and ``clock`` are `RpcClient`'s.
+    key, as ``Rondevu.connect`` does; the server claims the name on first use.
+    ``batching``, ``wall_clock`` and ``clock`` are `RpcClient`'s.  Use it in ``async
+    with``.
+
+    Every call raises `RpcError` when the server refuses it (``str(error)`` is the
+    server's text), `TransportError` when no usable reply comes back, `ProtocolError`
+    when the reply has the wrong shape, and `ClientClosedError` when the API is closed
+    before the reply; the protocol's methods are described in docs/protocol.md.
     """
 
     def __init__(
@@ -135,15 +141,15 @@ class RondevuAPI:
     # -- the nine RPCs (§6) ----------------------------------------------------------
 
     async def get_user(self, username: str) -> GetUserResult:
-        """Is ``username`` claimed, and by which key (§6.1)?  No authentication."""
+        """Is ``username`` claimed, and by which key?  No authentication."""
         result = await self._call(Method.GET_USER, {"username": username})
         return _parse(Method.GET_USER, GetUserResult, result)
 
     async def publish_service(
         self, service_fqn: str, offers: Sequence[str], ttl: int | None = None
     ) -> PublishServiceResult:
-        """Create or replace the service ``service:version@me`` with these offer SDPs
-        (§6.2).  ``ttl`` in ms is clamped by the server (its default when None)."""
+        """Create or replace the service ``service:version@me`` with these offer SDPs.
+        ``ttl`` in ms is clamped by the server (its default when None)."""
         params: dict[str, Any] = {
             "serviceFqn": service_fqn,
             "offers": [{"sdp": sdp} for sdp in offers],
@@ -156,7 +162,7 @@ class RondevuAPI:
     async def get_service(
         self, service_fqn: str, *, limit: int | None = None, offset: int | None = None
     ) -> ServiceEntry | ServicePage:
-        """Look a service up (§6.3): a `ServicePage` when ``limit`` is given, else the
+        """Look a service up: a `ServicePage` when ``limit`` is given, else the
         `ServiceEntry` of ``service:version@user`` (direct) or of a random provider."""
         params: dict[str, Any] = {"serviceFqn": service_fqn}
         if limit is not None:
@@ -167,18 +173,18 @@ class RondevuAPI:
         return _parse(Method.GET_SERVICE, GetServiceResult, result).root
 
     async def delete_service(self, service_fqn: str) -> None:
-        """Delete one of my services with its offers and their candidates (§6.4)."""
+        """Delete one of my services with its offers and their candidates."""
         await self._call(Method.DELETE_SERVICE, {"serviceFqn": service_fqn})
 
     async def answer_offer(self, service_fqn: str, offer_id: str, sdp: str) -> None:
-        """Answer an available offer with ``sdp`` (§6.5)."""
+        """Answer an available offer with ``sdp``."""
         params = {"serviceFqn": service_fqn, "offerId": offer_id, "sdp": sdp}
         await self._call(Method.ANSWER_OFFER, params)
 
     async def get_offer_answer(
         self, service_fqn: str, offer_id: str
     ) -> GetOfferAnswerResult | None:
-        """The answer to one of my offers, or None while it is not yet answered (§6.6)."""
+        """The answer to one of my offers, or None while it is not yet answered."""
         params = {"serviceFqn": service_fqn, "offerId": offer_id}
         try:
             result = await self._call(Method.GET_OFFER_ANSWER, params)
@@ -190,7 +196,7 @@ class RondevuAPI:
 
     async def poll(self, since: int | None = None) -> PollResult:
         """Answers to my offers and the answerers' candidates newer than ``since``
-        (server ms; None or 0: everything) (§6.7)."""
+        (server ms; None or 0: everything)."""
         params: dict[str, Any] = {} if since is None else {"since": since}
         result = await self._call(Method.POLL, params)
         return _parse(Method.POLL, PollResult, result)
@@ -198,7 +204,7 @@ class RondevuAPI:
     async def add_ice_candidates(
         self, service_fqn: str, offer_id: str, candidates: Sequence[IceCandidate]
     ) -> int:
-        """Store my ICE candidates for an offer (§6.8); how many were stored."""
+        """Store my ICE candidates for an offer; how many were stored."""
         params = {"serviceFqn": service_fqn, "offerId": offer_id, "candidates": list(candidates)}
         result = await self._call(Method.ADD_ICE_CANDIDATES, params)
         return _parse(Method.ADD_ICE_CANDIDATES, AddIceCandidatesResult, result).count
@@ -206,7 +212,7 @@ class RondevuAPI:
     async def get_ice_candidates(
         self, service_fqn: str, offer_id: str, since: int = 0
     ) -> GetIceCandidatesResult:
-        """The other side's candidates for an offer newer than ``since`` (§6.9)."""
+        """The other side's candidates for an offer newer than ``since``."""
         params = {"serviceFqn": service_fqn, "offerId": offer_id, "since": since}
         result = await self._call(Method.GET_ICE_CANDIDATES, params)
         return _parse(Method.GET_ICE_CANDIDATES, GetIceCandidatesResult, result)

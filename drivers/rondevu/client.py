@@ -109,7 +109,34 @@ class _Pool:
 
 
 class Rondevu:
-    """One identity on one signaling server; see the module docstring."""
+    """One identity (a username and its Ed25519 key pair) on one signaling server.
+
+    Build it with `Rondevu.connect` (which does no I/O) and use it in ``async with``:
+    the block owns every task, peer connection and HTTP connection the client makes,
+    and leaving it closes them all, after letting messages already sent leave.  It
+    plays either half of a rendezvous, or both:
+
+    - to connect, ``conn = await client.connect_to_service("chat:1.0.0@alice")`` returns
+      a `DurableConnection` at once, which connects, reconnects and buffers on its own;
+    - to publish, ``client.publish_service("chat:1.0.0", max_offers=3)`` then ``await
+      client.start_filling()``; every peer that connects arrives as a `DurableConnection`
+      through ``async for conn in client.incoming()`` or
+      ``client.on("connection:opened", callback)``.
+
+    For example, a publisher that echoes what its peers send::
+
+        async with Rondevu.connect("http://127.0.0.1:3000", username="alice") as alice:
+            alice.publish_service("chat:1.0.0", max_offers=3)
+            await alice.start_filling()
+            async for conn in alice.incoming():
+                conn.on("message", lambda event, conn=conn: conn.send(event.data))
+
+    A username is bound to the first key that uses it: keep both with
+    `rondevu.Identity` to come back under the same name.  Calls that talk to the server
+    raise `RpcError` when it refuses and `TransportError` when it cannot be reached;
+    using the client outside its ``async with`` block raises `UsageError`.  ``api`` is
+    the low-level `RondevuAPI` underneath.
+    """
 
     def __init__(
         self,
@@ -157,7 +184,8 @@ class Rondevu:
         connection_config: ConnectionConfig | None = None,
         host_addresses: Sequence[str] | None = None,
     ) -> Rondevu:
-        """Build a client; no network I/O happens here (as in 0.18.9).
+        """Build a client; no network I/O happens here (as in 0.18.9).  Use the result
+        in ``async with``.
 
         ``api_url`` is the server's base URL (or pass ``transport``, e.g. an
         `InProcessTransport`).  ``username`` defaults to a fresh ``anon-…`` name and
@@ -165,8 +193,14 @@ class Rondevu:
         ``ice_servers`` is a preset name (``ipv4-turn``, ``hostname-turns``,
         ``google-stun``, ``relay-only``), a list of ``RTCIceServer``-shaped mappings
         (``[]`` for none), or None for 0.18.9's default Google STUN server.
-        ``host_addresses`` restricts host ICE candidates (``["127.0.0.1"]`` keeps
-        WebRTC on loopback).  Use the result with ``async with``.
+        ``ice_transport_policy`` overrides the policy (`IceTransportPolicy.RELAY`:
+        relayed candidates only).  ``host_addresses`` restricts host ICE candidates
+        (``["127.0.0.1"]`` keeps WebRTC on loopback).  ``batching`` lets calls made
+        close together share one HTTP request; ``connection_config`` sets timeouts,
+        reconnection and buffering.
+
+        Raises `ValidationError` for a malformed ``username`` or neither ``api_url``
+        nor ``transport``, and `ValueError` for a malformed ``ice_servers`` entry.
         """
         if transport is None:
             if not api_url:
@@ -205,7 +239,11 @@ class Rondevu:
         return self.api.keypair.public_key
 
     async def is_username_available(self, username: str) -> bool:
-        """True when ``username`` is not claimed (or its claim expired)."""
+        """True when ``username`` is not claimed (or its claim expired).
+
+        Raises `TransportError` when the server cannot be reached, `RpcError` when it
+        refuses.
+        """
         return (await self.api.get_user(username)).available
 
     async def is_username_claimed(self) -> bool:
@@ -364,8 +402,12 @@ class Rondevu:
         provider) or ``service`` plus an optional ``username``.  The connection fetches
         an offer, answers it and connects in the background: ``await
         conn.wait_connected(timeout)`` to wait.  Reconnections return to the same
-        provider (B13).  ``connection_config`` overrides the client's for this
-        connection, except the ICE servers, which are always the client's.
+        provider, on a fresh offer.  ``connection_config`` overrides the client's for
+        this connection, except the ICE servers, which are always the client's.
+
+        Raises `ValidationError` for a malformed service name and `UsageError` outside
+        the client's ``async with`` block.  Failures while connecting are not raised
+        here: they arrive as events and end `DurableConnection.wait_connected`.
         """
         fqn = connect_target(service_fqn, service, username)
         config = self._with_client_ice(connection_config)
@@ -416,8 +458,13 @@ class Rondevu:
         limit: int = 10,
         offset: int = 0,
     ) -> ServiceEntry | ServicePage:
-        """Discover services (§10): ``direct`` with ``@user`` (auto-detected), ``random``
-        without, or ``paginated`` (one offer per provider, ``limit``/``offset``)."""
+        """Discover services without connecting: ``direct`` with ``@user``
+        (auto-detected), ``random`` without, or ``paginated`` (one offer per provider,
+        ``limit``/``offset``).
+
+        Raises `RpcError` when the server refuses (``Service not found``...) and
+        `TransportError` when it cannot be reached.
+        """
         if mode is None:
             mode = discovery_mode(service_fqn)
         if mode == "paginated":
@@ -445,6 +492,9 @@ class Rondevu:
         it bounds how long an answering peer waits for us.  ``connection_config``
         overrides the client's for the pool's connections, except the ICE servers,
         which are always the client's (``Rondevu.connect(ice_servers=...)``).
+
+        Raises `ValidationError` for a malformed service name or one that names another
+        user, and `UsageError` while a service is already being served.
         """
         if self._pool is not None and self._pool.machine.state is not PoolState.CLOSED:
             raise UsageError("a service is already being served; stop_filling() first")
@@ -493,7 +543,11 @@ class Rondevu:
             self._pool.runner.feed(StopFilling(now=self._pool.runner.clock()))
 
     async def delete_service(self) -> None:
-        """Stop filling and delete the published service from the server."""
+        """Stop filling and delete the published service from the server.
+
+        Raises `UsageError` when nothing was published, `RpcError` or `TransportError`
+        when the server refuses or cannot be reached (a service already gone is fine).
+        """
         if self._published is None:
             raise UsageError("No service published. Call publish_service() first.")
         await self.stop_filling()

@@ -4,7 +4,7 @@ It is a view: the state machine (`rondevu_core.connection.Connection`) decides
 everything, a `rondevu.runtime.MachineRunner` performs the I/O, and this object turns
 the machine's events into what a Python application consumes:
 
-- callbacks: ``conn.on("message", fn)`` with the 0.18.9 event names (§15.3), each
+- callbacks: ``conn.on("message", fn)`` with the 0.18.9 event names, each
   callback receiving the event dataclass;
 - iteration: ``async for data in conn`` yields received messages, ``conn.events()``
   yields every event;
@@ -64,10 +64,24 @@ class ConnectionFailedError(RondevuError):
 
 
 class DurableConnection:
-    """One durable connection to a peer; see the module docstring.
+    """One connection to a peer that survives the loss of its link.
 
-    Created by `rondevu.Rondevu` (``connect_to_service`` for the answerer side,
-    ``connection:opened`` for the offerer side); not constructed by applications.
+    `rondevu.Rondevu` creates it (``connect_to_service`` on the connecting side,
+    ``incoming()`` and ``connection:opened`` on the publishing side); applications do
+    not construct it.  When the link drops it reconnects by itself (a new peer
+    connection, a fresh offer) and replays the messages sent meanwhile::
+
+        conn.send("hello")                    # str or bytes; kept while not connected
+        await conn.wait_connected(timeout=30)
+        async for message in conn:            # each str or bytes, as the peer sent it
+            print(message)
+        await conn.close()
+
+    ``conn.on(name, callback)`` listens to its events (``connected``, ``disconnected``,
+    ``reconnect:scheduled``, ``message``...: the 0.18.9 names) and `events` iterates
+    over them.  Messages nobody reads wait in a bounded inbox, the oldest dropped first
+    with a warning.  `ConnectionClosedError` is raised by calls after `close`, and
+    `ConnectionFailedError` once it has given up reconnecting.
     """
 
     def __init__(
@@ -111,7 +125,8 @@ class DurableConnection:
 
     @property
     def state(self) -> str:
-        """The current state name (§15.3): ``initializing`` … ``connected`` … ``closed``."""
+        """The current state name (the 0.18.9 names): ``initializing`` … ``connected``
+        … ``closed``."""
         return self._state
 
     @property

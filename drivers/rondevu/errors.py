@@ -6,10 +6,10 @@ Which one a caller sees says who failed:
   ``str(err)`` is the server's text unchanged (0.5.4 has no error codes, so callers
   match on it, as the original client does with ``not yet answered``).
 - `TransportError`: no server answer exists for the call: network failure, timeout,
-  non-2xx HTTP status, a reply that is not JSON or not the shape of §2.
+  non-2xx HTTP status, a reply that is not JSON or not a reply object (or list).
   `ClientClosedError` is the special case of a call cut short by ``aclose()``.
 - `ProtocolError` (from the core): the server answered ``success: true`` with a result
-  that is not the shape PROTOCOL.md §6 gives for that method.
+  that is not the shape docs/protocol.md gives for that method.
 
 `ValidationError` and `UsageError` are re-exported from the core for convenience.
 """

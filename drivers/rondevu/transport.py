@@ -1,9 +1,10 @@
 """Signaling transports: how one RPC body reaches a server and its reply comes back.
 
 A `SignalingTransport` sends one POST /rpc body (a call object, or an array of them, as
-PROTOCOL.md §2 allows) and returns the parsed JSON reply, or raises `TransportError` when
-there is no usable reply.  It knows nothing of batching, signing or methods: swapping one
-transport for another changes nothing above it.
+the protocol allows: docs/protocol.md, "Calls, replies and batches") and returns the
+parsed JSON reply, or raises `TransportError` when there is no usable reply.  It knows
+nothing of batching, signing or methods: swapping one transport for another changes
+nothing above it.
 
 - `HttpTransport`: HTTP via httpx to any server speaking the 0.5.4 protocol (ours or the
   original), at ``{api_url}/rpc``.  Each request has a deadline for the whole exchange
@@ -14,7 +15,7 @@ transport for another changes nothing above it.
 
 Both encode and judge replies with the same two functions (`encode_body`,
 `decode_reply`), so they fail alike: a non-2xx status is ``HTTP <status>: <reason>``
-(the original client's text, §15.5), a body that is not JSON is a transport failure too.
+(the original client's text), a body that is not JSON is a transport failure too.
 The *shape* of a JSON reply is not checked here; that is the batcher's rule.
 """
 
@@ -61,7 +62,13 @@ ERR_NOT_JSON = "Server returned a reply that is not JSON"
 
 
 class SignalingTransport(Protocol):
-    """Carries one RPC body to a server; see the module docstring."""
+    """How a signaling call reaches a server: what `HttpTransport` and
+    `InProcessTransport` have in common, and what a custom transport implements.
+
+    It sends one POST /rpc body (a call object, or a list of them) and returns the
+    parsed JSON reply, knowing nothing of signing, batching or methods; pass one to
+    ``Rondevu.connect(transport=...)``.
+    """
 
     async def send(self, body: Any) -> Any:
         """POST ``body`` (a call object or a list of them); the parsed JSON reply.
