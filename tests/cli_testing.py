@@ -32,6 +32,7 @@ __all__ = [
     "processes",
     "run_cli",
     "start_cli",
+    "start_serve",
     "start_server",
     "stderr_lines",
 ]
@@ -201,3 +202,17 @@ def start_server(started: Processes) -> str:
         assert found is not None, line
         port = int(found.group(1))
     return f"http://127.0.0.1:{port}"
+
+
+def start_serve(
+    started: Processes, *args: str, env: Mapping[str, str] | None = None, ready: int = 1
+) -> tuple[str, Lines]:
+    """``rondevu serve --port 0 ARGS`` on 127.0.0.1, once ``ready`` server processes
+    (workers) completed their start-up: its URL and its log lines (JSON)."""
+    server = start_cli("serve", "--port", "0", *args, env=env)
+    started.append(server)
+    lines = Lines(server.stderr)
+    port = int(json.loads(lines.wait_for(r'"msg": "(listening|workers)"'))["port"])
+    for _ in range(ready):
+        lines.wait_for(r"Application startup complete")
+    return f"http://127.0.0.1:{port}", lines
