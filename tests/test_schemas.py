@@ -64,6 +64,15 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
             "description": "WebRTC signaling with RPC interface and Ed25519 authentication",
         },
     ),
+    (
+        rs.ServerInfo,  # ours (docs/long-polling.md)
+        {
+            "version": "unknown",
+            "name": "Rondevu",
+            "description": "WebRTC signaling with RPC interface and Ed25519 authentication",
+            "extensions": {"longPoll": {"maxWaitMs": 25000}},
+        },
+    ),
     (rs.HealthStatus, {"status": "ok", "timestamp": 1765700000000, "version": "unknown"}),
     (rs.NotFoundBody, {"error": "Not found. Use POST /rpc for all API calls."}),
     (rs.InvalidRequestBody, {"success": False, "error": "Invalid request format"}),
@@ -169,6 +178,7 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
     # §6.7, §9 poll
     (rs.PollParams, {"since": 1795733338715}),
     (rs.PollParams, {}),
+    (rs.PollParams, {"since": 1795733338715, "waitMs": 25000}),  # ours
     (rs.PollResult, {"answers": [], "iceCandidates": {}}),
     (
         rs.PollResult,
@@ -671,6 +681,9 @@ ice_rows = obj(
 ice_items = obj({"candidate": candidates, "createdAt": timestamps})
 ignored = {"serviceFqn": json_values}
 answer_sdps = st.text(min_size=1, max_size=200)
+long_poll = obj({"maxWaitMs": st.integers(1, 10**9)})
+server_extensions = obj({}, {"longPoll": long_poll})
+wait_ms = st.none() | st.integers(0, 10**9)
 
 STRATEGIES: dict[Model, st.SearchStrategy[Any]] = {
     rs.RpcCall: calls,
@@ -681,8 +694,11 @@ STRATEGIES: dict[Model, st.SearchStrategy[Any]] = {
     rs.RpcBatchResponse: st.lists(replies, min_size=1, max_size=5),
     rs.RpcResponseBody: replies | st.lists(replies, min_size=1, max_size=5),
     rs.ServerInfo: obj(
-        {"version": texts, "name": rs.http.SERVER_NAME, "description": rs.http.SERVER_DESCRIPTION}
+        {"version": texts, "name": rs.http.SERVER_NAME, "description": rs.http.SERVER_DESCRIPTION},
+        {"extensions": server_extensions},
     ),
+    rs.ServerExtensions: server_extensions,
+    rs.LongPollExtension: long_poll,
     rs.HealthStatus: obj({"status": "ok", "timestamp": timestamps, "version": texts}),
     rs.NotFoundBody: obj({"error": rs.NOT_FOUND_ERROR}),
     rs.InvalidRequestBody: obj({"success": False, "error": rs.INVALID_REQUEST_FORMAT_ERROR}),
@@ -730,7 +746,7 @@ STRATEGIES: dict[Model, st.SearchStrategy[Any]] = {
     rs.GetOfferAnswerResult: obj(
         {"sdp": texts, "offerId": offer_ids, "answererId": usernames, "answeredAt": timestamps}
     ),
-    rs.PollParams: obj({}, {"since": st.none() | ints}),
+    rs.PollParams: obj({}, {"since": st.none() | ints, "waitMs": wait_ms}),
     rs.PollAnswer: poll_answers,
     rs.IceCandidateRow: ice_rows,
     rs.PollResult: obj(
@@ -745,7 +761,9 @@ STRATEGIES: dict[Model, st.SearchStrategy[Any]] = {
         {"offerId": texts, "candidates": st.lists(candidates, min_size=1, max_size=4)}, ignored
     ),
     rs.AddIceCandidatesResult: obj({"count": st.integers(1, 10**6), "offerId": offer_ids}),
-    rs.GetIceCandidatesParams: obj({"offerId": texts}, {**ignored, "since": st.none() | ints}),
+    rs.GetIceCandidatesParams: obj(
+        {"offerId": texts}, {**ignored, "since": st.none() | ints, "waitMs": wait_ms}
+    ),
     rs.IceCandidateItem: ice_items,
     rs.GetIceCandidatesResult: obj(
         {"candidates": st.lists(ice_items, max_size=3), "offerId": offer_ids}

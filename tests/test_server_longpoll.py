@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from rondevu_schemas import LongPollExtension, ServerInfo
 from rondevu_server.longpoll import poll_key
 from tests.rondevu_server_testing import BACKENDS, Peer, RunningServer, running_server, unique
 
@@ -320,6 +321,9 @@ def test_get_root_lists_the_extension(srv: RunningServer) -> None:
     info = srv.http.get("/").json()
     assert list(info) == ["version", "name", "description", "extensions"]
     assert info["extensions"] == {"longPoll": {"maxWaitMs": 25_000}}
+    model = ServerInfo.from_wire(info)
+    assert model.extensions is not None
+    assert model.extensions.long_poll == LongPollExtension(max_wait_ms=25_000)
 
 
 # -- batches ---------------------------------------------------------------------------

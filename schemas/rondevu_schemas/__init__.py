@@ -50,7 +50,9 @@ from rondevu_schemas.http import (
     EmptyBatchBody,
     HealthStatus,
     InvalidRequestBody,
+    LongPollExtension,
     NotFoundBody,
+    ServerExtensions,
     ServerInfo,
 )
 from rondevu_schemas.methods import (
@@ -114,6 +116,7 @@ __all__ = [
     "IceCandidateItem",
     "IceCandidateRow",
     "InvalidRequestBody",
+    "LongPollExtension",
     "MethodSchema",
     "NotFoundBody",
     "OfferSdp",
@@ -131,6 +134,7 @@ __all__ = [
     "RpcRequestBody",
     "RpcResponseBody",
     "RpcSuccess",
+    "ServerExtensions",
     "ServerInfo",
     "ServiceEntry",
     "ServicePage",

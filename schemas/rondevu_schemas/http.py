@@ -9,7 +9,9 @@ bodies have no ``success`` key, exactly as the original sends them.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
+
+from pydantic import Field
 
 from rondevu_schemas._base import Timestamp, WireModel
 
@@ -25,7 +27,9 @@ __all__ = [
     "EmptyBatchBody",
     "HealthStatus",
     "InvalidRequestBody",
+    "LongPollExtension",
     "NotFoundBody",
+    "ServerExtensions",
     "ServerInfo",
 ]
 
@@ -40,6 +44,21 @@ EMPTY_BATCH_ERROR: Final = "Empty request array"
 BATCH_TOO_LARGE_ERROR: Final = "Too many requests in batch (max 100)"
 
 
+class LongPollExtension(WireModel):
+    """``extensions.longPoll`` of ``GET /`` (ours): ``poll`` and ``getIceCandidates``
+    accept ``waitMs`` and hold the call until there is news (docs/long-polling.md)."""
+
+    max_wait_ms: Annotated[int, Field(ge=1)]
+    """The longest this server holds a call; a longer ``waitMs`` is held this long."""
+
+
+class ServerExtensions(WireModel):
+    """``extensions`` of ``GET /`` (ours): each extension the server has on, by name.
+    A name a client does not know is ignored, like any unknown field."""
+
+    long_poll: LongPollExtension | None = None
+
+
 class ServerInfo(WireModel):
     """``GET /`` (200)."""
 
@@ -47,6 +66,9 @@ class ServerInfo(WireModel):
     """The server's ``VERSION`` setting, or ``"unknown"``."""
     name: Literal["Rondevu"]
     description: Literal["WebRTC signaling with RPC interface and Ed25519 authentication"]
+    extensions: ServerExtensions | None = None
+    """Ours, after the 0.5.4 fields: absent when the server has no extension on (and
+    from the 0.5.4 server)."""
 
 
 class HealthStatus(WireModel):

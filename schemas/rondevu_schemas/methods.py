@@ -364,11 +364,19 @@ class GetOfferAnswerResult(WireModel):
 # --- poll (§6.7, §9) --------------------------------------------------------------
 
 
+WaitMs = Annotated[int, Field(ge=0)]
+"""Our long-polling extension (docs/long-polling.md): hold the call up to this many ms
+until there is news; absent, ``null`` or ``0``: answer at once.  Not signed, like
+``since``; a 0.5.4 server ignores it."""
+
+
 class PollParams(WireModel):
     """``poll``: answers and ICE candidates for the caller's offers since a time."""
 
     since: int | None = None
     """Only items strictly newer than this server time (ms); absent or ``0`` means all."""
+    wait_ms: WaitMs | None = None
+    """Ours: wait up to this many ms for news (see `WaitMs`)."""
 
 
 class PollAnswer(WireModel):
@@ -437,6 +445,8 @@ class GetIceCandidatesParams(WireModel):
     offer_id: str
     since: int | None = None
     """Only candidates strictly newer than this server time (ms); default 0."""
+    wait_ms: WaitMs | None = None
+    """Ours: wait up to this many ms for news (see `WaitMs`)."""
 
 
 class IceCandidateItem(WireModel):
