@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -212,6 +214,26 @@ def test_leaving_the_server_answers_held_calls() -> None:
 def sender_pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         yield pool
+
+
+def test_a_client_that_leaves_frees_its_held_call() -> None:
+    """Nobody to answer: the call stops waiting (and counting against the bounds)."""
+    with running_server("sqlite", long_poll_max_waiting_per_user=1) as srv:
+        alice = Peer("a")
+        body = json.dumps(alice.call("poll", {"waitMs": LONG}, now=srv.clock.now)).encode()
+        port = int(srv.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"POST /rpc HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            wait_held(srv)
+        wait_held(srv, 0)
+        # the one place alice may hold is free again
+        with sender(srv) as send:
+            held = send(alice.call("poll", {"waitMs": LONG}, now=srv.clock.now))
+            wait_held(srv)
+            srv.run(_release(srv))
+            assert ok(held.result(BACK)) == EMPTY_POLL
 
 
 # -- bounds ----------------------------------------------------------------------------

@@ -138,7 +138,9 @@ class RondevuApp:
             body = await self._read_body(server, scope, receive)
             if body is None or isinstance(body, tuple):  # gone, or the server's 413 reply
                 return body
-            return await server.handle_rpc_body(body, self._client_key(scope))
+            return await server.handle_rpc_body(
+                body, self._client_key(scope), disconnected=lambda: _disconnect(receive)
+            )
         if method == "GET" and path == "/":
             return 200, self._info
         if method == "GET" and path == "/health":
@@ -197,6 +199,13 @@ class RondevuApp:
                     return str(last.decode("latin-1"))
         client = scope.get("client")
         return str(client[0]) if client else None
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return once the client has closed the connection.  Only asked while a call is
+    held, after the whole body was read: the next message is then the disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def server_info(config: ServerConfig) -> dict[str, Any]:

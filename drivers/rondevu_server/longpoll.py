@@ -86,14 +86,21 @@ class WakeSink(Protocol):
 
 
 class Signal:
-    """Set when any waiter of one request is woken (a batch shares one)."""
+    """Set when any waiter of one request is woken (a batch shares one), or when the
+    request is abandoned (its client left)."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "abandoned")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.abandoned = False
 
     def set(self) -> None:
+        self._event.set()
+
+    def abandon(self) -> None:
+        """Nobody waits for the answer any more: stop holding."""
+        self.abandoned = True
         self._event.set()
 
     async def wait(self, seconds: float) -> bool:
@@ -271,18 +278,23 @@ async def settle(
     held: Sequence[Held[_T]],
     signal: Signal,
     clock: Callable[[], int],
+    disconnected: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Hold ``held`` (the calls of one request sharing ``signal``) until one of them has
-    news, the earliest deadline passes, or the registry closes; each ``answer`` is then
-    the one to send.  Every waiter is released, however this ends."""
+    news, the earliest deadline passes, the registry closes, or ``disconnected`` returns
+    (the client left: nobody to answer); each ``answer`` is then the one to send.
+    Every waiter is released, however this ends."""
     loop = asyncio.get_running_loop()
     deadline = min(item.deadline for item in held)
+    watcher = None
+    if disconnected is not None:
+        watcher = loop.create_task(_abandon_when(disconnected, signal))
     try:
         while not registry.closed:
             left = deadline - loop.time()
             if left <= 0 or not await signal.wait(left):
                 return
-            if registry.closed:  # shutting down: answer with what was read last
+            if registry.closed or signal.abandoned:  # answer with what was read last
                 return
             news = False
             for item in held:
@@ -293,5 +305,12 @@ async def settle(
             if news:
                 return
     finally:
+        if watcher is not None:
+            watcher.cancel()
         for item in held:
             registry.release(item.waiter)
+
+
+async def _abandon_when(disconnected: Callable[[], Awaitable[object]], signal: Signal) -> None:
+    await disconnected()
+    signal.abandon()

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rondevu_core.errors import ValidationError
@@ -194,13 +194,19 @@ class RondevuServer:
         return 413, dumps({"success": False, "error": messages.BODY_TOO_LARGE.format(limit=limit)})
 
     async def handle_rpc_body(
-        self, body: bytes, client_key: str | None = None
+        self,
+        body: bytes,
+        client_key: str | None = None,
+        *,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> tuple[int, bytes]:
         """Answer one POST /rpc body: ``(HTTP status, JSON body)``.
 
         ``client_key`` identifies the sender for the rate limit (an address; None for a
         trusted in-process caller).  A body over ``max_body_bytes`` gets 413, in-process
-        too.  Parsed requests always get 200 (§1).
+        too.  Parsed requests always get 200 (§1).  ``disconnected``, when given,
+        returns once the client has gone: a held call then stops waiting at once
+        (an in-process caller cancels instead).
         """
         too_large = self.oversized_reply(len(body))
         if too_large is not None:
@@ -219,14 +225,16 @@ class RondevuServer:
         if request is _UNPARSED:
             return 400, dumps({"success": False, "error": INVALID_REQUEST_FORMAT_ERROR})
         if not isinstance(request, list):
-            return 200, _encode(await self.handle_call(request))
+            return 200, _encode(await self.handle_call(request, disconnected))
         if not request:
             return 400, dumps({"error": EMPTY_BATCH_ERROR})
         if not batch:
             return 400, dumps({"error": BATCH_TOO_LARGE_ERROR})
-        return 200, await self._handle_batch(request)
+        return 200, await self._handle_batch(request, disconnected)
 
-    async def _handle_batch(self, calls: list[Any]) -> bytes:
+    async def _handle_batch(
+        self, calls: list[Any], disconnected: Callable[[], Awaitable[object]] | None
+    ) -> bytes:
         """Run a batch's calls in order into one JSON array.
 
         Once the reply has grown past ``max_response_bytes``, the calls left are answered
@@ -265,18 +273,20 @@ class RondevuServer:
             size += len(part) + 1
         held = [part for part in parts if isinstance(part, Held)]
         if held:
-            await longpoll.settle(self.waits, held, signal, self.clock)
+            await longpoll.settle(self.waits, held, signal, self.clock, disconnected)
         encoded = [part if isinstance(part, bytes) else _encode(part.answer) for part in parts]
         return b"[" + b",".join(encoded) + b"]"
 
-    async def handle_call(self, request: Any) -> dict[str, Any]:
+    async def handle_call(
+        self, request: Any, disconnected: Callable[[], Awaitable[object]] | None = None
+    ) -> dict[str, Any]:
         """One call object (already parsed JSON) -> its response object (held first
-        when it asks to wait and has no news)."""
+        when it asks to wait and has no news; see `handle_rpc_body`)."""
         signal = Signal()
         outcome = await self._start_call(request, signal)
         if not isinstance(outcome, Held):
             return outcome
-        await longpoll.settle(self.waits, [outcome], signal, self.clock)
+        await longpoll.settle(self.waits, [outcome], signal, self.clock, disconnected)
         return outcome.answer
 
     async def _start_call(
