@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -456,7 +456,11 @@ class FaultyServer(RondevuServer):
     """
 
     async def handle_rpc_body(
-        self, body: bytes, client_key: str | None = None
+        self,
+        body: bytes,
+        client_key: str | None = None,
+        *,
+        disconnected: Callable[[], Awaitable[object]] | None = None,
     ) -> tuple[int, bytes]:
         request = json.loads(body)
         calls = request if isinstance(request, list) else [request]
@@ -465,7 +469,9 @@ class FaultyServer(RondevuServer):
             return 502, b'{"error":"upstream down"}'
         if "fault-html" in names:
             return 200, b"<html>maintenance</html>"
-        status, content = await super().handle_rpc_body(body, client_key)
+        status, content = await super().handle_rpc_body(
+            body, client_key, disconnected=disconnected
+        )
         reply = json.loads(content)
         if "fault-item" in names:
             items = reply if isinstance(reply, list) else None
