@@ -469,9 +469,7 @@ class FaultyServer(RondevuServer):
             return 502, b'{"error":"upstream down"}'
         if "fault-html" in names:
             return 200, b"<html>maintenance</html>"
-        status, content = await super().handle_rpc_body(
-            body, client_key, disconnected=disconnected
-        )
+        status, content = await super().handle_rpc_body(body, client_key, disconnected=disconnected)
         reply = json.loads(content)
         if "fault-item" in names:
             items = reply if isinstance(reply, list) else None
