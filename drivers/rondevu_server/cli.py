@@ -14,6 +14,18 @@ a database that cannot be opened 3 (`EXIT_NO_DATABASE`).  The storage is opened 
 uvicorn starts, so its failure is ours to word, not a lifespan error in the logs.  Once
 the server answers, one plain ``listening on http://HOST:PORT`` line goes to stderr for
 the person who started it; the JSON log lines are for machines.
+
+``--workers N`` (N > 1) makes this process a supervisor of N server processes on one
+port (`serve_workers`): it reserves the port (bound with SO_REUSEPORT, never listening,
+so it takes no connection), and each worker binds and listens on it with SO_REUSEPORT,
+so the kernel spreads new connections over the workers.  Each worker is a whole server
+(its own event loop, storage pool, rate limiter and held calls; uvloop sets TCP_NODELAY
+on every connection as in one process); they share only the database, which carries
+the wake-ups of held calls between them, so ``:memory:`` is refused (exit 2).  The
+``listening on`` line comes once every worker answers.  SIGINT or SIGTERM stops every
+worker (each answers its held calls first) and exits as one process would; a worker
+that ends by itself stops the others, and the supervisor exits with that worker's code
+(1, 3) or 1.
 """
 
 from __future__ import annotations
@@ -21,13 +33,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
 import sys
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,7 +55,7 @@ from rondevu.cli_options import EXIT_INTERRUPTED, EXIT_USAGE
 from rondevu_server.asgi import RondevuApp, redact_db_url
 from rondevu_server.config import ServerConfig
 from rondevu_server.logs import configure_logging
-from rondevu_server.server import RondevuServer
+from rondevu_server.server import RondevuServer, shared_database
 from rondevu_server.uvicorn_http import CoalescingHttpProtocol
 
 __all__ = [
@@ -47,6 +63,7 @@ __all__ = [
     "LOG_LEVELS",
     "DatabaseError",
     "ListenError",
+    "WorkerError",
     "add_serve_command",
     "bind_socket",
     "check_config",
@@ -55,7 +72,9 @@ __all__ = [
     "package_version",
     "port",
     "serve",
+    "serve_workers",
     "uvicorn_config",
+    "workers",
 ]
 
 log = logging.getLogger("rondevu_server")
@@ -113,8 +132,20 @@ def database(text: str) -> str:
     return text
 
 
+def workers(text: str) -> int:
+    """A number of server processes, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (1 or more)")
+    return value
+
+
 def check_config(config: ServerConfig, environ: Mapping[str, str]) -> None:
-    """Apply the flags' checks to values that came from ``RONDEVU_*`` variables.
+    """Apply the flags' checks to values that came from ``RONDEVU_*`` variables, and
+    the one rule between settings: several workers need a database they share.
 
     Flags were checked while parsing, so a value that fails here came from the
     environment; the error names that variable.
@@ -123,12 +154,18 @@ def check_config(config: ServerConfig, environ: Mapping[str, str]) -> None:
         ("port", config.port, port),
         ("log_level", config.log_level, log_level),
         ("db", config.db, database),
+        ("workers", config.workers, workers),
     )
     for field, value, check in checks:
         try:
             check(str(value))
         except argparse.ArgumentTypeError as error:
             raise ValueError(f"RONDEVU_{field.upper()}: {error}") from None
+    if config.workers > 1 and not shared_database(config.db):
+        raise ValueError(
+            f"--workers {config.workers} needs a database the processes share "
+            f"(a SQLite file or postgresql://...), and {config.db} is private to each"
+        )
 
 
 def package_version() -> str:
@@ -168,6 +205,13 @@ def add_serve_command(commands: Any) -> None:
         help="bind with SO_REUSEPORT (several processes on one port)",
     )
     parser.add_argument(
+        "--workers",
+        type=workers,
+        metavar="N",
+        help="server processes on the one port (default 1); more than one needs a "
+        "database they share: a SQLite file or PostgreSQL",
+    )
+    parser.add_argument(
         "--log-level",
         type=log_level,
         metavar="LEVEL",
@@ -185,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
             db=args.db,
             db_schema=args.db_schema,
             reuse_port=args.reuse_port,
+            workers=args.workers,
             log_level=args.log_level,
             # The original reports its VERSION variable or "unknown"; a deployment is
             # easier to check when /health names the release it runs.
@@ -195,14 +240,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rondevu serve: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        code = serve(config)
+        return serve_workers(config) if config.workers > 1 else serve(config)
     except ListenError as error:
         print(f"rondevu serve: {error}", file=sys.stderr)
         return EXIT_LISTEN
     except DatabaseError as error:
         print(f"rondevu serve: {error}", file=sys.stderr)
         return EXIT_NO_DATABASE
-    return code
+    except WorkerError as error:
+        print(f"rondevu serve: {error}", file=sys.stderr)
+        return error.code
 
 
 class ListenError(Exception):
@@ -213,8 +260,20 @@ class DatabaseError(Exception):
     """The database could not be opened; the text names it (without its password)."""
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket on ``host:port``."""
+class WorkerError(Exception):
+    """A worker of ``--workers`` ended by itself; ``code`` is the supervisor's exit code
+    (the worker's own when it has one of ours, else `EXIT_LISTEN`)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def bind_socket(
+    host: str, port: int, *, reuse_port: bool = False, listen: bool = True
+) -> socket.socket:
+    """A TCP socket bound to ``host:port``, listening unless ``listen`` is False (a
+    reservation: with ``reuse_port``, other processes bind the same port and listen)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -222,7 +281,8 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(2048)
+        if listen:
+            sock.listen(2048)
         sock.set_inheritable(True)
     except BaseException:
         sock.close()
@@ -265,24 +325,29 @@ def uvicorn_config(app: RondevuApp, **overrides: Any) -> uvicorn.Config:
     return uvicorn.Config(app, **settings)
 
 
-def serve(config: ServerConfig) -> int:
-    """Serve until SIGINT or SIGTERM; the exit code: 0 after SIGTERM (a supervisor's
-    stop), `EXIT_INTERRUPTED` after SIGINT (Ctrl-C, as in every ``rondevu`` command).
-    Both first let open requests finish and close the database.
-
-    Raises `ListenError` when the socket cannot be bound and `DatabaseError` when the
-    database cannot be opened, each before a request is served.
-    """
-    configure_logging(config.log_level)
+def _bind(config: ServerConfig, *, reuse_port: bool, listen: bool = True) -> socket.socket:
     try:
-        sock = bind_socket(config.host, config.port, reuse_port=config.reuse_port)
+        return bind_socket(config.host, config.port, reuse_port=reuse_port, listen=listen)
     except OSError as error:
         where = f"{config.host}:{config.port}"
         raise ListenError(f"cannot listen on {where}: {error.strerror or error}") from None
     except OverflowError:  # a port out of range given in Python, not through the CLI
         raise ListenError(f"cannot listen on port {config.port}: not 0..65535") from None
+
+
+def serve(config: ServerConfig, *, on_ready: Callable[[], None] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; the exit code: 0 after SIGTERM (a supervisor's
+    stop), `EXIT_INTERRUPTED` after SIGINT (Ctrl-C, as in every ``rondevu`` command).
+    Both first let open requests finish and close the database.  Once it answers it
+    prints the ``listening on`` line, or calls ``on_ready`` instead (a worker).
+
+    Raises `ListenError` when the socket cannot be bound and `DatabaseError` when the
+    database cannot be opened, each before a request is served.
+    """
+    configure_logging(config.log_level)
+    sock = _bind(config, reuse_port=config.reuse_port)
     try:
-        stopped_by = uvloop.run(_serve(config, sock))
+        stopped_by = uvloop.run(_serve(config, sock, on_ready))
     finally:
         sock.close()
     log.info("exited", extra={"pid": os.getpid()})
@@ -300,9 +365,12 @@ class _Server(uvicorn.Server):
     (long polling): uvicorn waits for open requests before the app's shutdown, and a
     held call may have 25 s to go."""
 
-    def __init__(self, config: uvicorn.Config, app: RondevuApp) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: RondevuApp, on_ready: Callable[[], None] | None
+    ) -> None:
         super().__init__(config)
         self._app = app
+        self._on_ready = on_ready
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self._app.release_waiters()
@@ -314,14 +382,22 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        if self.started and sockets:
+        if self.started and self._on_ready is not None:
+            self._on_ready()
+        elif self.started and sockets:
             host, port = sockets[0].getsockname()[:2]
-            with contextlib.suppress(OSError, ValueError):  # stderr gone: serve anyway
-                print(f"rondevu serve: listening on {_url(host, port)}", file=sys.stderr)
-                sys.stderr.flush()
+            _announce(host, port)
 
 
-async def _serve(config: ServerConfig, sock: socket.socket) -> int | None:
+def _announce(host: str, port: int) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr gone: serve anyway
+        print(f"rondevu serve: listening on {_url(host, port)}", file=sys.stderr)
+        sys.stderr.flush()
+
+
+async def _serve(
+    config: ServerConfig, sock: socket.socket, on_ready: Callable[[], None] | None
+) -> int | None:
     """Serve on ``sock``; the signal that stopped the server."""
     try:
         rondevu = await RondevuServer.open(config)
@@ -332,7 +408,7 @@ async def _serve(config: ServerConfig, sock: socket.socket) -> int | None:
     log.info("listening", extra={"host": host, "port": port, "pid": os.getpid()})
     try:
         app = RondevuApp(config, server=rondevu)
-        server = _Server(uvicorn_config(app), app)
+        server = _Server(uvicorn_config(app), app, on_ready)
         loop = asyncio.get_running_loop()
         stopped_by: list[int] = []
 
@@ -362,3 +438,104 @@ def _open_failure(db: str, error: Exception) -> str:
     else:
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return f"cannot open the PostgreSQL database {name}: {reason}"
+
+
+# -- several workers ---------------------------------------------------------------------
+
+_STOP_S = 30.0
+"""How long stopped workers get to exit before they are killed (uvicorn gives open
+requests 10 s)."""
+
+
+def serve_workers(config: ServerConfig) -> int:
+    """Run ``config.workers`` server processes on one port until SIGINT or SIGTERM; the
+    exit code as `serve` gives it.
+
+    Raises `ListenError` when the port cannot be reserved and `WorkerError` when a
+    worker ended by itself (after stopping the others).
+    """
+    configure_logging(config.log_level)
+    reserved = _bind(config, reuse_port=True, listen=False)
+    host, bound = reserved.getsockname()[:2]
+    one = dataclasses.replace(config, port=bound, reuse_port=True, workers=1)
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited
+    workers: list[multiprocessing.process.BaseProcess] = []
+    stopped_by: list[int] = []
+
+    def stop(signum: int = signal.SIGTERM, _frame: object = None) -> None:
+        stopped_by.append(signum)
+        for worker in workers:
+            if worker.exitcode is None and worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed: multiprocessing.process.BaseProcess | None = None
+    failure: tuple[int, str] | None = None  # a worker's exit code and its one line
+    try:
+        log.info("workers", extra={"host": host, "port": bound, "workers": config.workers})
+        waiting: list[multiprocessing.connection.Connection] = []
+        for number in range(config.workers):
+            if stopped_by:
+                break
+            mine, theirs = spawn.Pipe(duplex=False)
+            process = spawn.Process(
+                target=_worker, args=(one, theirs), name=f"rondevu-worker-{number}"
+            )
+            process.start()
+            theirs.close()
+            workers.append(process)
+            waiting.append(mine)
+        while not stopped_by:
+            ready = multiprocessing.connection.wait(
+                [*waiting, *(worker.sentinel for worker in workers)]
+            )
+            for conn in waiting[:]:
+                if conn not in ready:
+                    continue
+                try:
+                    news = conn.recv()
+                except EOFError:  # the worker died before it could say why
+                    news = None
+                conn.close()
+                waiting.remove(conn)
+                if news is not None and news[0] == "failed":
+                    failure = failure or (news[1], news[2])
+                elif news is not None and not waiting and failure is None:
+                    _announce(host, bound)
+            ended = [worker for worker in workers if worker.exitcode is not None]
+            if (ended or failure) and not stopped_by:
+                failed = ended[0] if ended else None
+                stop()
+                break
+        deadline = time.monotonic() + _STOP_S
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.exitcode is None:
+                worker.kill()
+                worker.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reserved.close()
+    if failure is not None:
+        raise WorkerError(failure[1], failure[0])
+    if failed is not None:
+        raise WorkerError(f"worker {failed.pid} exited with code {failed.exitcode}", EXIT_LISTEN)
+    log.info("exited", extra={"pid": os.getpid()})
+    return EXIT_INTERRUPTED if stopped_by and stopped_by[0] == signal.SIGINT else 0
+
+
+def _worker(config: ServerConfig, report: multiprocessing.connection.Connection) -> None:
+    """One worker of `serve_workers`, in its own process: sends ``("ready",)`` on
+    ``report`` once it answers, or ``("failed", exit code, line)`` when it cannot start
+    (the supervisor prints the line, once), and exits with `serve`'s code."""
+    try:
+        code = serve(config, on_ready=lambda: report.send(("ready",)))
+    except ListenError as error:
+        report.send(("failed", EXIT_LISTEN, str(error)))
+        code = EXIT_LISTEN
+    except DatabaseError as error:
+        report.send(("failed", EXIT_NO_DATABASE, str(error)))
+        code = EXIT_NO_DATABASE
+    sys.exit(code)

@@ -39,6 +39,10 @@ class ServerConfig:
     """PostgreSQL connections per server process."""
     reuse_port: bool = False
     """Bind with SO_REUSEPORT so several processes can share one port (Linux)."""
+    workers: int = 1
+    """Server processes ``rondevu serve`` runs on the one port (each binds it with
+    SO_REUSEPORT); more than one needs a database they share (a SQLite file or
+    PostgreSQL), never ``:memory:``."""
     log_level: str = "info"
     """Python logging level name for the JSON log lines on stderr."""
     version: str = DEFAULT_VERSION

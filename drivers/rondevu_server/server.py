@@ -43,7 +43,14 @@ from rondevu_server.ratelimit import RateLimiter
 from rondevu_server.storage import Storage
 from rondevu_server.verifier import SignatureVerifier
 
-__all__ = ["MAX_BATCH_SIZE", "RondevuServer", "dumps", "open_storage", "system_clock"]
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "RondevuServer",
+    "dumps",
+    "open_storage",
+    "shared_database",
+    "system_clock",
+]
 
 log = logging.getLogger("rondevu_server")
 
@@ -53,10 +60,27 @@ def system_clock() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def _sqlite_path(url: str) -> str:
+    # sqlite:///abs/path -> /abs/path; sqlite://rel/path -> rel/path; bare paths as is
+    return url.removeprefix("sqlite://") or ":memory:"
+
+
+def shared_database(url: str) -> bool:
+    """Whether several processes opening ``url`` share one database (not ``:memory:``)."""
+    if _is_postgres(url):
+        return True
+    path = _sqlite_path(url)
+    return path != ":memory:" and not path.startswith("file::memory:") and "mode=memory" not in path
+
+
 async def open_storage(config: ServerConfig) -> Storage:
     """Open the backend ``config.db`` names: a ``postgresql://`` DSN or SQLite."""
     url = config.db
-    if url.startswith(("postgresql://", "postgres://")):
+    if _is_postgres(url):
         from rondevu_server.postgres_storage import PostgresStorage
 
         return await PostgresStorage.open(
@@ -64,9 +88,7 @@ async def open_storage(config: ServerConfig) -> Storage:
         )
     from rondevu_server.sqlite_storage import SqliteStorage
 
-    # sqlite:///abs/path -> /abs/path; sqlite://rel/path -> rel/path; bare paths as is
-    path = url.removeprefix("sqlite://")
-    return await SqliteStorage.open(path or ":memory:")
+    return await SqliteStorage.open(_sqlite_path(url))
 
 
 class RondevuServer:
