@@ -277,7 +277,7 @@ def drop_schema(dsn: str, schema: str) -> None:
 def two_processes(db: str, schema: str) -> tuple[list[Any], list[str]]:
     procs, urls = [], []
     for _ in range(2):
-        proc, port = start_server(db, schema)
+        proc, port, _ = start_server(db, schema)
         procs.append(proc)
         urls.append(f"http://127.0.0.1:{port}")
     return procs, urls
@@ -293,7 +293,7 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; medians over {args.runs} runs")
     with tempfile.TemporaryDirectory() as directory:
         db = os.path.join(directory, "one.db")
-        proc, port = start_server(db, "")
+        proc, port, _ = start_server(db, "")
         try:
             url = f"http://127.0.0.1:{port}"
             label = "one process, SQLite file"
@@ -322,7 +322,7 @@ def main() -> None:
             db, schema = dsn, f"rdv_bench_{uuid.uuid4().hex[:8]}"
         else:
             db, schema = os.path.join(directory, "idle.db"), ""
-        proc, port = start_server(db, schema)
+        proc, port, _ = start_server(db, schema)
         try:
             url = f"http://127.0.0.1:{port}"
             asyncio.run(idle_cost(url, proc.pid, args.services, args.idle_seconds))

@@ -19,6 +19,11 @@ or did not do.
 
     apt-get install -y wrk
     .venv/bin/python bench/server_bench.py [--seconds 10] [--connections 32] [--processes N]
+        [--workers N]
+
+``--processes N`` starts N separate ``rondevu serve`` processes on one port;
+``--workers N`` starts one ``rondevu serve --workers N`` (the supervisor does the same
+with its N workers); the servers' CPU counts every server process either way.
 
 Not run by CI.  Bodies are signed at start and stay valid for 5 minutes, so each
 backend's seeding and runs must fit in that window (they take well under a minute).
@@ -220,30 +225,40 @@ def measured(
     return outcome, (after - before) * 1e6 / outcome.calls
 
 
-def start_servers(db: str, schema: str, processes: int) -> tuple[list[subprocess.Popen[str]], str]:
-    """``processes`` servers sharing one port (SO_REUSEPORT when more than one)."""
+def start_servers(
+    db: str, schema: str, processes: int, workers: int = 1
+) -> tuple[list[subprocess.Popen[str]], str, list[int]]:
+    """``processes`` servers sharing one port (SO_REUSEPORT when more than one), each
+    with ``workers`` workers: the processes started, the URL, and every server pid."""
     procs: list[subprocess.Popen[str]] = []
+    pids: list[int] = []
     port = 0
     try:
         for _ in range(processes):
-            proc, port = start_server(db, schema, port, reuse_port=processes > 1)
+            proc, port, served_by = start_server(
+                db, schema, port, reuse_port=processes > 1, workers=workers
+            )
             procs.append(proc)
+            pids.extend(served_by)
     except BaseException:
         for proc in procs:
             proc.kill()
         raise
-    return procs, f"http://127.0.0.1:{port}"
+    return procs, f"http://127.0.0.1:{port}", pids
 
 
 def start_server(
-    db: str, schema: str, port: int = 0, *, reuse_port: bool = False
-) -> tuple[subprocess.Popen[str], int]:
+    db: str, schema: str, port: int = 0, *, reuse_port: bool = False, workers: int = 1
+) -> tuple[subprocess.Popen[str], int, list[int]]:
+    """One ``rondevu serve`` (with ``workers`` workers): the process, its port, and the
+    pids that serve (the workers, or the process itself)."""
     env = {
         **os.environ,
         "RONDEVU_DB": db,
         "RONDEVU_DB_SCHEMA": schema,
         "RONDEVU_PORT": str(port),
         "RONDEVU_REUSE_PORT": "1" if reuse_port else "0",
+        "RONDEVU_WORKERS": str(workers),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "rondevu.cli", "serve"],
@@ -253,18 +268,23 @@ def start_server(
     )
     assert proc.stderr is not None
     bound = None
+    pids: list[int] = []
+    started = 0
     for line in proc.stderr:
         entry = json.loads(line)
         if entry.get("msg") == "listening":
             bound = int(entry["port"])
+            pids.append(int(entry["pid"]))
         if entry.get("msg") == "Application startup complete.":
-            break
-    if bound is None:
+            started += 1
+            if started == workers:
+                break
+    if bound is None or started < workers:
         proc.kill()
         raise SystemExit("server did not start")
     # Keep draining stderr so the server never blocks on a full pipe.
     subprocess.Popen(["cat"], stdin=proc.stderr, stdout=subprocess.DEVNULL)
-    return proc, bound
+    return proc, bound, pids
 
 
 def seed_and_bodies(url: str, total: int) -> list[str]:
@@ -361,11 +381,16 @@ def seed_and_bodies(url: str, total: int) -> list[str]:
 
 
 def bench_backend(
-    label: str, db: str, seconds: int, connections: int, expect_rate: int, processes: int
+    label: str,
+    db: str,
+    seconds: int,
+    connections: int,
+    expect_rate: int,
+    processes: int,
+    workers: int = 1,
 ) -> None:
     schema = f"rdv_bench_{uuid.uuid4().hex[:8]}" if db.startswith("postgres") else ""
-    procs, url = start_servers(db, schema, processes)
-    pids = [proc.pid for proc in procs]
+    procs, url, pids = start_servers(db, schema, processes, workers)
     try:
         total = expect_rate * seconds
         bodies = seed_and_bodies(url, total)
@@ -430,19 +455,27 @@ def main() -> None:
         default=1,
         help="server processes sharing the port (SO_REUSEPORT); above 1, SQLite is a file",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="rondevu serve --workers N for each process; above 1, SQLite is a file",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
-    if args.processes < 1:
-        raise SystemExit("--processes must be at least 1")
+    if args.processes < 1 or args.workers < 1:
+        raise SystemExit("--processes and --workers must be at least 1")
     servers = "one server process" if args.processes == 1 else f"{args.processes} processes"
+    if args.workers > 1:
+        servers += f" with {args.workers} workers"
     print(
         f"{args.connections} connections, {args.seconds} s per run, {servers}, "
         f"{os.cpu_count()} CPUs shared with wrk (server CPU per request: the servers' CPU "
         "time over the run, signature-check threads included)"
     )
-    run = (args.seconds, args.connections, args.max_rate, args.processes)
-    if args.processes == 1:
+    run = (args.seconds, args.connections, args.max_rate, args.processes, args.workers)
+    if args.processes == 1 and args.workers == 1:
         bench_backend("sqlite", ":memory:", *run)
     else:  # :memory: is per process: several share one file (WAL)
         with tempfile.TemporaryDirectory() as directory:
