@@ -14,6 +14,7 @@ import itertools
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -236,3 +237,15 @@ def running_server(
         if schema is not None:
             drop_schema(schema)
         assert not thread.is_alive(), "server thread did not stop"
+
+
+def now_ms() -> int:
+    """The wall clock in Unix ms, for calls to a server whose clock is real time."""
+    return time.time_ns() // 1_000_000
+
+
+def call(client: httpx.Client, peer: Peer, method: str, params: dict[str, Any]) -> Any:
+    """One call signed now, through ``client``, that must succeed; its result."""
+    reply = client.post("/rpc", json=peer.call(method, params, now=now_ms())).json()
+    assert reply["success"], reply
+    return reply["result"]

@@ -35,7 +35,7 @@ from rondevu_server.postgres_storage import PostgresStorage
 from rondevu_server.sqlite_storage import SqliteStorage
 from rondevu_server.storage import Storage
 from tests.cli_testing import Processes, start_serve
-from tests.rondevu_server_testing import Peer, drop_schema, postgres_dsn, sdp, unique
+from tests.rondevu_server_testing import Peer, call, drop_schema, now_ms, postgres_dsn, sdp, unique
 
 LONG = 20_000
 BACK = 10.0
@@ -177,16 +177,6 @@ async def test_the_postgres_listener_reconnects_and_wakes_everything() -> None:
 
 
 # -- two real server processes ---------------------------------------------------------
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def call(client: httpx.Client, peer: Peer, method: str, params: dict[str, Any]) -> Any:
-    reply = client.post("/rpc", json=peer.call(method, params, now=now_ms())).json()
-    assert reply["success"], reply
-    return reply["result"]
 
 
 def holding_batch(peer: Peer, method: str, params: dict[str, Any]) -> tuple[Any, str]:

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,20 +23,10 @@ import pytest
 from rondevu.cli_options import EXIT_INTERRUPTED
 from rondevu_server.cli import EXIT_NO_DATABASE
 from tests.cli_testing import Lines, Processes, closed_url, run_cli, start_serve, stderr_lines
-from tests.rondevu_server_testing import Peer, drop_schema, postgres_dsn, sdp, unique
+from tests.rondevu_server_testing import Peer, call, drop_schema, now_ms, postgres_dsn, sdp, unique
 
 BACK = 10.0
 DATABASES = ["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def call(client: httpx.Client, peer: Peer, method: str, params: dict[str, Any]) -> Any:
-    reply = client.post("/rpc", json=peer.call(method, params, now=now_ms())).json()
-    assert reply["success"], reply
-    return reply["result"]
 
 
 @pytest.fixture(params=DATABASES)
