@@ -61,6 +61,12 @@ class ConnectionConfig:
 
     connection_timeout_ms: int = 30000
     """From the start of an attempt until CONNECTED; on expiry the attempt fails."""
+    handshake_timeout_ms: int = 8000
+    """From the moment both sides hold the answer (the answerer's answerOffer succeeded;
+    the offerer applied it) until CONNECTED; on expiry the attempt fails.  Much shorter
+    than the connection timeout, which also covers fetching the offer: an offer whose
+    owner is gone (killed, or its server restarted) fails in seconds, and the next
+    attempt fetches a fresh one.  0 disables it (ours; 0.18.9 has only the 30 s bound)."""
     ice_gathering_timeout_ms: int = 10000
     """Reported as ``ice:gathering:timeout`` when gathering has not completed by then."""
     reconnect_enabled: bool = True
@@ -104,6 +110,7 @@ class ConnectionConfig:
     def __post_init__(self) -> None:
         for name in (
             "connection_timeout_ms",
+            "handshake_timeout_ms",
             "ice_gathering_timeout_ms",
             "max_buffer_size",
             "max_buffer_age_ms",

@@ -71,6 +71,7 @@ from rondevu_core.actions import (
 from rondevu_core.backoff import Backoff
 from rondevu_core.buffer import MessageBuffer, Payload
 from rondevu_core.config import ConnectionConfig
+from rondevu_core.error_kinds import classify, is_permanent
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
     AnswerProcessed,
@@ -98,6 +99,7 @@ from rondevu_core.events import (
     MessageSent,
     OfferFetched,
     PeerConnectionState,
+    PermanentError,
     ProtocolViolation,
     ReconnectAttempting,
     ReconnectExhausted,
@@ -156,6 +158,7 @@ class Role(Enum):
 
 class _Timer(Enum):
     CONNECTION = "connection"
+    HANDSHAKE = "handshake"
     GATHERING = "gathering"
     RECONNECT = "reconnect"
     BUFFER = "buffer"
@@ -216,6 +219,7 @@ class Connection:
         "_outbox",
         "_paused",
         "_pc",
+        "_permanent",
         "_random",
         "_reconnect_attempt",
         "_session",
@@ -266,6 +270,8 @@ class Connection:
         self._deferred: _Deferred | None = None
         self._reconnect_attempt = 0
         self._terminal = False
+        # A permanent error (error_kinds) ends the connection: no reconnection can help.
+        self._permanent = False
         self.answer_applied = False
 
     @classmethod
@@ -356,6 +362,9 @@ class Connection:
             if timer is _Timer.CONNECTION:
                 self._emit(ConnectionTimeout)
                 self._fail(now, "Connection timeout")
+            elif timer is _Timer.HANDSHAKE:
+                bound = self.config.handshake_timeout_ms
+                self._fail(now, f"No ICE connection within {bound} ms of the answer")
             elif timer is _Timer.GATHERING:
                 self._emit(IceGatheringTimeout)
             elif timer is _Timer.RECONNECT:
@@ -455,6 +464,7 @@ class Connection:
             )
         )
         self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
+        self._arm_handshake(now)
         self._session.start_polling(now)
         return True
 
@@ -525,12 +535,20 @@ class Connection:
         self._deadlines.set(_Timer.GATHERING, now + self.config.ice_gathering_timeout_ms)
         return pc
 
+    def _arm_handshake(self, now: int) -> None:
+        """The answer is on both sides: a live peer connects within the handshake bound,
+        so an attempt on a dead offer (its owner gone) fails in seconds, not at the
+        connection timeout."""
+        if self.config.handshake_timeout_ms > 0:
+            self._deadlines.set(_Timer.HANDSHAKE, now + self.config.handshake_timeout_ms)
+
     def _teardown(self, linger_ms: int = 0) -> None:
         """Close the current peer connection and forget everything tied to it;
         ``linger_ms`` lets what was already sent on it leave first."""
         self._stale.update(self._calls)
         self._calls.clear()
         self._deadlines.cancel(_Timer.CONNECTION)
+        self._deadlines.cancel(_Timer.HANDSHAKE)
         self._deadlines.cancel(_Timer.GATHERING)
         if self._pc is None and self._session is None:
             return
@@ -587,12 +605,13 @@ class Connection:
         return (
             self.role is Role.OFFERER
             or not self.config.reconnect_enabled
+            or self._permanent
             or self._backoff.exhausted
         )
 
     def _after_loss(self, now: int) -> None:
         """After a failure or drop: schedule a reconnection, defer it, or give up."""
-        if self.role is Role.OFFERER or not self.config.reconnect_enabled:
+        if self.role is Role.OFFERER or not self.config.reconnect_enabled or self._permanent:
             self._give_up()
         elif self._backoff.exhausted:
             self._emit(ReconnectExhausted, attempts=self._backoff.attempt)
@@ -653,6 +672,7 @@ class Connection:
             return
         recovered = self.state in (State.DISCONNECTED, State.RECONNECTING)
         self._deadlines.cancel(_Timer.CONNECTION)
+        self._deadlines.cancel(_Timer.HANDSHAKE)
         self._deadlines.cancel(_Timer.GATHERING)  # moot once connected
         self._deadlines.cancel(_Timer.RECONNECT)
         self._deferred = None
@@ -858,11 +878,18 @@ class Connection:
             # lost (a transport timeout).  Failing now would tear down a working link.
             self._emit(SignalingError, operation=purpose.value, error=outcome.error)
         elif isinstance(outcome, RpcFailed):
+            if is_permanent(outcome):
+                self._permanent = True
+                kind = classify(outcome.error).value
+                self._emit(PermanentError, operation=purpose.value, error=outcome.error, kind=kind)
             self._fail(event.now, f"{purpose.value} failed: {outcome.error}")
         elif purpose is _Call.FETCH_OFFER:
             self._on_offer_fetched(event.now, outcome.result)
-        elif self._session is not None and self._offer_id is not None:
-            self._session.enable_uploads(self._offer_id)
+        else:
+            if self.state in _HANDSHAKE:
+                self._arm_handshake(event.now)
+            if self._session is not None and self._offer_id is not None:
+                self._session.enable_uploads(self._offer_id)
 
     def _on_offer_fetched(self, now: int, result: object) -> None:
         try:

@@ -34,6 +34,13 @@ Rules (each fixes a bug of §16):
   come from each connection's own getIceCandidates stream, not from ``poll``.
 - **Failed connections are closed, then replaced** (B14): a connection that fails
   closes its peer connection, the pool closes the connection and creates a new offer.
+- **Offers gone behind its back are published again** (`rondevu_core.republish`): once
+  per poll interval the pool looks its own service up; when its offers are gone (server
+  restart, expiry, another process with the same identity) it republishes at once and
+  says so with ``service:republished``.
+- **A permanent publish failure stops the pool** (`rondevu_core.error_kinds`): a name
+  held by another key or a malformed call fails the same way every time, so the pool
+  reports ``error:permanent`` and goes back to IDLE instead of retrying for ever.
 
 After `Close` (pool-wide) every connection is closed and the pool never acts again.
 """
@@ -48,6 +55,7 @@ from rondevu_core.actions import Action, SendRpc
 from rondevu_core.backoff import Backoff, BackoffPolicy
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection, State
+from rondevu_core.error_kinds import classify, is_permanent
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
     AnswerDuplicate,
@@ -55,8 +63,10 @@ from rondevu_core.events import (
     Event,
     OfferCreated,
     OffersPublished,
+    PermanentError,
     ProtocolViolation,
     PublishFailed,
+    ServiceRepublished,
 )
 from rondevu_core.inputs import (
     COMMAND_KINDS,
@@ -68,6 +78,7 @@ from rondevu_core.inputs import (
 )
 from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.replies import parse_poll_answers, parse_published
+from rondevu_core.republish import PresenceRule
 from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest
 from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
 
@@ -86,6 +97,7 @@ class _Timer(Enum):
     POLL = "poll"
     REFRESH = "refresh"
     PUBLISH_RETRY = "publish_retry"
+    CHECK = "check"
 
 
 _PUBLISH_RETRY = BackoffPolicy(base_ms=1000, max_ms=30000, jitter=0.1, max_attempts=0)
@@ -99,19 +111,24 @@ class OfferPool:
     __slots__ = (
         "_answered_at",
         "_by_pc",
+        "_check_call",
+        "_check_generation",
         "_conns",
         "_cursor",
         "_deadlines",
         "_duplicates",
+        "_generation",
         "_keeps_answered",
         "_opened",
         "_outbox",
         "_poll_call",
+        "_presence",
         "_publish_backoff",
         "_publish_call",
         "_publish_sdps",
         "_random",
         "_refresh_due",
+        "_republish_reason",
         "_stale",
         "config",
         "state",
@@ -144,6 +161,13 @@ class OfferPool:
         self._refresh_due = False
         self._stale: set[int] = set()
         self._keeps_answered = False
+        self._presence = PresenceRule()
+        self._check_call: int | None = None
+        # Successful publications so far: a look sent before the latest one describes
+        # offers that are no longer ours, and is ignored.
+        self._generation = 0
+        self._check_generation = 0
+        self._republish_reason: str | None = None
 
     # -- driver interface ------------------------------------------------------------
 
@@ -186,6 +210,8 @@ class OfferPool:
             elif timer is _Timer.REFRESH:
                 self._refresh_due = True
                 self._maybe_publish(now)
+            elif timer is _Timer.CHECK:
+                self._check(now)
             else:
                 self._maybe_publish(now)
         for conn in list(self._conns.values()):
@@ -282,6 +308,19 @@ class OfferPool:
 
     def _on_published(self, outcome: RpcOutcome, now: int) -> None:
         self._publish_call = None
+        if isinstance(outcome, RpcFailed) and is_permanent(outcome):
+            self._outbox.emit(PublishFailed(connection_id=0, error=outcome.error))
+            self._outbox.emit(
+                PermanentError(
+                    connection_id=0,
+                    operation=Method.PUBLISH_SERVICE.value,
+                    error=outcome.error,
+                    kind=classify(outcome.error).value,
+                )
+            )
+            self._shutdown(now, "Publishing failed for good")
+            self.state = PoolState.IDLE
+            return
         if isinstance(outcome, RpcFailed):
             self._publish_failed(outcome.error, now)
             return
@@ -320,6 +359,13 @@ class OfferPool:
                     )
                 )
         self._outbox.emit(OffersPublished(connection_id=0, offer_ids=tuple(ids)))
+        self._generation += 1
+        self._presence.reset()
+        if self._republish_reason is not None:
+            reason, self._republish_reason = self._republish_reason, None
+            self._outbox.emit(
+                ServiceRepublished(connection_id=0, reason=reason, offer_ids=tuple(ids))
+            )
         refresh_at = now + max(self.config.ttl_ms - self.config.refresh_margin_ms, 1000)
         self._deadlines.set(_Timer.REFRESH, refresh_at)
         if omitted:
@@ -346,6 +392,34 @@ class OfferPool:
         if not any(c.offer_id is not None for c in self._conns.values()):
             return  # nothing published: nothing can be answered
         self._poll_call = self._call(RpcRequest(method=Method.POLL, params={"since": self._cursor}))
+
+    def _published_ids(self) -> frozenset[str]:
+        return frozenset(c.offer_id for c in self.unanswered() if c.offer_id is not None)
+
+    def _check(self, now: int) -> None:
+        """Look our own service up, to notice offers gone from the server."""
+        self._deadlines.set(_Timer.CHECK, now + self.config.poll_interval_ms)
+        if (
+            self._check_call is not None
+            or self._publish_call is not None
+            or self._republish_reason is not None
+            or not self._published_ids()
+        ):
+            return
+        self._check_generation = self._generation
+        self._check_call = self._call(
+            RpcRequest(method=Method.GET_SERVICE, params={"serviceFqn": str(self.config.service)})
+        )
+
+    def _on_checked(self, outcome: RpcOutcome, now: int) -> None:
+        self._check_call = None
+        if self._publish_call is not None or self._check_generation != self._generation:
+            return  # the look saw the offers of an earlier publication
+        reason = self._presence.judge(outcome, self._published_ids())
+        if reason is not None:
+            self._republish_reason = reason
+            self._refresh_due = True
+            self._maybe_publish(now)
 
     def _on_polled(self, outcome: RpcOutcome, now: int, unix_ms: int) -> None:
         self._poll_call = None
@@ -417,6 +491,7 @@ class OfferPool:
     def _on_start(self, event: Input) -> None:
         self.state = PoolState.FILLING
         self._deadlines.set(_Timer.POLL, event.now + self.config.poll_interval_ms)
+        self._deadlines.set(_Timer.CHECK, event.now + self.config.poll_interval_ms)
         self._refill(event.now)
 
     def _on_stop(self, event: Input) -> None:
@@ -429,11 +504,13 @@ class OfferPool:
             if conn.state is not State.CLOSED:
                 conn.handle(Close(now=now, reason=reason))
             self._forget(conn)
-        for call in (self._poll_call, self._publish_call):
+        for call in (self._poll_call, self._publish_call, self._check_call):
             if call is not None:
                 self._stale.add(call)
-        self._poll_call = self._publish_call = None
+        self._poll_call = self._publish_call = self._check_call = None
         self._refresh_due = False
+        self._republish_reason = None
+        self._presence.reset()
         self._answered_at.clear()
         # Take the offers out of discovery; the reply is not needed.
         self._stale.add(
@@ -479,6 +556,8 @@ class OfferPool:
             self._on_published(event.outcome, event.now)
         elif call_id == self._poll_call:
             self._on_polled(event.outcome, event.now, event.unix_ms)
+        elif call_id == self._check_call:
+            self._on_checked(event.outcome, event.now)
         elif call_id in self._stale:
             self._stale.discard(call_id)
         else:

@@ -363,6 +363,9 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
         "reconnect:failed",
         "reconnect:exhausted",
         "connection:timeout",
+        # Provoked in test_core_recovery.py: a permanent server error, offers gone.
+        "error:permanent",
+        "service:republished",
     }
     assert expected - elsewhere <= seen, sorted(expected - elsewhere - seen)
 
