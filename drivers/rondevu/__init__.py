@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         RpcError,
         TransportError,
         UsageError,
+        UsernameTakenError,
         ValidationError,
     )
     from rondevu.identity import Identity, IdentityError
@@ -95,6 +96,7 @@ _LAZY: dict[str, str] = {
     "SignalingTransport": "rondevu.transport",
     "TransportError": "rondevu.errors",
     "UsageError": "rondevu.errors",
+    "UsernameTakenError": "rondevu.errors",
     "ValidationError": "rondevu.errors",
 }
 
@@ -120,6 +122,7 @@ __all__ = [
     "SignalingTransport",
     "TransportError",
     "UsageError",
+    "UsernameTakenError",
     "ValidationError",
     "__version__",
 ]

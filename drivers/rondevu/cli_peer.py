@@ -63,6 +63,7 @@ from rondevu.errors import RondevuError, RpcError
 from rondevu.identity import Identity, IdentityError
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
+from rondevu_core.rpc import Method
 from rondevu_core.signing import KeyPair
 
 __all__ = ["add_connect_command", "add_publish_command"]
@@ -211,7 +212,11 @@ class _Stop:
 async def _stoppable() -> AsyncIterator[_Stop]:
     """A block that SIGINT or SIGTERM ends gracefully: its scope is cancelled, so the
     ``async with`` blocks inside close everything.  A second signal, during that
-    cleanup, quits at once."""
+    cleanup, quits at once.
+
+    Enter the client *before* this block (``async with client, _stoppable()``): the
+    cancellation then reaches only the work inside, and the client closes with its
+    tasks alive, so a publisher's withdrawal of its offers still reaches the server."""
     stop = _Stop()
     try:
         async with anyio.create_task_group() as group:
@@ -351,7 +356,7 @@ def _run_publish(args: argparse.Namespace) -> int:
 async def _publish(args: argparse.Namespace) -> int:
     client = _client(args)
     mark = show_sender(args.show_sender, sys.stdout)
-    async with _stoppable() as stop, client:
+    async with client, _stoppable() as stop:
         await _check_server(client, args.api_url)
         client.publish_service(args.service, max_offers=args.max_offers)
         try:
@@ -362,14 +367,45 @@ async def _publish(args: argparse.Namespace) -> int:
             raise server_failure(error, args.api_url) from None
         mode = "interactive" if args.interactive else "echo"
         status(f"published {args.service}@{client.username} ({mode}); waiting for peers")
+        refused = _narrate_pool(client, f"{args.service}@{client.username}")
         peers: list[DurableConnection] = []
         async with anyio.create_task_group() as group:
+            group.start_soon(_fail_when_refused, client, refused)
             if args.interactive:
                 group.start_soon(_broadcast_stdin, peers, group.cancel_scope)
             async for conn in client.incoming():
                 peers.append(conn)
                 group.start_soon(_serve_peer, conn, peers, args.interactive, mark)
     return stop.exit_code()
+
+
+def _narrate_pool(client: Rondevu, fqn: str) -> MemoryObjectReceiveStream[str]:
+    """Status lines for what the pool does by itself; returns where a permanent refusal
+    of its publication (the pool has stopped) arrives."""
+    send, receive = anyio.create_memory_object_stream[str](max_buffer_size=1)
+
+    def republished(event: ev.ServiceRepublished) -> None:
+        status(f"republished {fqn}: {event.reason}")
+
+    def publish_failed(event: ev.PublishFailed) -> None:
+        status(f"publishing {fqn} failed: {event.error}")
+
+    def permanent(event: ev.PermanentError) -> None:
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+            send.send_nowait(event.error)
+
+    client.on("service:republished", republished)
+    client.on("offers:publish:failed", publish_failed)
+    client.on("error:permanent", permanent)
+    return receive
+
+
+async def _fail_when_refused(client: Rondevu, refused: MemoryObjectReceiveStream[str]) -> None:
+    """Raise `CliError` once the server refuses the publication for good."""
+    async with refused:
+        async for message in refused:
+            error = await client.explain_refusal(Method.PUBLISH_SERVICE, message)
+            raise CliError(f"publishing stopped for good: {error}", EXIT_FAILED)
 
 
 async def _serve_peer(
@@ -419,7 +455,7 @@ async def _connect(args: argparse.Namespace) -> int:
     mark = show_sender(args.show_sender, sys.stdout)
     fqn: str = args.fqn
     code = EXIT_OK
-    async with _stoppable() as stop, client:
+    async with client, _stoppable() as stop:
         await _check_server(client, args.api_url)
         status(f"connecting to {fqn} as {client.username}")
         config = dataclasses.replace(

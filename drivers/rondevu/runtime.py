@@ -313,6 +313,8 @@ class MachineRunner:
         self._closed = False
         self.rpc_calls = 0
         """How many signaling calls this machine has asked for (for benchmarks)."""
+        self._in_flight: dict[int, int] = {}  # call_id -> its number in rpc_calls order
+        self._call_done = anyio.Event()
 
     def feed(self, event: inputs.Input) -> None:
         """Give the machine one input, then perform what it asks."""
@@ -330,6 +332,7 @@ class MachineRunner:
         while (action := machine.next_action()) is not None:
             if isinstance(action, actions.SendRpc):
                 self.rpc_calls += 1
+                self._in_flight[action.call_id] = self.rpc_calls
                 self._group.start_soon(self._call, action)
             elif isinstance(action, actions.PeerAction):
                 self.peers.execute(action)
@@ -356,6 +359,10 @@ class MachineRunner:
         except Exception as exc:  # a caller bug; the machine must still hear back
             logger.exception("rpc caller raised")
             outcome = RpcFailed(error=f"internal error: {type(exc).__name__}", transport=True)
+        finally:
+            self._in_flight.pop(action.call_id, None)
+            self._call_done.set()
+            self._call_done = anyio.Event()
         self.feed(
             inputs.RpcResult(
                 now=self.clock(),
@@ -380,12 +387,21 @@ class MachineRunner:
         finally:
             self._closed = True
 
-    async def aclose(self) -> None:
-        """Stop: close every peer connection and cancel the remaining I/O tasks."""
+    async def aclose(self, *, calls_after: int | None = None, grace: float = 0.0) -> None:
+        """Stop: close every peer connection and cancel the remaining I/O tasks.
+
+        With ``calls_after`` (a past value of `rpc_calls`), the calls the machine asked
+        for since then - typically those its close input asked for, such as an offer
+        pool withdrawing its offers - get up to ``grace`` seconds to be answered first.
+        Bounded, so a server that is down cannot hold the exit."""
         if self._group is None or self._closed:
             self._closed = True
             return
-        self._closed = True
         self._timer.stop()
+        if calls_after is not None and grace > 0:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(grace):
+                while any(n > calls_after for n in self._in_flight.values()):
+                    await self._call_done.wait()
+        self._closed = True
         await self.peers.aclose()
         self._group.cancel_scope.cancel()
