@@ -44,7 +44,9 @@ class ServerConfig:
     SO_REUSEPORT); more than one needs a database they share (a SQLite file or
     PostgreSQL), never ``:memory:``."""
     log_level: str = "info"
-    """Python logging level name for the JSON log lines on stderr."""
+    """Python logging level name for the log lines on stderr."""
+    log_format: str = "auto"
+    """``json``, ``text``, or ``auto``: text on a terminal, JSON otherwise."""
     version: str = DEFAULT_VERSION
     """Shown by ``GET /`` and ``GET /health`` (the original's ``VERSION``)."""
     cors_origins: tuple[str, ...] = ("*",)
