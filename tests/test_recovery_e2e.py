@@ -201,3 +201,19 @@ def test_a_service_that_appears_later_is_connected_to_without_a_restart(
     status.wait_for(r"connected to chat:1\.0\.0@")
     _echo(peer, "you came")
     assert no_traceback(status.seen)
+
+
+def test_a_publisher_whose_server_hangs_still_exits_promptly_on_sigterm(
+    processes: Processes, tmp_path: Path
+) -> None:
+    url, _ = start_serve(processes)
+    server = processes[-1]
+    publisher, status = _publisher(processes, url, tmp_path / "alice.json")
+    server.send_signal(signal.SIGSTOP)  # accepts nothing more, answers nothing
+    try:
+        publisher.send_signal(signal.SIGTERM)
+        # The withdrawal is bounded: the exit does not wait on the server.
+        assert publisher.wait(DEADLINE_S) == 0
+    finally:
+        server.send_signal(signal.SIGCONT)
+    assert no_traceback(status.rest())
