@@ -6,6 +6,7 @@ test waits (bounded) for the output line that shows the recovery.  No sleeps.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -217,3 +218,27 @@ def test_a_publisher_whose_server_hangs_still_exits_promptly_on_sigterm(
     finally:
         server.send_signal(signal.SIGCONT)
     assert no_traceback(status.rest())
+
+
+def test_a_service_that_never_appears_ends_connect_with_one_line_naming_the_cause(
+    processes: Processes,
+) -> None:
+    url, _ = start_serve(processes)
+    peer = start_cli(
+        "connect",
+        "nosuch:1.0.0@nobody",
+        "--connect-timeout",
+        "3",
+        "--api-url",
+        url,
+        stdin=subprocess.PIPE,  # left open: connect must end by itself
+    )
+    processes.append(peer)
+    assert peer.wait(DEADLINE_S) == 1
+    lines = Lines(peer.stderr).rest()
+    assert any(re.search(r"reconnecting in \d+ ms \(attempt 1\)", line) for line in lines)
+    assert lines[-1] == (
+        "rondevu connect: no connection to nosuch:1.0.0@nobody within 3 s "
+        "(last attempt: getService failed: Service not found)"
+    )
+    assert no_traceback(lines)

@@ -321,10 +321,14 @@ def _stdin_lines() -> MemoryObjectReceiveStream[str | None]:
     return receive
 
 
-def _narrate(conn: DurableConnection, who: str) -> None:
-    """Status lines for the link events a person cares about."""
+def _narrate(conn: DurableConnection, who: str) -> list[str]:
+    """Status lines for the link events a person cares about; returns a list that holds
+    the latest failed attempt's error (for the line that ends the command)."""
+    last_error: list[str] = []
 
     def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Failed):
+            last_error[:] = [event.error]
         match event:
             case ev.Disconnected(reason=reason):
                 status(f"{who}: link lost ({reason})")
@@ -343,6 +347,7 @@ def _narrate(conn: DurableConnection, who: str) -> None:
                 pass
 
     conn.on("*", on_event)
+    return last_error
 
 
 # -- publish ---------------------------------------------------------------------------------
@@ -462,11 +467,14 @@ async def _connect(args: argparse.Namespace) -> int:
             client.connection_config, max_reconnect_attempts=args.reconnect_attempts
         )
         conn = await client.connect_to_service(fqn, connection_config=config)
-        _narrate(conn, fqn)
+        last_error = _narrate(conn, fqn)
         try:
             await conn.wait_connected(args.connect_timeout)
         except TimeoutError:
-            raise CliError(f"no connection to {fqn} within {args.connect_timeout:g} s") from None
+            last = f" (last attempt: {last_error[0]})" if last_error else ""
+            raise CliError(
+                f"no connection to {fqn} within {args.connect_timeout:g} s{last}"
+            ) from None
         except (ConnectionFailedError, ConnectionClosedError) as error:
             raise CliError(f"cannot connect to {fqn}: {error}") from None
         status(f"connected to {fqn}; type lines to send, Ctrl-D to quit")
