@@ -6,12 +6,15 @@ hand on an integer clock, the test playing the server and the WebRTC driver.
 from __future__ import annotations
 
 import random
+from typing import ClassVar, Literal
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from rondevu_core.config import ConnectionConfig
+from fuzz._inputs import SDP as SDP_TEMPLATE
+from rondevu_core.actions import SendRpc
+from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection, State
 from rondevu_core.error_kinds import (
     IDENTITY_PREFIXES,
@@ -21,10 +24,11 @@ from rondevu_core.error_kinds import (
     is_permanent,
 )
 from rondevu_core.events import Failed, PermanentError, ServiceRepublished
-from rondevu_core.inputs import Connect, LocalDescriptionReady
-from rondevu_core.pool import PoolState
+from rondevu_core.inputs import Connect, LocalDescriptionReady, RpcResult, StartFilling
+from rondevu_core.pool import OfferPool, PoolState
 from rondevu_core.republish import REASON_GONE, REASON_REPLACED, PresenceRule
-from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome
+from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
+from tests.fakes.signaling import FakeSignalingServer
 from tests.test_core_events import OFFER_ID, SDP, Driver, pc_of, published, published_pool
 from tests.test_core_harness import SERVICE
 
@@ -243,3 +247,121 @@ def test_an_answered_offer_that_never_connects_fails_within_the_handshake_bound(
     assert failed.error == "No ICE connection within 3000 ms of the answer"
     assert not failed.final
     assert conn.state is State.RECONNECTING
+
+
+# -- a pool against a server that forgets -----------------------------------------------------
+
+
+class ForgetfulServerPool(RuleBasedStateMachine):
+    """An offer pool whose calls run against the fake server, which restarts (forgets
+    everything), loses calls, or sees another process with the same identity publish
+    over the pool.  Whatever happened, a few healthy poll intervals later the server
+    holds exactly the pool's published offers again."""
+
+    mode: ClassVar[Literal["ours", "upstream"]] = "ours"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = FakeSignalingServer(mode=self.mode)
+        self.pool = OfferPool(
+            PoolConfig(service=SERVICE, max_offers=2), unit_random=random.Random(0).random
+        )
+        self.now = 1_765_700_000_000
+        self.foreign = 0
+        self.pool.handle(StartFilling(now=self.now))
+        self.settle()
+
+    def settle(self) -> None:
+        """Run every call against the server and deliver its reply; ready every offer."""
+        for _ in range(100):
+            progressed = False
+            for conn in self.pool.unanswered():
+                if conn.state is State.GATHERING and conn.pc_id and conn.offer_sdp is None:
+                    sdp = SDP_TEMPLATE.replace("o=- 9 ", f"o=- {conn.pc_id} ")
+                    self.pool.handle(
+                        LocalDescriptionReady(
+                            now=self.now, pc_id=conn.pc_id, sdp=sdp, complete=True
+                        )
+                    )
+                    progressed = True
+            calls = []
+            while (action := self.pool.next_action()) is not None:
+                if isinstance(action, SendRpc):
+                    calls.append(
+                        (action.call_id, self.server.call("alice", action.request, self.now))
+                    )
+            while self.pool.next_event() is not None:
+                pass
+            for call_id, outcome in calls:
+                self.pool.handle(
+                    RpcResult(now=self.now, call_id=call_id, outcome=outcome, unix_ms=self.now)
+                )
+                progressed = True
+            if not progressed:
+                return
+        raise AssertionError("the pool never settles")
+
+    def advance(self, ms: int) -> None:
+        end = self.now + ms
+        while (at := self.pool.get_timer()) is not None and at <= end:
+            self.now = max(self.now, at)
+            self.pool.handle_timer(self.now)
+            self.settle()
+        self.now = end
+
+    @rule()
+    def server_restarts(self) -> None:
+        self.server = FakeSignalingServer(mode=self.mode)
+
+    @rule()
+    def another_process_publishes(self) -> None:
+        self.foreign += 1
+        sdp = SDP_TEMPLATE.replace("o=- 9 ", f"o=- 7{self.foreign} ")
+        request = RpcRequest(
+            method=Method.PUBLISH_SERVICE,
+            params={"serviceFqn": str(SERVICE), "offers": [{"sdp": sdp}], "ttl": 300_000},
+        )
+        self.server.call("alice", request, self.now)  # lost itself, maybe
+
+    @rule(method=st.sampled_from([Method.GET_SERVICE, Method.POLL, Method.PUBLISH_SERVICE]))
+    def a_call_is_lost(self, method: Method) -> None:
+        self.server.fail_next(method, execute=False)
+
+    @rule(ms=st.integers(0, 3000))
+    def time_passes(self, ms: int) -> None:
+        self.advance(ms)
+
+    @rule()
+    def healthy_intervals(self) -> None:
+        # Two looks to agree on an ambiguous absence, and a lost publish retried after
+        # its backoff (about a second): four intervals cover both.
+        for _ in range(4):
+            self.advance(self.pool.config.poll_interval_ms)
+        services = {s.id for s in self.server.services if s.fqn == str(SERVICE)}
+        on_server = {
+            o.id
+            for o in self.server.offers
+            if o.service_id in services and o.answerer is None and o.expires_at > self.now
+        }
+        published = {c.offer_id for c in self.pool.unanswered() if c.offer_id is not None}
+        assert on_server == published
+        assert len(published) == self.pool.config.max_offers
+
+    @invariant()
+    def keeps_filling(self) -> None:
+        # Nothing here is permanent: the pool never gives up.
+        assert self.pool.state is PoolState.FILLING
+
+
+class ForgetfulUpstreamServerPool(ForgetfulServerPool):
+    """The same against 0.5.4 (no ``keepsAnsweredOffers``)."""
+
+    mode = "upstream"
+
+
+TestForgetfulServerPool = ForgetfulServerPool.TestCase
+TestForgetfulServerPool.settings = settings(max_examples=30, stateful_step_count=20, deadline=None)
+TestForgetfulUpstreamServerPool = ForgetfulUpstreamServerPool.TestCase
+TestForgetfulUpstreamServerPool.settings = settings(
+    max_examples=30, stateful_step_count=20, deadline=None
+)
