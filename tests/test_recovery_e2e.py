@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -26,10 +28,10 @@ from tests.cli_testing import (
     start_serve,
     stderr_lines,
 )
+from tests.rondevu_server_testing import drop_schema, postgres_dsn
 
 __all__ = ["processes"]  # the fixture, imported for pytest
 
-POSTGRES_DSN = os.environ.get("RONDEVU_TEST_POSTGRES_DSN")
 LOOPBACK = ("--host-address", "127.0.0.1")
 
 
@@ -88,17 +90,32 @@ def _username(key: Path) -> str:
 # -- the server restarts ------------------------------------------------------------------
 
 
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema, dropped afterwards (skips without the test DSN)."""
+    postgres_dsn()
+    name = f"rdv_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        drop_schema(name)
+
+
 @pytest.mark.parametrize("storage", ["memory", "sqlite-file", "postgresql"])
 def test_a_running_publisher_is_reachable_again_after_the_server_restarts(
-    processes: Processes, tmp_path: Path, storage: str
+    processes: Processes, tmp_path: Path, storage: str, request: pytest.FixtureRequest
 ) -> None:
-    if storage == "postgresql" and not POSTGRES_DSN:
-        pytest.skip("RONDEVU_TEST_POSTGRES_DSN is not set")
-    db = {
-        "memory": ("--db", ":memory:"),
-        "sqlite-file": ("--db", str(tmp_path / "rondevu.db")),
-        "postgresql": ("--db", POSTGRES_DSN or "", "--db-schema", f"recovery_{os.getpid()}"),
-    }[storage]
+    if storage == "postgresql":
+        db: tuple[str, ...] = (
+            "--db",
+            postgres_dsn(),
+            "--db-schema",
+            request.getfixturevalue("schema"),
+        )
+    elif storage == "sqlite-file":
+        db = ("--db", str(tmp_path / "rondevu.db"))
+    else:
+        db = ("--db", ":memory:")
     port = closed_url().rsplit(":", 1)[1]
     url = f"http://127.0.0.1:{port}"
     server, _ = _serve(processes, port, *db)
