@@ -80,3 +80,21 @@ async def test_offers_deleted_behind_the_publishers_back_are_published_again(
         assert len(republished[0].offer_ids) == 2
         found = await alice.find_service("chat:1.0.0@alice")
         assert getattr(found, "offer_id", None) in republished[0].offer_ids
+
+
+@pytest.mark.anyio
+async def test_a_client_cancelled_from_outside_still_withdraws_its_offers(
+    inprocess_server: RondevuServer,
+) -> None:
+    # A cancel scope around the client ends its tasks before it closes: the withdrawal
+    # must still leave, sent from the closing task itself.
+    async with loopback_client(inprocess_server, "bob", 2) as bob:
+        with anyio.CancelScope() as scope:
+            async with loopback_client(inprocess_server, "alice", 1) as alice:
+                alice.publish_service("chat:1.0.0")
+                await alice.start_filling()
+                await bob.find_service("chat:1.0.0@alice")  # published
+                scope.cancel()
+                await anyio.sleep_forever()
+        with pytest.raises(RpcError, match=r"^Service not found$"):
+            await bob.find_service("chat:1.0.0@alice")

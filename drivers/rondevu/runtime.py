@@ -23,6 +23,7 @@ server's timestamps against.  Signatures use the RPC client's own wall clock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -61,7 +62,10 @@ Machine = CoreMachine[inputs.Input, actions.Action, Event]
 
 
 class RpcCaller(Protocol):
-    """Performs one signaling call; never raises for a failed call (returns RpcFailed)."""
+    """Performs one signaling call; never raises for a failed call (returns RpcFailed).
+
+    ``send_last(request)``, when the caller has it (`RpcClient` does), sends a call from
+    the calling task when ``call`` can no longer run it (see `MachineRunner.aclose`)."""
 
     async def call(self, request: RpcRequest) -> RpcOutcome: ...
 
@@ -315,6 +319,9 @@ class MachineRunner:
         """How many signaling calls this machine has asked for (for benchmarks)."""
         self._in_flight: dict[int, int] = {}  # call_id -> its number in rpc_calls order
         self._call_done = anyio.Event()
+        # Calls that never reached the server because the RPC client or this runner's
+        # tasks were gone: (number, request), for `aclose` to send on its way out.
+        self._unsent: list[tuple[int, RpcRequest]] = []
 
     def feed(self, event: inputs.Input) -> None:
         """Give the machine one input, then perform what it asks."""
@@ -352,10 +359,15 @@ class MachineRunner:
             self._group.start_soon(func, *args)
 
     async def _call(self, action: actions.SendRpc) -> None:
+        number = self._in_flight.get(action.call_id, 0)
         try:
             outcome = await self._rpc.call(action.request)
         except ClientClosedError as exc:  # shutting down: an expected failure, not a bug
+            self._unsent.append((number, action.request))
             outcome = RpcFailed(error=str(exc), transport=True)
+        except anyio.get_cancelled_exc_class():
+            self._unsent.append((number, action.request))
+            raise
         except Exception as exc:  # a caller bug; the machine must still hear back
             logger.exception("rpc caller raised")
             outcome = RpcFailed(error=f"internal error: {type(exc).__name__}", transport=True)
@@ -402,6 +414,12 @@ class MachineRunner:
             with anyio.CancelScope(shield=True), anyio.move_on_after(grace):
                 while any(n > calls_after for n in self._in_flight.values()):
                     await self._call_done.wait()
+                # A scope around the client was cancelled first: those calls never ran.
+                send_last = getattr(self._rpc, "send_last", None)
+                for number, request in list(self._unsent):
+                    if number > calls_after and send_last is not None:
+                        with contextlib.suppress(ClientClosedError):
+                            await send_last(request)
         self._closed = True
         await self.peers.aclose()
         self._group.cancel_scope.cancel()
