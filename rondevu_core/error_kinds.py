@@ -6,7 +6,8 @@ Three kinds:
 - `ErrorKind.TEMPORARY`: the same call may succeed later without anyone changing it.
   Transport failures, rate limits, a full server, an internal error, ``Service not
   found`` and ``no available offers`` (a publisher may come back), an offer answered
-  or deleted meanwhile (fetch another), and **every text this table does not know**:
+  or deleted meanwhile (fetch another), an offer whose SDP is already stored (it goes
+  when that offer expires), and **every text this table does not know**:
   an unknown failure is retried, because giving up on a server that was only having a
   bad moment is worse than retrying a hopeless call with backoff.
 - `ErrorKind.PERMANENT`: the call itself is wrong (a malformed service name or
@@ -72,7 +73,6 @@ PERMANENT_PREFIXES: tuple[str, ...] = (
     "Invalid offer at index",
     "Invalid SDP",
     "SDP too large",
-    "An offer with an identical SDP already exists",
     "Missing or invalid required parameter",
     "Invalid candidate at index",
     "Too many candidates in one request",

@@ -333,9 +333,10 @@ class ForgetfulServerPool(RuleBasedStateMachine):
 
     @rule()
     def healthy_intervals(self) -> None:
-        # Two looks to agree on an ambiguous absence, and a lost publish retried after
-        # its backoff (about a second): four intervals cover both.
-        for _ in range(4):
+        # At most one call of each method is lost at a time (a lost look, then two looks
+        # to agree on an ambiguous absence, then a lost publish retried after its
+        # backoff of about a second): six intervals cover the worst case.
+        for _ in range(6):
             self.advance(self.pool.config.poll_interval_ms)
         services = {s.id for s in self.server.services if s.fqn == str(SERVICE)}
         on_server = {
