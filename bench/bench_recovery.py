@@ -21,6 +21,10 @@ Scenarios:
   loss is noticed, it would be lost (acknowledgements are the session layer's work).
 - **second process, same identity, exits**: it replaces the first one's offers, then
   withdraws the service on SIGTERM; from its exit, a new peer must reach the first.
+- **attempt on a dead offer**: a killed publisher's offers stay on the server; a new
+  client's first attempt answers one and fails, with the handshake bound
+  (``ConnectionConfig.handshake_timeout_ms``) and without it (as 0.18.9: only the 30 s
+  connection timeout, or whatever ICE itself gives up after), the baseline of this row.
 - **graceful stop**: SIGTERM to the publisher; time to exit, and what a lookup of its
   service says at once (goal: ``Service not found``, so no peer answers a dead offer).
 
@@ -44,6 +48,8 @@ from pathlib import Path
 from typing import IO
 
 import anyio
+
+from rondevu_core.config import ConnectionConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 90.0
@@ -165,6 +171,23 @@ def _lookup(url: str, fqn: str) -> str:
     return anyio.run(look)
 
 
+async def _dead_offer_attempt(url: str, fqn: str, handshake_ms: int) -> float:
+    """Seconds from ``connect_to_service`` until its first attempt fails."""
+    from rondevu import Rondevu
+
+    config = ConnectionConfig(handshake_timeout_ms=handshake_ms, max_reconnect_attempts=1)
+    failed = anyio.Event()
+    async with Rondevu.connect(
+        url, ice_servers=[], host_addresses=["127.0.0.1"], connection_config=config
+    ) as client:
+        start = time.monotonic()
+        conn = await client.connect_to_service(fqn)
+        conn.on("failed", lambda _event: failed.set())
+        with anyio.fail_after(DEADLINE_S):
+            await failed.wait()
+        return time.monotonic() - start
+
+
 def _row(name: str, seconds: float, baseline: float, goal: str) -> None:
     print(f"{name:<52} {seconds:6.2f} s  {seconds / baseline:5.1f}x baseline   goal {goal}")
 
@@ -243,6 +266,21 @@ def _run(bench: Bench) -> None:
     publisher.wait(DEADLINE_S)
     _row("graceful stop: publisher exit", time.monotonic() - stopping, baseline, "bounded")
     print(f"{'graceful stop: lookup right after the exit':<52} {_lookup(bench.url, fqn)!r}")
+
+    # An attempt on a dead offer: the killed publisher's offers stay on the server
+    # (the one before it has withdrawn its service, so nobody republishes over them).
+    dead, _ = bench.publish()
+    dead.kill()
+    dead.wait(DEADLINE_S)
+    fail_old = anyio.run(_dead_offer_attempt, bench.url, fqn, 0)
+    fail_new = anyio.run(
+        _dead_offer_attempt, bench.url, fqn, ConnectionConfig().handshake_timeout_ms
+    )
+    print(f"{'attempt on a dead offer fails (0.18.9: no bound)':<52} {fail_old:6.2f} s")
+    print(
+        f"{'attempt on a dead offer fails (handshake bound)':<52} {fail_new:6.2f} s  "
+        f"{fail_new / fail_old:5.2f}x without the bound   goal: a few seconds"
+    )
 
 
 if __name__ == "__main__":
