@@ -356,6 +356,8 @@ class Rondevu:
     def on(self, name: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
         """Listen to client-level events: ``connection:opened`` (an `IncomingConnection`),
         ``offer:created``, ``offers:published``, ``offers:publish:failed``,
+        ``service:republished`` (the pool published again offers the server lost),
+        ``error:permanent`` (the pool stopped on a refusal no retry can fix),
         ``protocol:error``.  Returns a function that removes the listener."""
         self._listeners.setdefault(name, []).append(callback)
 
