@@ -37,7 +37,8 @@ Rules (each fixes a bug of the original; docs/compatibility.md):
 - **Offers gone behind its back are published again** (`rondevu_core.republish`): once
   per poll interval the pool looks its own service up; when its offers are gone (server
   restart, expiry, another process with the same identity) it republishes at once and
-  says so with ``service:republished``.
+  says so with ``service:republished``; a look that gets no answer is reported as
+  ``signaling:error`` (pool-wide: ``connection_id`` 0).
 - **A permanent publish failure stops the pool** (`rondevu_core.error_kinds`): a name
   held by another key or a malformed call fails the same way every time, so the pool
   reports ``error:permanent`` and goes back to IDLE instead of retrying for ever.
@@ -67,6 +68,7 @@ from rondevu_core.events import (
     ProtocolViolation,
     PublishFailed,
     ServiceRepublished,
+    SignalingError,
 )
 from rondevu_core.inputs import (
     COMMAND_KINDS,
@@ -413,6 +415,13 @@ class OfferPool:
 
     def _on_checked(self, outcome: RpcOutcome, now: int) -> None:
         self._check_call = None
+        if isinstance(outcome, RpcFailed) and outcome.transport:
+            # The server cannot be reached: say so (the poll fails silently), keep looking.
+            self._outbox.emit(
+                SignalingError(
+                    connection_id=0, operation=Method.GET_SERVICE.value, error=outcome.error
+                )
+            )
         if self._publish_call is not None or self._check_generation != self._generation:
             return  # the look saw the offers of an earlier publication
         reason = self._presence.judge(outcome, self._published_ids())

@@ -173,6 +173,11 @@ def test_a_server_that_cannot_be_reached_causes_no_republish() -> None:
     for _ in range(5):
         assert _answer_poll_and_look(d, RpcFailed(error="connect refused", transport=True)) == []
     assert d.named("service:republished") == []
+    # Each look that got no answer is reported, pool-wide.
+    errors = d.named("signaling:error")
+    assert [(e.connection_id, getattr(e, "operation", None)) for e in errors] == [
+        (0, "getService")
+    ] * 5
 
 
 # -- permanent errors are not retried -------------------------------------------------------

@@ -125,6 +125,7 @@ def test_a_running_publisher_is_reachable_again_after_the_server_restarts(
 
     server.send_signal(signal.SIGTERM)
     assert server.wait(DEADLINE_S) == 0
+    published.wait_for(r"signaling server unreachable \(")  # reported, not silent
     _serve(processes, port, *db)
     if storage == "memory":
         # The server forgot everything; the publisher notices within a poll interval.

@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ __all__ = ["add_connect_command", "add_publish_command"]
 _STDIN_QUEUE = 64
 """Lines read ahead of the sender: beyond it the reader waits (a big file on stdin must
 not be read into memory faster than it is sent)."""
+_UNREACHABLE_EVERY_S = 30.0
+"""A publisher reports an unreachable server at most this often (it looks every second)."""
 _MAX_LINE_CHARS = 256 * 1024
 """A longer line is sent in pieces of this size (a data channel message has a limit)."""
 
@@ -392,8 +395,16 @@ def _narrate_pool(client: Rondevu, fqn: str) -> MemoryObjectReceiveStream[str]:
     def republished(event: ev.ServiceRepublished) -> None:
         status(f"republished {fqn}: {event.reason}")
 
+    reported: list[float] = []  # when unreachability was last reported: not every look
+
     def publish_failed(event: ev.PublishFailed) -> None:
         status(f"publishing {fqn} failed: {event.error}")
+
+    def signaling_error(event: ev.SignalingError) -> None:
+        now = time.monotonic()
+        if not reported or now - reported[0] >= _UNREACHABLE_EVERY_S:
+            reported[:] = [now]
+            status(f"signaling server unreachable ({event.error}); still trying")
 
     def permanent(event: ev.PermanentError) -> None:
         with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
@@ -401,6 +412,7 @@ def _narrate_pool(client: Rondevu, fqn: str) -> MemoryObjectReceiveStream[str]:
 
     client.on("service:republished", republished)
     client.on("offers:publish:failed", publish_failed)
+    client.on("signaling:error", signaling_error)
     client.on("error:permanent", permanent)
     return receive
 
