@@ -41,7 +41,10 @@ with `next_action` (`SendBatch`) and `next_event` (`CallSettled`).
 
 A queued call can be withdrawn (`WithdrawCall`) when its caller stops waiting;
 it then settles at once and never reaches the server.  A call already in a batch cannot
-be taken back: the server may run it.
+be taken back: the server may run it.  The exception is a held call in flight: it only
+reads and sits alone in its request, so withdrawing it asks the driver to abandon that
+request (`AbortBatch`, which also tells the server to stop holding it) and it settles
+at once; the driver reports nothing more for that batch.
 
 Invariants: every submitted call settles exactly once (a `CallSettled` event); after
 `CloseBatcher` there is no timer, no further action, and every call has settled.
@@ -63,6 +66,7 @@ __all__ = [
     "BatchFailed",
     "BatchReply",
     "BatchResult",
+    "AbortBatch",
     "BatchSent",
     "BatchedCall",
     "BatcherAction",
@@ -134,6 +138,14 @@ class SendBatch(BatcherAction):
     as_array: bool
     """True: the body is a JSON array of call objects (even of one).  False: the body is
     the single call object of ``calls[0]`` (batching disabled)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbortBatch(BatcherAction):
+    """Abandon the request of batch ``batch_id`` (one held call, withdrawn): close it
+    without waiting for the reply, and feed no `BatchSent` for it."""
+
+    batch_id: int
 
 
 class BatcherEvent:
@@ -347,6 +359,14 @@ class RpcBatcher:
                 self._forget_urgency(queued.call)
                 # A shorter queue is never due earlier, so no send can become due here.
                 self._fail(queued.call, ERR_WITHDRAWN)
+                return
+        for batch_id in self._held:
+            batch = self._in_flight[batch_id]
+            if batch.calls[0].call_id == input.call_id:
+                del self._in_flight[batch_id]
+                self._held.discard(batch_id)
+                self._actions.append(AbortBatch(batch_id=batch_id))
+                self._fail(batch.calls[0], ERR_WITHDRAWN)
                 return
 
     def _on_clear(self, _: ClearQueue | CloseBatcher) -> None:

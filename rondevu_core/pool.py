@@ -45,8 +45,9 @@ Rules (each fixes a bug of §16):
   else shares that millisecond: news costs one immediate lagged read, then the pool
   holds again.  A reply that came back early with nothing new (a server at a bound,
   shutting down, a row we ignore) sends the pool back to its plain interval once, so
-  it never spins.  Known limit: a connection that fails while a poll is held is
-  replaced when that poll returns (within one hold).
+  it never spins.  A publication that becomes due while a poll is held (a failed
+  connection's replacement, say) cancels that poll (`CancelRpc`) rather than wait for
+  it: a poll only reads, so the next one, with the same cursor, loses nothing.
 - **Failed connections are closed, then replaced** (B14): a connection that fails
   closes its peer connection, the pool closes the connection and creates a new offer.
 
@@ -59,7 +60,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from rondevu_core.actions import Action, SendRpc
+from rondevu_core.actions import Action, CancelRpc, SendRpc
 from rondevu_core.backoff import Backoff, BackoffPolicy
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection, State
@@ -284,7 +285,6 @@ class OfferPool:
         if (
             self.state is not PoolState.FILLING
             or self._publish_call is not None
-            or self._poll_call is not None
             or _Timer.PUBLISH_RETRY in self._deadlines
             or (self.pending_handshakes() and not self._keeps_answered)  # B8 on 0.5.4
         ):
@@ -294,6 +294,10 @@ class OfferPool:
             return  # wait until every offer is ready: one call for the whole pool
         if not self._refresh_due and all(c.offer_id is not None for c in offers):
             return
+        if self._poll_call is not None:
+            if not self._poll_wait:
+                return  # a plain poll: its reply is near, and then this runs again
+            self._cancel_poll()  # a held one could keep the publish waiting for a hold
         sdps = tuple(c.offer_sdp for c in offers if c.offer_sdp is not None)
         self._publish_sdps = sdps
         self._refresh_due = False
@@ -389,6 +393,13 @@ class OfferPool:
             urgency = Urgency.HELD
         self._poll_since, self._poll_sent_at, self._poll_wait = since, now, wait
         self._poll_call = self._call(RpcRequest(method=Method.POLL, params=params, urgency=urgency))
+
+    def _cancel_poll(self) -> None:
+        """Abandon the held poll: it only reads, so the next poll (same cursor) sees
+        whatever its reply would have carried."""
+        assert self._poll_call is not None
+        self._outbox.act(CancelRpc(call_id=self._poll_call))
+        self._poll_call = None
 
     def _hold_ms(self, now: int) -> int:
         """The ``waitMs`` of a poll sent now: 0 for a plain poll (see the module doc)."""
@@ -524,6 +535,8 @@ class OfferPool:
             if conn.state is not State.CLOSED:
                 conn.handle(Close(now=now, reason=reason))
             self._forget(conn)
+        if self._poll_call is not None and self._poll_wait:
+            self._cancel_poll()
         for call in (self._poll_call, self._publish_call):
             if call is not None:
                 self._stale.add(call)

@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from rondevu_core.actions import AddRemoteCandidate, SendRpc
+from rondevu_core.actions import AddRemoteCandidate, CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.errors import ProtocolError
 from rondevu_core.events import (
@@ -241,7 +241,11 @@ class SignalingSession:
         if not self._polling:
             return
         self._polling = False
-        if self._poll_call is not None:
+        if self._poll_call is not None and self._config.long_poll_wait_ms:
+            # Held: the server would keep it for nothing; cancelled, no reply comes.
+            self._outbox.act(CancelRpc(call_id=self._poll_call))
+            self._poll_call = None
+        elif self._poll_call is not None:
             self._abandoned.add(self._poll_call)
             self._poll_call = None
         self._deadlines.clear()

@@ -19,6 +19,7 @@ from hypothesis.stateful import (
 )
 
 from rondevu_core.batcher import (
+    AbortBatch,
     ERR_MALFORMED_ITEM,
     ERR_NOT_ARRAY,
     ERR_WITHDRAWN,
@@ -331,6 +332,7 @@ class BatcherMachine(RuleBasedStateMachine):
         self.withdrawn: set[int] = set()
         self.urgency: dict[int, Urgency] = {}
         self.sent: set[int] = set()  # calls that went out in some batch
+        self.aborted: set[int] = set()  # held calls withdrawn in flight
 
     @initialize(
         options=st.builds(
@@ -361,6 +363,11 @@ class BatcherMachine(RuleBasedStateMachine):
         options = self.batcher.options
         while (action := self.batcher.next_action()) is not None:
             assert not self.batcher.closed
+            if isinstance(action, AbortBatch):
+                aborted = self.in_flight.pop(action.batch_id)
+                assert self.is_held(aborted), "only a held request is abandoned"
+                self.aborted.add(aborted.calls[0].call_id)
+                continue
             assert isinstance(action, SendBatch)
             assert 1 <= len(action.calls) <= options.max_batch_size
             ids = {c.call_id for c in action.calls}
@@ -449,6 +456,8 @@ class BatcherMachine(RuleBasedStateMachine):
             self.withdrawn.add(call_id)
         else:
             assert self.batcher.queued == queued_before
+            if call_id in self.aborted:
+                assert self.settled[call_id] == RpcFailed(error=ERR_WITHDRAWN, transport=True)
 
     @rule()
     def clear(self) -> None:
@@ -561,3 +570,19 @@ def test_disabled_batching_sends_held_calls_as_objects_too() -> None:
     [batch] = sends(batcher)
     assert not batch.as_array
     assert batcher.held == 0
+
+
+def test_withdrawing_a_held_call_in_flight_abandons_its_request() -> None:
+    batcher = Batcher()
+    held = batcher.submit(HELD, now=0)
+    [batch] = sends(batcher)
+    batcher.withdraw(held, now=5)
+    assert batcher.next_action() == AbortBatch(batch_id=batch.batch_id)
+    assert settled(batcher) == {held: RpcFailed(error=ERR_WITHDRAWN, transport=True)}
+    assert batcher.in_flight == 0
+    assert batcher.held == 0
+    urgent = batcher.submit(URGENT, now=6)
+    [other] = sends(batcher)
+    batcher.batch_sent_result(other.batch_id, BatchReply(body=[ok(1)]), now=7)
+    batcher.withdraw(urgent, now=8)  # settled already: nothing to abandon
+    assert batcher.next_action() is None

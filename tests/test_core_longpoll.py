@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rondevu_core.actions import SendRpc
+from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection
 from rondevu_core.fqn import validate_service_fqn
@@ -20,6 +20,7 @@ from rondevu_core.inputs import (
     Connect,
     IceConnectionStateChanged,
     LocalDescriptionReady,
+    PeerConnectionStateChanged,
     RpcResult,
     StartFilling,
 )
@@ -189,6 +190,27 @@ def test_a_failed_held_poll_retries_at_the_interval() -> None:
     assert pool.machine.get_timer() == 1009
 
 
+def test_a_publish_due_while_a_poll_is_held_cancels_the_poll() -> None:
+    pool = Pool(WAIT)
+    [poll] = pool.after_publish
+    [conn] = pool.machine.connections.values()
+    assert conn.pc_id is not None
+    # The offer's connection fails: its replacement must be published now, not after
+    # the hold.
+    pool.machine.handle(PeerConnectionStateChanged(now=10, pc_id=conn.pc_id, state="failed"))
+    sends(pool.machine)
+    [fresh] = [c for c in pool.machine.connections.values() if c.offer_id is None]
+    assert fresh.pc_id is not None
+    pool.machine.handle(LocalDescriptionReady(now=11, pc_id=fresh.pc_id, sdp=SDP, complete=True))
+    cancel, publish = pool.machine.next_action(), pool.machine.next_action()
+    assert cancel == CancelRpc(call_id=poll.call_id)  # first, so no result for it comes
+    assert isinstance(publish, SendRpc)
+    assert publish.request.method is Method.PUBLISH_SERVICE
+    published = {"offers": [{"offerId": "cd" * 32, "sdp": SDP}], "keepsAnsweredOffers": True}
+    [held] = ok(pool.machine, publish, published, now=12)
+    assert held.request.params == {"since": 0, "waitMs": WAIT}  # the same cursor
+
+
 def test_a_hold_never_outlasts_the_next_refresh() -> None:
     # ttl 40 s, margin 30 s: the refresh is due 10 s after the publish.
     pool = Pool(WAIT, ttl_ms=40_000)
@@ -275,7 +297,11 @@ def test_the_answerer_holds_get_ice_candidates_until_connected() -> None:
     assert again.request.params["since"] == 7  # strict: the server holds calls, so it is ours
     assert conn.pc_id is not None
     conn.handle(IceConnectionStateChanged(now=3, pc_id=conn.pc_id, state="connected"))
-    assert ok(conn, again, {"candidates": [], "offerId": OFFER_ID}, now=4) == []
+    cancels = []
+    while (action := conn.next_action()) is not None:
+        if isinstance(action, CancelRpc):
+            cancels.append(action.call_id)
+    assert cancels == [again.call_id]  # the held request is dropped, not left to time out
     assert conn.get_timer() is not None  # the connection timeout, no more polls
     conn.handle_timer(10_000)
     assert [c for c in sends(conn) if c.request.method is Method.GET_ICE_CANDIDATES] == []
