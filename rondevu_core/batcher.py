@@ -63,10 +63,10 @@ from rondevu_core.rpc import RpcFailed, RpcOk, RpcOutcome, RpcRequest, Urgency
 
 __all__ = [
     "MAX_SERVER_BATCH",
+    "AbortBatch",
     "BatchFailed",
     "BatchReply",
     "BatchResult",
-    "AbortBatch",
     "BatchSent",
     "BatchedCall",
     "BatcherAction",

@@ -19,10 +19,10 @@ from hypothesis.stateful import (
 )
 
 from rondevu_core.batcher import (
-    AbortBatch,
     ERR_MALFORMED_ITEM,
     ERR_NOT_ARRAY,
     ERR_WITHDRAWN,
+    AbortBatch,
     BatcherOptions,
     BatchFailed,
     BatchReply,
