@@ -536,6 +536,9 @@ class Connection:
             return
         self._emit(CleanupStarted)
         if self._session is not None:
+            # Stopped first: a held poll is then cancelled, so it is not left waiting
+            # among the stale calls for a result that will never come.
+            self._session.stop_polling()
             self._stale.update(self._session.calls_in_flight())
             self._session.close()
             self._session = None

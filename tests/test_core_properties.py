@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from fuzz._inputs import CANDIDATE, SDP, arbitrary_input, connection_pc
-from rondevu_core.actions import SendRpc
+from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import EDGES, Connection, State
 from rondevu_core.errors import UsageError
@@ -323,12 +323,14 @@ class ServerPoolMachine(RuleBasedStateMachine):
     """
 
     mode: ClassVar[Literal["ours", "upstream"]] = "ours"
+    connection: ClassVar[ConnectionConfig] = ConnectionConfig()
 
     def __init__(self) -> None:
         super().__init__()
         self.server = FakeSignalingServer(mode=self.mode)
         self.pool = OfferPool(
-            PoolConfig(service=SERVICE, max_offers=3), unit_random=random.Random(0).random
+            PoolConfig(service=SERVICE, max_offers=3, connection=self.connection),
+            unit_random=random.Random(0).random,
         )
         self.now = 1_765_700_000_000
         # Sent calls, already executed by the server, whose replies are not delivered yet.
@@ -347,8 +349,17 @@ class ServerPoolMachine(RuleBasedStateMachine):
 
     def drain(self) -> None:
         while (action := self.pool.next_action()) is not None:
+            if isinstance(action, CancelRpc):
+                # Only a held call is ever cancelled, and its reply never arrives.
+                method, _ = self.in_flight.pop(action.call_id)
+                assert method in (Method.POLL, Method.GET_ICE_CANDIDATES)
+                assert self.connection.long_poll_wait_ms
+                continue
             if not isinstance(action, SendRpc):
                 continue
+            if self.connection.long_poll_wait_ms and action.request.method is Method.POLL:
+                polls = [m for m, _ in self.in_flight.values() if m is Method.POLL]
+                assert len(polls) <= len(self.stale), "two polls in flight"
             if action.request.method is Method.PUBLISH_SERVICE:
                 if not self.pool.server_keeps_answered_offers:
                     # 0.5.4 would delete the offer of a handshake in progress (B8).
@@ -564,6 +575,13 @@ class UpstreamPoolMachine(ServerPoolMachine):
     mode = "upstream"
 
 
+class LongPollPoolMachine(ServerPoolMachine):
+    """The same pool against our server, long polling: its polls are held (the fake
+    answers at once, as a server at its bound does), cancelled when a publish is due."""
+
+    connection = ConnectionConfig(long_poll_wait_ms=25_000)
+
+
 TestConnectionMachine = ConnectionMachine.TestCase
 TestConnectionMachine.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 TestPoolMachine = PoolMachine.TestCase
@@ -574,3 +592,5 @@ TestServerPoolMachine = ServerPoolMachine.TestCase
 TestServerPoolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 TestUpstreamPoolMachine = UpstreamPoolMachine.TestCase
 TestUpstreamPoolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+TestLongPollPoolMachine = LongPollPoolMachine.TestCase
+TestLongPollPoolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
