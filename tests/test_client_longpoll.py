@@ -19,8 +19,10 @@ import anyio
 import pytest
 
 from rondevu import DurableConnection, HttpTransport, Rondevu
+from rondevu.api import RondevuAPI
 from rondevu.rpc_client import wall_clock_ms
 from rondevu_core.config import ConnectionConfig
+from rondevu_core.rpc import Method, RpcOk, RpcRequest, Urgency
 from tests.rondevu_server_testing import FakeClock, RunningServer, running_server, unique
 
 pytestmark = pytest.mark.anyio
@@ -185,3 +187,43 @@ async def test_an_idle_publisher_makes_one_request_per_hold(
         assert len(request) == 1
         assert request[0]["method"] == "poll"
         assert request[0]["params"]["waitMs"] == HOLD_MS
+
+
+async def test_a_held_call_leaves_room_for_urgent_ones_and_cancelling_it_frees_the_server() -> None:
+    """One client: a held poll in flight does not hold up an urgent call (another HTTP
+    connection of the same client), and withdrawing the held call closes its request,
+    so the server stops holding it at once."""
+    with running_server("sqlite", clock=WallClock(), long_poll_max_wait_ms=25_000) as running:
+
+        def until_held(count: int) -> Any:
+            return anyio.to_thread.run_sync(running.run, running.server.waits.until_waiting(count))
+
+        with anyio.fail_after(TIMEOUT):
+            async with RondevuAPI(HttpTransport(running.url), username=unique("carol")) as api:
+                held = RpcRequest(
+                    method=Method.POLL,
+                    params={"since": 0, "waitMs": 25_000},
+                    urgency=Urgency.HELD,
+                )
+                returned = anyio.Event()
+                scope = anyio.CancelScope()
+
+                async def hold() -> None:
+                    with scope:
+                        await api.rpc.call(held)
+                        returned.set()
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(hold)
+                    await until_held(1)
+                    urgent = RpcRequest(
+                        method=Method.GET_USER, params={"username": "x"}, urgency=Urgency.URGENT
+                    )
+                    assert isinstance(await api.rpc.call(urgent), RpcOk)
+                    assert not returned.is_set()
+                    assert api.rpc.in_flight == 1  # the held poll, still held
+                    scope.cancel()
+                await until_held(0)
+                assert not returned.is_set()
+                assert api.rpc.in_flight == 0
+                assert api.rpc.requests_sent == 2
