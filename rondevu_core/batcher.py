@@ -329,10 +329,10 @@ class RpcBatcher:
         self._live.add(input.call_id)
         call = BatchedCall(call_id=input.call_id, request=input.request)
         urgency = input.request.urgency
-        if urgency is Urgency.HELD and self.options.enabled:
-            # Alone and at once; outside the throttle, which spaces the batches it holds
-            # no companion of.
-            self._send([call], input.now, as_array=True, held=True)
+        if urgency is Urgency.HELD:
+            # Alone and at once, outside the throttle (it spaces batches, and this one
+            # holds no companion); tracked so that withdrawing it can abandon it.
+            self._send([call], input.now, as_array=self.options.enabled, held=True)
             return
         if urgency is Urgency.URGENT:
             self._urgent_queued += 1
