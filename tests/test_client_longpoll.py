@@ -17,13 +17,15 @@ from typing import Any
 
 import anyio
 import pytest
+from aiortc import RTCPeerConnection
 
 from rondevu import DurableConnection, HttpTransport, Rondevu
 from rondevu.api import RondevuAPI
 from rondevu.rpc_client import wall_clock_ms
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.rpc import Method, RpcOk, RpcRequest, Urgency
-from tests.rondevu_server_testing import FakeClock, RunningServer, running_server, unique
+from rondevu_core.sdp import strip_candidates
+from tests.rondevu_server_testing import FakeClock, Peer, RunningServer, running_server, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -49,13 +51,16 @@ class Recorder(HttpTransport):
         super().__init__(url)
         self.sent: list[list[dict[str, Any]]] = []
         self.replied: list[list[dict[str, Any]]] = []
+        self.bodies: list[tuple[list[dict[str, Any]], Any]] = []  # requests and replies
         self._changed = anyio.Event()
 
     async def send(self, body: Any) -> Any:
         calls = body if isinstance(body, list) else [body]
         self.sent.append(calls)
         try:
-            return await super().send(body)
+            reply = await super().send(body)
+            self.bodies.append((calls, reply))
+            return reply
         finally:
             self.replied.append(calls)
             self._changed.set()
@@ -227,3 +232,70 @@ async def test_a_held_call_leaves_room_for_urgent_ones_and_cancelling_it_frees_t
                 assert not returned.is_set()
                 assert api.rpc.in_flight == 0
                 assert api.rpc.requests_sent == 2
+
+
+async def test_a_held_get_ice_candidates_is_answered_by_a_trickled_candidate(
+    server: tuple[str, RunningServer],
+) -> None:
+    """An offer without its candidates (a trickling offerer): the answerer holds
+    getIceCandidates, the offerer's candidate answers it, and the next one holds at
+    the exact cursor."""
+    mode, running = server
+    if mode == "off":
+        pytest.skip("covered, polling plainly, by test_client_cursors.py")
+    offerer = Peer("raw")
+    pc = RTCPeerConnection()
+    try:
+        pc.createDataChannel("default")
+        await pc.setLocalDescription(await pc.createOffer())
+        service = f"{unique('trickle')}:1.0.0"
+
+        def ok(method: str, params: dict[str, Any]) -> Any:
+            reply = running.post(offerer.call(method, params, now=wall_clock_ms())).json()
+            assert reply["success"] is True, reply
+            return reply["result"]
+
+        published = ok(
+            "publishService",
+            {
+                "serviceFqn": f"{service}@{offerer.username}",
+                "offers": [{"sdp": strip_candidates(pc.localDescription.sdp)}],
+                "ttl": 300_000,
+            },
+        )
+        offer_id = published["offers"][0]["offerId"]
+        bob, wire = client(running.url, "bob")
+
+        def ice(requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+            return [c for r in requests for c in r if c["method"] == "getIceCandidates"]
+
+        with anyio.fail_after(TIMEOUT):
+            async with bob:
+                await bob.connect_to_service(f"{service}@{offerer.username}")
+                await wire.until(lambda: bool(ice(wire.sent)))
+                assert ice(wire.sent)[0]["params"]["waitMs"] == HOLD_MS
+                assert ice(wire.replied) == []  # held: nothing came back yet
+                candidate = {
+                    "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host",
+                    "sdpMid": "0",
+                    "sdpMLineIndex": 0,
+                }
+                ok("addIceCandidates", {"offerId": offer_id, "candidates": [candidate]})
+
+                def answered() -> list[dict[str, Any]]:
+                    return [
+                        item
+                        for calls, reply in wire.bodies
+                        if calls[0]["method"] == "getIceCandidates" and isinstance(reply, list)
+                        for item in reply[0].get("result", {}).get("candidates", [])
+                    ]
+
+                await wire.until(lambda: bool(answered()))
+                assert [item["candidate"] for item in answered()] == [candidate]
+                created = answered()[0]["createdAt"]
+                await wire.until(
+                    lambda: any(c["params"]["since"] == created for c in ice(wire.sent))
+                )
+                assert all(c["params"]["waitMs"] == HOLD_MS for c in ice(wire.sent))
+    finally:
+        await pc.close()
