@@ -149,11 +149,16 @@ HEALTHY: dict[Method, Any] = {
 class ConnectionMachine(RuleBasedStateMachine):
     """An answerer fed arbitrary inputs, outcomes and time."""
 
+    long_poll_wait_ms: ClassVar[int] = 0
+
     def __init__(self) -> None:
         super().__init__()
         # A short polling timeout makes the RPC budget (5 polls) reachable within a run.
         self.config = ConnectionConfig(
-            max_buffer_size=3, max_reconnect_attempts=3, ice_polling_timeout_ms=2_000
+            max_buffer_size=3,
+            max_reconnect_attempts=3,
+            ice_polling_timeout_ms=2_000,
+            long_poll_wait_ms=self.long_poll_wait_ms,
         )
         self.rng = random.Random(0)
         self.conn = Connection.answerer(SERVICE, config=self.config, unit_random=self.rng.random)
@@ -164,6 +169,7 @@ class ConnectionMachine(RuleBasedStateMachine):
         # Per attempt (each starts with its getService): [RPCs, local candidates fed].
         self.attempts: list[list[int]] = []
         self.methods: dict[int, Method] = {}
+        self.cancelled: set[int] = set()
         self.closed_before = False
         self.drain()
 
@@ -192,7 +198,14 @@ class ConnectionMachine(RuleBasedStateMachine):
         acted = False
         while (action := self.conn.next_action()) is not None:
             acted = True
+            if isinstance(action, CancelRpc):
+                # Only a held getIceCandidates of this answerer, never one already answered.
+                assert self.long_poll_wait_ms
+                assert self.methods.get(action.call_id) is Method.GET_ICE_CANDIDATES
+                assert action.call_id not in self.conn.outstanding_calls()
+                self.cancelled.add(action.call_id)
             if isinstance(action, SendRpc):
+                assert "waitMs" not in action.request.params or self.long_poll_wait_ms
                 self.methods[action.call_id] = action.request.method
                 if action.request.method is Method.GET_SERVICE:
                     self.attempts.append([0, 0])
@@ -256,6 +269,25 @@ class ConnectionMachine(RuleBasedStateMachine):
         # retries on poll ticks), whatever the inputs and replies.
         for rpcs, candidates in self.attempts:
             assert rpcs <= answerer_rpc_budget(self.config, local_candidates=candidates)
+
+
+class LongPollConnectionMachine(ConnectionMachine):
+    """The same answerer against a server that holds calls.  Its polls are bounded by
+    news and holds rather than by the polling interval, so the interval's RPC budget is
+    replaced by single flight: at most one getIceCandidates unanswered at a time."""
+
+    long_poll_wait_ms = 1_500
+
+    @invariant()
+    def rpcs_bounded(self) -> None:
+        # Cancelled polls are not outstanding (no result comes), and a held poll is
+        # cancelled, never left stale, when its attempt ends.
+        polls = [
+            c
+            for c in self.conn.outstanding_calls()
+            if self.methods.get(c) is Method.GET_ICE_CANDIDATES
+        ]
+        assert len(polls) <= 1
 
 
 class PoolMachine(RuleBasedStateMachine):
@@ -584,6 +616,10 @@ class LongPollPoolMachine(ServerPoolMachine):
 
 TestConnectionMachine = ConnectionMachine.TestCase
 TestConnectionMachine.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
+TestLongPollConnectionMachine = LongPollConnectionMachine.TestCase
+TestLongPollConnectionMachine.settings = settings(
+    max_examples=40, stateful_step_count=40, deadline=None
+)
 TestPoolMachine = PoolMachine.TestCase
 TestPoolMachine.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 # More examples here (about 2 s each): a pending handshake meeting a refill takes a
