@@ -288,7 +288,10 @@ class StateView:
     @staticmethod
     def page(query: bytes) -> tuple[int, int]:
         """``(limit, offset)`` from a query string, clamped."""
-        fields = urllib.parse.parse_qs(query.decode("latin-1")[:256], max_num_fields=4)
+        try:
+            fields = urllib.parse.parse_qs(query.decode("latin-1")[:256], max_num_fields=4)
+        except ValueError:  # more fields than that: not a query of ours
+            fields = {}
 
         def number(name: str, default: int, low: int, high: int) -> int:
             try:
@@ -301,10 +304,7 @@ class StateView:
 
     async def reply(self, server: RondevuServer, query: bytes) -> tuple[int, bytes]:
         """The status and body for one request."""
-        try:
-            key = self.page(query)
-        except ValueError:  # more fields than allowed
-            key = (STATE_DEFAULT_LIMIT, 0)
+        key = self.page(query)
         async with self._lock:
             now = self._clock()
             cached = self._pages.get(key)
