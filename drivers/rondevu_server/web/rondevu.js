@@ -142,7 +142,13 @@ class Link extends EventTarget {
   attach(channel) {
     this.channel = channel;
     channel.binaryType = "arraybuffer";
-    channel.onopen = () => this.dispatchEvent(new CustomEvent("open"));
+    let opened = false;
+    const open = () => {
+      if (opened) return; // announced once, however the channel came to be open
+      opened = true;
+      this.dispatchEvent(new CustomEvent("open"));
+    };
+    channel.onopen = open;
     channel.onclose = () => this.dispatchEvent(new CustomEvent("drop", { detail: "channel closed" }));
     channel.onmessage = (event) => this.dispatchEvent(new CustomEvent("data", { detail: event.data }));
     this.pc.onconnectionstatechange = () => {
@@ -150,7 +156,7 @@ class Link extends EventTarget {
       this._log(`peer connection ${state}`);
       if (state === "failed") this.dispatchEvent(new CustomEvent("drop", { detail: "ICE failed" }));
     };
-    if (channel.readyState === "open") queueMicrotask(() => this.dispatchEvent(new CustomEvent("open")));
+    if (channel.readyState === "open") queueMicrotask(open);
   }
 
   close() {
@@ -385,6 +391,9 @@ export class Publisher extends EventTarget {
     const link = new Link(this.api, this.client.iceServers, "offerer");
     link.attach(link.pc.createDataChannel(CHANNEL_LABEL));
     await link.pc.setLocalDescription(await link.pc.createOffer());
+    // The SDP as published: localDescription grows candidates as they are gathered,
+    // and the server names the offer by the exact text it was given.
+    link.sdp = link.pc.localDescription.sdp;
     return link;
   }
 
@@ -403,7 +412,7 @@ export class Publisher extends EventTarget {
     // A server without keepsAnsweredOffers drops answered offers on republish: wait.
     if (!this.keepsAnswered && this.pending.size > 0 && this.free.length > 0) return;
     while (this.free.length < this.poolSize) this.free.push(await this._newLink());
-    const offers = this.free.map((link) => ({ sdp: link.pc.localDescription.sdp }));
+    const offers = this.free.map((link) => ({ sdp: link.sdp }));
     const result = await this.api.call("publishService", {
       serviceFqn: this.fqn,
       offers,
@@ -412,7 +421,7 @@ export class Publisher extends EventTarget {
     this.keepsAnswered = result.keepsAnsweredOffers === true;
     const ids = new Map(result.offers.map((offer) => [offer.sdp, offer.offerId]));
     for (const link of this.free) {
-      const id = ids.get(link.pc.localDescription.sdp);
+      const id = ids.get(link.sdp);
       if (id && link.offerId !== id) link.offerKnown(id);
     }
     this._renewAt = Date.now() + this.ttl * 0.8;

@@ -1,0 +1,281 @@
+"""A real Chromium and real Python peers, through a real server on 127.0.0.1.
+
+The browser runs the live page (``/web/``) of the server under test and its client
+(``rondevu.js``); the Python peers are `rondevu.Rondevu` clients over HTTP with aiortc.
+Chromium is Debian's (``/usr/bin/chromium``), driven by Playwright, which never
+downloads a browser here.  It is started with mDNS host names off (aioice cannot resolve
+them) and loopback candidates allowed, and the page uses no ICE server, so every packet
+stays on 127.0.0.1, as the Python peers' ``host_addresses`` keep theirs.
+
+Where Chromium or Playwright is missing the tests skip with the reason, except where
+``RONDEVU_TEST_REQUIRE_CHROMIUM`` is set (CI installs both): there they fail.
+Screenshots of the page go to ``test-artifacts/browser/`` (or
+``$RONDEVU_TEST_ARTIFACTS``), never into the repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from rondevu import DurableConnection, Rondevu
+from tests.rondevu_server_testing import FakeClock, RunningServer, running_server, unique
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--allow-loopback-in-peer-connection",
+]
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("RONDEVU_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "browser"
+TIMEOUT = 30.0
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is not installed (Debian: apt-get install chromium; CI does)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is not installed (pip install -e '.[dev]')"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium() -> None:
+    reason = _missing()
+    if reason is not None:
+        if os.environ.get("RONDEVU_TEST_REQUIRE_CHROMIUM"):  # CI installed it: never skip there
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+class WallClock(FakeClock):
+    """The server reads real time: the browser signs with ``Date.now()``."""
+
+    def __call__(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[RunningServer]:
+    with running_server("sqlite", clock=WallClock()) as server:
+        yield server
+
+
+class Tab:
+    """The live page in one Chromium tab, and what its ``window.rondevuLive`` can do."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    async def js(self, expression: str, arg: Any = None) -> Any:
+        return await self.page.evaluate(expression, arg)
+
+    async def until(self, predicate: str, arg: Any = None) -> Any:
+        """Wait (up to `TIMEOUT`) until the JavaScript ``predicate``, a function of
+        ``arg``, is truthy, and return its value."""
+        handle = await self.page.wait_for_function(
+            predicate, arg=arg, polling=50, timeout=TIMEOUT * 1000
+        )
+        return await handle.json_value()
+
+    async def username(self) -> str:
+        name: str = await self.js("rondevuLive.client.username")
+        return name
+
+    async def connection(self, state: str = "connected") -> dict[str, Any]:
+        """The first of the page's connections in ``state``, once there is one."""
+        found: dict[str, Any] = await self.until(
+            "s => rondevuLive.connections().find(c => c.state === s)", state
+        )
+        return found
+
+    async def send(self, conn: int, data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            await self.js("([c, b]) => rondevuLive.send(c, new Uint8Array(b))", [conn, list(data)])
+        else:
+            await self.js("([c, t]) => rondevuLive.send(c, t)", [conn, data])
+
+    async def received(self, count: int) -> list[str | bytes]:
+        """The first ``count`` messages the page received, once it has them."""
+        items = await self.until(
+            """n => {
+                const got = rondevuLive.messages.filter(m => m.direction === 'in');
+                return got.length >= n && got.slice(0, n).map(m =>
+                    typeof m.data === 'string' ? {text: m.data} : {bytes: Array.from(m.data)});
+            }""",
+            count,
+        )
+        return [item["text"] if "text" in item else bytes(item["bytes"]) for item in items]
+
+    async def screenshot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@contextlib.asynccontextmanager
+async def live_tab(srv: RunningServer) -> AsyncIterator[Tab]:
+    """Chromium on the live page of ``srv``, ready (identity made, name claimed)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS
+        )
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(f"{srv.url}/web/")
+            await page.wait_for_selector("body[data-ready='1']", timeout=TIMEOUT * 1000)
+            try:
+                yield Tab(page)
+            except BaseException:  # say what the page saw: its log is the story
+                with contextlib.suppress(Exception), anyio.fail_after(5, shield=True):
+                    print("page log:\n" + await page.inner_text("#log"))
+                raise
+            assert errors == []
+        finally:
+            await browser.close()
+
+
+@contextlib.asynccontextmanager
+async def python_peer(srv: RunningServer, name: str) -> AsyncIterator[Rondevu]:
+    peer = Rondevu.connect(
+        srv.url, username=unique(name), ice_servers=[], host_addresses=["127.0.0.1"]
+    )
+    async with peer as client:
+        yield client
+
+
+async def published(client: Rondevu, service: str = "chat:1.0.0") -> str:
+    client.publish_service(service, max_offers=2)
+    await client.start_filling()
+    return f"{service}@{client.username}"
+
+
+async def first_incoming(client: Rondevu) -> DurableConnection:
+    async for conn in client.incoming():
+        return conn
+    raise AssertionError("the client closed before anyone connected")
+
+
+async def left(conn: DurableConnection) -> None:
+    """Return once ``conn`` is no longer connected."""
+    async for _event in conn.events():
+        if not conn.is_connected:
+            return
+
+
+MESSAGES: list[str | bytes] = ["hello from one side", "ünïcødé ✓", b"\x00\x01\xfe\xff", b""]
+
+
+@pytest.mark.anyio
+async def test_the_browser_publishes_and_a_python_peer_connects(srv: RunningServer) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with live_tab(srv) as tab, python_peer(srv, "bob") as bob:
+            fqn = await tab.js("rondevuLive.publish('chat:1.0.0', 2)")
+            assert fqn == f"chat:1.0.0@{await tab.username()}"
+            conn = await bob.connect_to_service(fqn)
+            for message in MESSAGES:
+                conn.send(message)
+            await conn.wait_connected()
+            assert await tab.received(len(MESSAGES)) == MESSAGES
+            page_conn = await tab.connection()
+            assert (page_conn["role"], page_conn["peer"]) == ("offerer", bob.username)
+            for message in reversed(MESSAGES):
+                await tab.send(page_conn["id"], message)
+            assert [await conn.receive() for _ in MESSAGES] == list(reversed(MESSAGES))
+            await tab.screenshot("browser-publishes")
+
+
+@pytest.mark.anyio
+async def test_a_python_peer_publishes_and_the_browser_connects(srv: RunningServer) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with python_peer(srv, "alice") as alice, live_tab(srv) as tab:
+            fqn = await published(alice)
+            conn_id = await tab.js("f => rondevuLive.connect(f)", fqn)
+            for message in MESSAGES:
+                await tab.send(conn_id, message)  # kept until the channel opens
+            conn = await first_incoming(alice)
+            assert [await conn.receive() for _ in MESSAGES] == MESSAGES
+            for message in MESSAGES:
+                conn.send(message)
+            assert await tab.received(len(MESSAGES)) == MESSAGES
+            page_conn = await tab.connection()
+            assert (page_conn["role"], page_conn["peer"]) == ("answerer", alice.username)
+            await tab.screenshot("browser-connects")
+
+
+@pytest.mark.anyio
+async def test_closing_the_tab_is_noticed_by_the_python_side(srv: RunningServer) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with python_peer(srv, "alice") as alice, live_tab(srv) as tab:
+            fqn = await published(alice)
+            await tab.js("f => rondevuLive.connect(f)", fqn)
+            conn = await first_incoming(alice)
+            await conn.wait_connected()
+            started = time.monotonic()
+            # pagehide closes every link: the channel's close reaches aiortc at once,
+            # long before ICE would give up on a silent peer (about 30 s).
+            await tab.page.close(run_before_unload=True)
+            await left(conn)
+            assert time.monotonic() - started < 10
+
+
+@pytest.mark.anyio
+async def test_the_browser_reconnects_when_the_python_side_drops_it(srv: RunningServer) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with python_peer(srv, "alice") as alice, live_tab(srv) as tab:
+            fqn = await published(alice)
+            await tab.js("f => rondevuLive.connect(f)", fqn)
+            first = await first_incoming(alice)
+            await first.wait_connected()
+            await first.close()
+            # The page sees the drop and answers a fresh offer of the same service.
+            await tab.until("() => rondevuLive.connections()[0].state === 'reconnecting'")
+            second = await first_incoming(alice)
+            page_conn = await tab.until(
+                "() => { const c = rondevuLive.connections()[0];"
+                " return c.state === 'connected' && c.reconnects === 1 && c; }"
+            )
+            await tab.send(page_conn["id"], "after the drop")
+            assert await second.receive() == "after the drop"
+            log = await tab.js("document.getElementById('log').innerText")
+            assert "connected → reconnecting" in log
+            assert "reconnecting → connected" in log
+            await tab.screenshot("browser-reconnected")
+
+
+@pytest.mark.anyio
+async def test_the_live_page_shows_a_connection_appear_and_disappear(srv: RunningServer) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with live_tab(srv) as tab:
+            async with python_peer(srv, "alice") as alice, python_peer(srv, "bob") as bob:
+                fqn = await published(alice, "shown:1.0.0")
+                row = f"#services tr[data-key='s:{fqn}']"
+                await tab.page.wait_for_selector(row, timeout=TIMEOUT * 1000)
+                conn = await bob.connect_to_service(fqn)
+                await conn.wait_connected()
+                answered = f"#handshakes tr:has(td:text-is('{bob.username}'))"
+                shown = await tab.page.wait_for_selector(answered, timeout=TIMEOUT * 1000)
+                assert shown is not None
+                assert alice.username in await shown.inner_text()
+                await tab.screenshot("live-page-connection")
+                await alice.delete_service()  # alice stops: her offers, answered or not, go
+            await tab.page.wait_for_selector(answered, state="detached", timeout=TIMEOUT * 1000)
+            await tab.page.wait_for_selector(row, state="detached", timeout=TIMEOUT * 1000)
+            await tab.screenshot("live-page-after")
