@@ -180,6 +180,25 @@ async def left(conn: DurableConnection) -> None:
             return
 
 
+@pytest.mark.anyio
+async def test_the_browser_signs_as_the_protocol_page_says(srv: RunningServer) -> None:
+    """docs/protocol.md §4's worked example, signed by WebCrypto in the page."""
+    with anyio.fail_after(TIMEOUT):
+        async with live_tab(srv) as tab:
+            made = await tab.js(
+                """async () => {
+                    const { Identity } = await import('/web/wire.js');
+                    const seed = Uint8Array.from({length: 32}, (_, i) => i + 1);
+                    const me = await Identity.fromSeed('alice', seed);
+                    return [me.publicKey, await me.sign('poll:alice:1765700000000')];
+                }"""
+            )
+    assert made == [
+        "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=",
+        "SWBs8U662WBdjo0yeGw7AaRGBCmSvRnKNWBGs1bb3h1qc91xSArJ5xoksNz/k29q/+r5+ug2nf6TwctpCRxLBg==",
+    ]
+
+
 MESSAGES: list[str | bytes] = ["hello from one side", "ünïcødé ✓", b"\x00\x01\xfe\xff", b""]
 
 
@@ -218,6 +237,23 @@ async def test_a_python_peer_publishes_and_the_browser_connects(srv: RunningServ
             page_conn = await tab.connection()
             assert (page_conn["role"], page_conn["peer"]) == ("answerer", alice.username)
             await tab.screenshot("browser-connects")
+
+
+@pytest.mark.anyio
+async def test_without_long_polling_the_browser_polls() -> None:
+    """A server that holds no call (as the original): both directions still connect."""
+    with running_server("sqlite", clock=WallClock(), long_poll_max_wait_ms=0) as plain:
+        with anyio.fail_after(TIMEOUT):
+            async with live_tab(plain) as tab, python_peer(plain, "alice") as alice:
+                assert await tab.js("rondevuLive.client.api.longPollMs()") == 0
+                fqn = await tab.js("rondevuLive.publish('plain:1.0.0', 1)")
+                async with python_peer(plain, "bob") as bob:
+                    conn = await bob.connect_to_service(fqn)
+                    conn.send("to the page")
+                    assert await tab.received(1) == ["to the page"]
+                conn_id = await tab.js("f => rondevuLive.connect(f)", await published(alice))
+                await tab.send(conn_id, b"\x01to alice")
+                assert await (await first_incoming(alice)).receive() == b"\x01to alice"
 
 
 @pytest.mark.anyio

@@ -52,6 +52,18 @@ export class Identity {
     return new Identity(username, keyPair, toBase64(raw));
   }
 
+  /** The identity of a known key: ``seed`` is the 32-byte private key (protocol.md §4),
+   * e.g. from an identity file (``privateKey`` in base64, `fromBase64`). */
+  static async fromSeed(username, seed) {
+    // WebCrypto imports a raw Ed25519 seed only as PKCS #8: a fixed 16-byte header, then it.
+    const header = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    const pkcs8 = new Uint8Array([...header, ...seed]);
+    const privateKey = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, true, ["sign"]);
+    const jwk = await crypto.subtle.exportKey("jwk", privateKey); // its "x" is the public key
+    const publicKey = toBase64(fromBase64(jwk.x.replace(/-/g, "+").replace(/_/g, "/") + "="));
+    return new Identity(username, { privateKey }, publicKey);
+  }
+
   async sign(message) {
     const data = new TextEncoder().encode(message);
     const signature = await crypto.subtle.sign({ name: "Ed25519" }, this.keyPair.privateKey, data);
