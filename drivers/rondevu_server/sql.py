@@ -373,21 +373,26 @@ _GET_ICE = _sql(
 _COUNT_LIVE = _sql("SELECT COUNT(*) FROM offers WHERE expires_at > $1")
 _COUNT_SERVICES = _sql("SELECT COUNT(*) FROM services WHERE expires_at > $1")
 # The overview reads names, times and counts only: never an SDP, a candidate or a key.
+# The page of rows is chosen first and only then counted and joined: in the outer
+# select, the counts (or the join) would run for every live row before the sort.
 _OVERVIEW_SERVICES = _sql(
     "SELECT s.service_fqn, s.username, s.created_at, s.expires_at,"
     " (SELECT COUNT(*) FROM offers o WHERE o.service_id = s.id AND o.expires_at > $1"
     "  AND o.answerer_username IS NULL),"
     " (SELECT COUNT(*) FROM offers o WHERE o.service_id = s.id AND o.expires_at > $1"
     "  AND o.answerer_username IS NOT NULL)"
-    " FROM services s WHERE s.expires_at > $1"
-    " ORDER BY s.created_at DESC, s.seq DESC LIMIT $2 OFFSET $3"
+    " FROM (SELECT id, service_fqn, username, created_at, expires_at, seq FROM services"
+    "  WHERE expires_at > $1 ORDER BY created_at DESC, seq DESC LIMIT $2 OFFSET $3) s"
+    " ORDER BY s.created_at DESC, s.seq DESC"
 )
 _OVERVIEW_HANDSHAKES = _sql(
     "SELECT substr(o.id, 1, 12), s.service_fqn, o.username, o.answerer_username,"
     " o.answered_at, o.expires_at"
-    " FROM offers o JOIN services s ON s.id = o.service_id"
-    " WHERE o.answerer_username IS NOT NULL AND o.expires_at > $1"
-    " ORDER BY o.answered_at DESC, o.seq DESC LIMIT $2 OFFSET $3"
+    " FROM (SELECT id, service_id, username, answerer_username, answered_at, expires_at, seq"
+    "  FROM offers WHERE answerer_username IS NOT NULL AND expires_at > $1"
+    "  ORDER BY answered_at DESC, seq DESC LIMIT $2 OFFSET $3) o"
+    " JOIN services s ON s.id = o.service_id"
+    " ORDER BY o.answered_at DESC, o.seq DESC"
 )
 _EXPIRED = (
     _sql("DELETE FROM offers WHERE expires_at <= $1"),
