@@ -14,10 +14,15 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
+import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rondevu_server.asgi import STATE_MAX_LIMIT, STATE_REFRESH_MS, StateView
+from rondevu_server.asgi import STATE_MAX_LIMIT, STATE_MAX_OFFSET, STATE_REFRESH_MS, StateView
 from rondevu_server.static import WebFiles
+from tests import cli_testing
+from tests.cli_testing import Processes, start_serve
 from tests.rondevu_server_testing import BACKENDS, Peer, RunningServer, running_server, sdp
 
 
@@ -110,6 +115,37 @@ def test_query_strings_are_clamped_never_refused() -> None:
     assert StateView.page(b"limit=0") == (1, 0)
     assert StateView.page(b"limit=%ff&offset=-1") == (50, 0)
     assert StateView.page(b"a=1&" * 500) == (50, 0)  # past the field limit: defaults
+
+
+@given(st.binary(max_size=600))
+def test_any_query_gives_a_page_within_bounds(query: bytes) -> None:
+    limit, offset = StateView.page(query)
+    assert 1 <= limit <= STATE_MAX_LIMIT
+    assert 0 <= offset <= STATE_MAX_OFFSET
+
+
+processes = cli_testing.processes
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("--no-public-state", "--no-web-client"), {}),
+        ((), {"RONDEVU_PUBLIC_STATE": "0", "RONDEVU_WEB_CLIENT": "off"}),
+    ],
+)
+def test_rondevu_serve_switches_both_off(
+    processes: Processes, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    url, _ = start_serve(processes, *args, env=cli_testing.cli_env(env))
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert http.get("/state").status_code == 404
+        assert http.get("/web/").status_code == 404
+        assert "state" not in http.get("/").json().get("extensions", {})
+    on, _ = start_serve(processes)
+    with httpx.Client(base_url=on, timeout=10) as http:
+        assert http.get("/state").status_code == 200
+        assert http.get("/web/").status_code == 200
 
 
 def test_switched_off_neither_route_exists() -> None:
