@@ -20,6 +20,7 @@ const ICE_READ_LIMIT_MS = 30000;
 const ICE_HOLD_MS = 5000;
 const MAX_BUFFERED = 1000;
 const CHANNEL_LABEL = "default";
+const ANSWER_GATHER_MS = 250;
 
 /** What goes on the channel as it is: the place for a session layer (issue #10). */
 export const plainCodec = {
@@ -104,6 +105,20 @@ class Link extends EventTarget {
     } catch (error) {
       this._log(`candidate refused: ${error.message}`);
     }
+  }
+
+  /** Resolve once ICE gathering is complete, or after ``ms``. */
+  gathered(ms) {
+    if (this.pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.pc.addEventListener("icegatheringstatechange", () => {
+        if (this.pc.iceGatheringState === "complete") {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
   }
 
   iceDone() {
@@ -317,6 +332,10 @@ export class RondevuClient extends EventTarget {
         link.pc.ondatachannel = (event) => link.attach(event.channel);
         await link.remoteDescription({ type: "offer", sdp: offer.sdp });
         await link.pc.setLocalDescription(await link.pc.createAnswer());
+        // Host candidates gather in a few milliseconds: waiting that long puts them in
+        // the answer itself, so a publisher that reads candidates on a timer (every
+        // Python and 0.18.x peer) does not wait a round for them.  Later ones trickle.
+        await link.gathered(ANSWER_GATHER_MS);
         if (conn.state === "closed") {
           link.close();
           return;
