@@ -1,11 +1,12 @@
-"""The HTTP face of the server: a raw ASGI app over `RondevuServer` (PROTOCOL.md §1).
+"""The HTTP face of the server: a raw ASGI app over `RondevuServer` (docs/protocol.md §2).
 
 Routes: ``GET /`` (name and version, and our extensions when any is on), ``GET /health``,
 ``POST /rpc``, ``OPTIONS`` on any path (CORS preflight, 204), and 404 with the
 original's JSON body for anything else.  Ours, each switched off by a setting:
-``GET /state`` (a bounded, read-only overview of the live state: `StateView`) and the
-browser client's static files under ``/web/`` (`rondevu_server.static`).
-Every JSON response is compact with ``vary: Origin`` and the CORS headers of §1.
+``GET /state`` (a bounded, read-only overview of the live state, docs/protocol.md §13:
+`StateView`) and the browser client's static files under ``/web/``
+(`rondevu_server.static`).
+Every JSON response is compact with ``vary: Origin`` and the CORS headers of §2.
 
 No framework: the app reads the body itself so it can stop at ``max_body_bytes`` (413)
 without buffering more, and it owns the server's lifetime through the ASGI lifespan
