@@ -241,11 +241,16 @@ async def test_a_python_peer_publishes_and_the_browser_connects(srv: RunningServ
 
 @pytest.mark.anyio
 async def test_without_long_polling_the_browser_polls() -> None:
-    """A server that holds no call (as the original): both directions still connect."""
-    with running_server("sqlite", clock=WallClock(), long_poll_max_wait_ms=0) as plain:
+    """A server that holds no call and keeps its state to itself (GET / as the
+    original's): both directions still connect, and the page says what it lacks."""
+    plain_server = running_server(
+        "sqlite", clock=WallClock(), long_poll_max_wait_ms=0, public_state=False
+    )
+    with plain_server as plain:
         with anyio.fail_after(TIMEOUT):
             async with live_tab(plain) as tab, python_peer(plain, "alice") as alice:
                 assert await tab.js("rondevuLive.client.api.longPollMs()") == 0
+                assert "does not publish its state" in await tab.page.inner_text("#totals")
                 fqn = await tab.js("rondevuLive.publish('plain:1.0.0', 1)")
                 async with python_peer(plain, "bob") as bob:
                     conn = await bob.connect_to_service(fqn)
@@ -270,6 +275,24 @@ async def test_closing_the_tab_is_noticed_by_the_python_side(srv: RunningServer)
             await tab.page.close(run_before_unload=True)
             await left(conn)
             assert time.monotonic() - started < 10
+
+
+@pytest.mark.anyio
+async def test_pagehide_closes_the_links_and_withdraws_the_service(srv: RunningServer) -> None:
+    """The page's own pagehide handler, run with the tab still open: every link closes
+    (the Python side notices) and the page's published service leaves the server."""
+    with anyio.fail_after(TIMEOUT):
+        async with python_peer(srv, "alice") as alice, live_tab(srv) as tab:
+            await tab.js("f => rondevuLive.connect(f)", await published(alice))
+            conn = await first_incoming(alice)
+            await conn.wait_connected()
+            fqn = await tab.js("rondevuLive.publish('leaving:1.0.0', 1)")
+            row = f"#services tr[data-key='s:{fqn}']"
+            await tab.page.wait_for_selector(row, timeout=TIMEOUT * 1000)
+            await tab.js("dispatchEvent(new PageTransitionEvent('pagehide'))")
+            await left(conn)
+            await tab.page.wait_for_selector(row, state="detached", timeout=TIMEOUT * 1000)
+            assert (await tab.connection("closed"))["peer"] == alice.username
 
 
 @pytest.mark.anyio
