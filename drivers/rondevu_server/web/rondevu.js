@@ -21,6 +21,7 @@ const ICE_HOLD_MS = 5000;
 const MAX_BUFFERED = 1000;
 const CHANNEL_LABEL = "default";
 const ANSWER_GATHER_MS = 250;
+const OPEN_TIMEOUT_MS = 20000;
 
 /** What goes on the channel as it is: the place for a session layer (issue #10). */
 export const plainCodec = {
@@ -247,14 +248,24 @@ export class Connection extends EventTarget {
   useLink(link) {
     this.link = link;
     this.offerId = link.offerId;
+    // A link whose channel never opens (ICE finds no path) counts as dropped, so the
+    // answering side tries a fresh offer and the publishing side frees its slot.
+    const timer = setTimeout(() => {
+      if (!link.ended) link.dispatchEvent(new CustomEvent("drop", { detail: "channel did not open" }));
+    }, OPEN_TIMEOUT_MS);
     link.addEventListener("log", (e) => this._log(e.detail));
-    link.addEventListener("open", () => {
-      if (this.link !== link || this.state === "closed") return;
+    let open = false;
+    const opened = () => {
+      clearTimeout(timer);
+      if (open || this.link !== link || this.state === "closed") return;
+      open = true;
       if (this.reconnects > 0) this._log(`reconnected (${this.reconnects})`);
       this.attempts = 0;
       this._setState("connected");
       for (const wire of this._buffer.splice(0)) link.channel.send(wire);
-    });
+    };
+    link.addEventListener("open", opened);
+    if (link.channel?.readyState === "open") opened(); // it opened before we listened
     link.addEventListener("data", (e) => {
       const raw = this.codec.decode(e.detail);
       const data = typeof raw === "string" ? raw : new Uint8Array(raw);
