@@ -231,6 +231,7 @@ def test_web_without_its_slash_is_redirected(web: RunningServer) -> None:
     ],
 )
 def test_nothing_else_is_reachable(web: RunningServer, path: str) -> None:
-    reply = web.http.get(path)
+    reply = web.http.get(path, headers={"origin": "http://page.example"})
     assert reply.status_code == 404
     assert reply.json() == {"error": "Not found. Use POST /rpc for all API calls."}
+    assert reply.headers["access-control-allow-origin"] == "http://page.example"  # as any 404

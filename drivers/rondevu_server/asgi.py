@@ -147,8 +147,8 @@ class RondevuApp:
             )
             await send({"type": "http.response.body", "body": b""})
             return
-        if self._web is not None and method in ("GET", "HEAD") and path.startswith("/web"):
-            await self._static(method, path, headers, send)
+        web = self._web is not None and method in ("GET", "HEAD") and path.startswith("/web")
+        if web and await self._static(method, path, headers, send):
             return
         reply = await self._route(method, path, scope, receive)
         if reply is None:  # the client left mid-request: nobody to answer
@@ -185,32 +185,30 @@ class RondevuApp:
             return 200, dumps(health)
         return 404, dumps({"error": NOT_FOUND_ERROR})
 
-    async def _static(self, method: str, path: str, headers: list[Header], send: Send) -> None:
-        """A file of the browser client, 304 when the browser's copy is current, a
-        redirect from ``/web`` to ``/web/``, or the JSON 404."""
+    async def _static(self, method: str, path: str, headers: list[Header], send: Send) -> bool:
+        """Answer with a file of the browser client (304 when the browser's copy is
+        current), or redirect ``/web`` to ``/web/``; False: no such file (the caller's
+        404)."""
         assert self._web is not None
         found = self._web.get(path)
         if found is None:
-            if path == WEB_PREFIX.rstrip("/"):
-                location = (b"location", WEB_PREFIX.encode())
-                start = {"status": 308, "headers": [location, (b"content-length", b"0")]}
-                await send({"type": "http.response.start", **start})
-                await send({"type": "http.response.body", "body": b""})
-                return
-            body = dumps({"error": NOT_FOUND_ERROR})
-            start = {"status": 404, "headers": [_JSON, (b"content-length", b"%d" % len(body))]}
+            if path != WEB_PREFIX.rstrip("/"):
+                return False
+            location = (b"location", WEB_PREFIX.encode())
+            start = {"status": 308, "headers": [location, (b"content-length", b"0")]}
             await send({"type": "http.response.start", **start})
-            await send({"type": "http.response.body", "body": body})
-            return
+            await send({"type": "http.response.body", "body": b""})
+            return True
         known = next((value for name, value in headers if name == b"if-none-match"), None)
         if known is not None and found.etag in (tag.strip() for tag in known.split(b",")):
             await send({"type": "http.response.start", "status": 304, "headers": found.headers()})
             await send({"type": "http.response.body", "body": b""})
-            return
+            return True
         length = (b"content-length", b"%d" % len(found.body))
         start = {"status": 200, "headers": [*found.headers(), length]}
         await send({"type": "http.response.start", **start})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else found.body})
+        return True
 
     async def _read_body(
         self, server: RondevuServer, scope: Scope, receive: Receive
@@ -309,7 +307,7 @@ class StateView:
         async with self._lock:
             now = self._clock()
             cached = self._pages.get(key)
-            if cached is not None and now - cached[0] < STATE_REFRESH_MS:
+            if cached is not None and 0 <= now - cached[0] < STATE_REFRESH_MS:
                 return 200, cached[1]
             try:
                 view = await server.storage.overview(key[0], key[1], now)
