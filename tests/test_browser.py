@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ import anyio
 import pytest
 
 from rondevu import DurableConnection, Rondevu
+from tests import cli_testing
+from tests.cli_testing import Lines, Processes, start_cli
 from tests.rondevu_server_testing import FakeClock, RunningServer, running_server, unique
 
 if TYPE_CHECKING:
@@ -197,6 +200,75 @@ async def test_the_browser_signs_as_the_protocol_page_says(srv: RunningServer) -
         "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=",
         "SWBs8U662WBdjo0yeGw7AaRGBCmSvRnKNWBGs1bb3h1qc91xSArJ5xoksNz/k29q/+r5+ug2nf6TwctpCRxLBg==",
     ]
+
+
+processes = cli_testing.processes
+
+
+async def line(lines: Lines, pattern: str) -> str:
+    """The next line of a ``rondevu`` subprocess matching ``pattern`` (read off the loop)."""
+    return await anyio.to_thread.run_sync(lines.wait_for, pattern, TIMEOUT)
+
+
+@pytest.mark.anyio
+async def test_a_person_chats_with_the_command_line_peers(
+    srv: RunningServer, processes: Processes
+) -> None:
+    """README's way: the page's buttons and forms, `rondevu publish` and `rondevu
+    connect` as processes."""
+    env = {"RONDEVU_API_URL": srv.url}
+    alice = unique("alice")
+    with anyio.fail_after(TIMEOUT * 2):
+        publisher = start_cli(
+            "publish", "chat:1.0.0", "--username", alice, "--host-address", "127.0.0.1", env=env
+        )
+        processes.append(publisher)
+        published = Lines(publisher.stderr)
+        await line(published, rf"published chat:1\.0\.0@{alice}")
+        async with live_tab(srv) as tab:
+            page = tab.page
+            # Connect with the button in alice's row, type, send: alice's echo comes back.
+            await page.click(f"#services tr[data-key='s:chat:1.0.0@{alice}'] button")
+            await page.wait_for_selector("#connections .state-connected", timeout=TIMEOUT * 1000)
+            await line(published, r" connected \(offer ")
+            await page.fill("#chat-text", "hello from the page")
+            await page.click("#chat-form button")
+            await page.wait_for_selector(
+                f"#log li.in:has-text('from {alice}: hello from the page')", timeout=TIMEOUT * 1000
+            )
+            # Publish from the form; `rondevu connect` sends a line and prints the reply.
+            await page.fill("#publish-service", "talk:1.0.0")
+            await page.click("#publish-form button")
+            me = await tab.username()
+            await page.wait_for_selector(f"#services tr[data-key='s:talk:1.0.0@{me}']")
+            connector = start_cli(
+                "connect",
+                f"talk:1.0.0@{me}",
+                "--host-address",
+                "127.0.0.1",
+                stdin=subprocess.PIPE,
+                env=env,
+            )
+            processes.append(connector)
+            assert connector.stdin is not None
+            await line(Lines(connector.stderr), rf"connected to talk:1\.0\.0@{me}")
+            connector.stdin.write(b"hello from the terminal\n")
+            connector.stdin.flush()
+            await page.wait_for_selector(
+                "#log li.in:has-text('hello from the terminal')", timeout=TIMEOUT * 1000
+            )
+            options = await page.eval_on_selector_all(
+                "#chat-to option", "os => os.map(o => [o.value, o.textContent])"
+            )
+            [to_connector] = [value for value, text in options if "anon-" in text]
+            await page.select_option("#chat-to", to_connector)
+            await page.fill("#chat-text", "hello back")
+            await page.click("#chat-form button")
+            printed = Lines(connector.stdout)
+            assert await line(printed, r"hello back") == "hello back"  # raw in a pipe
+            await tab.screenshot("chat-with-the-command-line")
+            await page.close(run_before_unload=True)
+        await line(published, r" left$")
 
 
 MESSAGES: list[str | bytes] = ["hello from one side", "ünïcødé ✓", b"\x00\x01\xfe\xff", b""]
