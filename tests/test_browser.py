@@ -30,7 +30,7 @@ import pytest
 from rondevu import DurableConnection, Rondevu
 from tests import cli_testing
 from tests.cli_testing import Lines, Processes, start_cli
-from tests.rondevu_server_testing import FakeClock, RunningServer, running_server, unique
+from tests.rondevu_server_testing import FakeClock, Peer, RunningServer, running_server, unique
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -164,6 +164,24 @@ async def python_peer(srv: RunningServer, name: str) -> AsyncIterator[Rondevu]:
         yield client
 
 
+def signed(srv: RunningServer, peer: Peer, method: str, params: dict[str, Any]) -> Any:
+    """One call by ``peer``, signed now."""
+    reply = srv.post(peer.call(method, params, now=time.time_ns() // 1_000_000)).json()
+    assert reply["success"], reply
+    return reply["result"]
+
+
+def offerers_candidates(srv: RunningServer, fqn: str) -> tuple[str, list[Any]]:
+    """Answer the service's oldest free offer as a stranger (with an SDP that will never
+    connect) and read what its answerer may: the SDP and the owner's candidates."""
+    peer = Peer("x")
+    offer = signed(srv, peer, "getService", {"serviceFqn": fqn})
+    answer = {"serviceFqn": fqn, "offerId": offer["offerId"], "sdp": "v=0\r\n"}
+    signed(srv, peer, "answerOffer", answer)
+    read = signed(srv, peer, "getIceCandidates", {"offerId": offer["offerId"], "since": 0})
+    return offer["sdp"], read["candidates"]
+
+
 async def published(client: Rondevu, service: str = "chat:1.0.0") -> str:
     client.publish_service(service, max_offers=2)
     await client.start_filling()
@@ -290,6 +308,19 @@ async def test_the_browser_publishes_and_a_python_peer_connects(srv: RunningServ
             for message in reversed(MESSAGES):
                 await tab.send(page_conn["id"], message)
             assert [await conn.receive() for _ in MESSAGES] == list(reversed(MESSAGES))
+            # The pool refilled (a republish, which replaces the unanswered offers and
+            # their candidates): the next peers still connect, to offers old and new...
+            for name in ("carol", "dave"):
+                async with python_peer(srv, name) as other:
+                    later = await other.connect_to_service(fqn)
+                    later.send(f"{name} here")
+                    await later.wait_connected()
+            assert (await tab.received(len(MESSAGES) + 2))[-2:] == ["carol here", "dave here"]
+            # ...and a free offer carries the page's candidates, in its SDP and sent
+            # again with addIceCandidates after every republish (for trickled ones).
+            sdp, candidates = offerers_candidates(srv, fqn)
+            assert "a=candidate:" in sdp
+            assert candidates
             await tab.screenshot("browser-publishes")
 
 

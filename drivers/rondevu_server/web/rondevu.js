@@ -21,6 +21,7 @@ const ICE_HOLD_MS = 5000;
 const MAX_BUFFERED = 1000;
 const CHANNEL_LABEL = "default";
 const ANSWER_GATHER_MS = 250;
+const OFFER_GATHER_MS = 1000;
 const OPEN_TIMEOUT_MS = 20000;
 
 /** What goes on the channel as it is: the place for a session layer (issue #10). */
@@ -56,6 +57,7 @@ class Link extends EventTarget {
     this.remoteSet = false;
     this._pendingRemote = [];
     this._pendingLocal = [];
+    this._allLocal = [];
     this._seenRemote = new Set();
     this._sending = Promise.resolve();
     this.ended = false;
@@ -65,6 +67,7 @@ class Link extends EventTarget {
   }
 
   _local(candidate) {
+    this._allLocal.push(candidate);
     if (this.offerId === null) {
       this._pendingLocal.push(candidate);
       return;
@@ -79,6 +82,18 @@ class Link extends EventTarget {
   offerKnown(offerId) {
     this.offerId = offerId;
     const candidates = this._pendingLocal.splice(0);
+    this._send(offerId, candidates);
+  }
+
+  /** The offer was (re)published: a publication replaces an unanswered offer and
+   * drops its candidates, so every candidate gathered so far goes again. */
+  republished(offerId) {
+    this.offerId = offerId;
+    this._pendingLocal = [];
+    this._send(offerId, this._allLocal.slice());
+  }
+
+  _send(offerId, candidates) {
     if (candidates.length === 0) return;
     this._sending = this._sending
       .then(() => this.api.call("addIceCandidates", { offerId, candidates }))
@@ -421,8 +436,11 @@ export class Publisher extends EventTarget {
     const link = new Link(this.api, this.client.iceServers, "offerer");
     link.attach(link.pc.createDataChannel(CHANNEL_LABEL));
     await link.pc.setLocalDescription(await link.pc.createOffer());
-    // The SDP as published: localDescription grows candidates as they are gathered,
-    // and the server names the offer by the exact text it was given.
+    // Published with the candidates gathered by then (host ones take milliseconds), so
+    // the offer works on its own; later ones trickle.  The SDP is kept as published:
+    // localDescription grows as candidates arrive, and the server names the offer by
+    // the exact text it was given.
+    await link.gathered(OFFER_GATHER_MS);
     link.sdp = link.pc.localDescription.sdp;
     return link;
   }
@@ -452,7 +470,7 @@ export class Publisher extends EventTarget {
     const ids = new Map(result.offers.map((offer) => [offer.sdp, offer.offerId]));
     for (const link of this.free) {
       const id = ids.get(link.sdp);
-      if (id && link.offerId !== id) link.offerKnown(id);
+      if (id) link.republished(id);
     }
     this._renewAt = Date.now() + this.ttl * 0.8;
     this.dispatchEvent(new CustomEvent("published", { detail: result }));
