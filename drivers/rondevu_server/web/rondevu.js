@@ -60,6 +60,7 @@ class Link extends EventTarget {
     this._allLocal = [];
     this._seenRemote = new Set();
     this._sending = Promise.resolve();
+    this._stop = new AbortController(); // ends a held candidate read at once on close
     this.ended = false;
     this.pc.onicecandidate = (event) => {
       if (event.candidate && event.candidate.candidate) this._local(candidateJson(event.candidate));
@@ -153,8 +154,9 @@ class Link extends EventTarget {
       try {
         const params = { offerId: this.offerId, since };
         if (hold > 0) params.waitMs = hold;
-        result = await this.api.call("getIceCandidates", params);
+        result = await this.api.call("getIceCandidates", params, { signal: this._stop.signal });
       } catch (error) {
+        if (this.ended) return;
         this._log(`getIceCandidates: ${error.message}`);
         await sleep(ICE_POLL_MS);
         continue;
@@ -192,6 +194,7 @@ class Link extends EventTarget {
 
   close() {
     this.ended = true;
+    this._stop.abort();
     try {
       this.channel?.close();
     } catch {}
@@ -419,6 +422,7 @@ export class Publisher extends EventTarget {
     this.pending = new Map(); // offerId -> link being answered or connected
     this.keepsAnswered = false;
     this.closed = false;
+    this._stop = new AbortController(); // ends a held poll at once on close
     this._publishing = null;
     this._renewAt = 0;
   }
@@ -490,7 +494,7 @@ export class Publisher extends EventTarget {
         const params = { since };
         // Hold only once the cursor has settled on the newest time (see below).
         if (hold > 0 && settled) params.waitMs = Math.min(hold, Math.max(1000, this._renewAt - Date.now()));
-        result = await this.api.call("poll", params);
+        result = await this.api.call("poll", params, { signal: this._stop.signal });
       } catch (error) {
         if (this.closed) return;
         this._log(`poll: ${error.message}`);
@@ -560,6 +564,7 @@ export class Publisher extends EventTarget {
   close({ leaving = false } = {}) {
     if (this.closed) return;
     this.closed = true;
+    this._stop.abort();
     for (const link of this.free) link.close();
     this.free = [];
     this.api
