@@ -10,9 +10,8 @@ set-ups each, after one untimed warm-up:
 - **Python → browser**: a fresh Python client connects to a service the page publishes;
   from ``connect_to_service`` to ``connected``.
 
-The Python publisher polls for answers every second (the 0.18.9 default), the dominant
-term of the first two series; the page's publisher long-polls, so the third has no such
-wait.  Chromium is Debian's (``/usr/bin/chromium``), started as the tests start it.
+Every publisher long-polls for answers (the server's default extension), so no series
+waits for a polling interval.  Chromium is Debian's (``/usr/bin/chromium``), started as the tests start it.
 
     .venv/bin/python bench/bench_browser_connect.py [--runs N]
 """
@@ -80,7 +79,7 @@ def summary(ms: list[float]) -> str:
 
 async def main(runs: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        server, url = await start_server(Path(folder) / "bench.db")
+        server, url = await start_server(Path(folder) / "bench.db", long_poll=True)
         try:
             async with async_playwright() as playwright, peer(url, "alice") as alice:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
