@@ -11,7 +11,8 @@ set-ups each, after one untimed warm-up:
   from ``connect_to_service`` to ``connected``.
 
 Every publisher long-polls for answers (the server's default extension), so no series
-waits for a polling interval.  Chromium is Debian's (``/usr/bin/chromium``), started as the tests start it.
+waits for a polling interval.  Chromium is Debian's (``/usr/bin/chromium``), started as
+the tests start it.
 
     .venv/bin/python bench/bench_browser_connect.py [--runs N]
 """
