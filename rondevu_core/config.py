@@ -106,6 +106,12 @@ class ConnectionConfig:
     (ours does): the cursor then advances to the largest ``createdAt`` seen.  False (the
     safe default for server 0.5.4, whose timestamps collide: B5) polls with ``since=0``
     and relies on de-duplication alone (§9)."""
+    long_poll_wait_ms: int = 0
+    """How long the server may hold a ``poll`` or ``getIceCandidates`` (its ``waitMs``,
+    docs/long-polling.md); 0, the default, polls as the original does (server 0.5.4).
+    The client sets it from the server's advertised limit
+    (`rondevu_core.server_info.long_poll_wait_ms`); a server that holds calls is ours,
+    so it also implies strictly increasing candidate timestamps."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -116,6 +122,7 @@ class ConnectionConfig:
             "max_buffer_age_ms",
             "ice_polling_timeout_ms",
             "close_linger_ms",
+            "long_poll_wait_ms",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -146,6 +153,11 @@ class PoolConfig:
     """Spacing of the single-flight ``poll`` loop that collects answers."""
     refresh_margin_ms: int = 30000
     """Republish this long before the offers expire, so discovery never finds nothing."""
+    look_interval_ms: int | None = None
+    """How often the pool looks its own service up to notice offers the server lost
+    (docs/recovery.md).  None: with every plain poll, every 60 s while polls are held
+    (and at once when a poll succeeds after failing); 0: never, so offers lost by the
+    server stay lost until the next refresh."""
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
 
     def __post_init__(self) -> None:
@@ -154,5 +166,7 @@ class PoolConfig:
         if not 1 <= self.max_offers <= 100:
             # 100 is the server's per-publish limit (§7.2), and the pool publishes in one call.
             raise ValueError("max_offers must be within [1, 100]")
+        if self.look_interval_ms is not None and self.look_interval_ms < 0:
+            raise ValueError("look_interval_ms must be >= 0 (0: never look)")
         if self.ttl_ms <= 0 or self.poll_interval_ms <= 0 or self.refresh_margin_ms < 0:
             raise ValueError("ttl_ms and poll_interval_ms must be > 0, refresh_margin_ms >= 0")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from fuzz._inputs import SDP as SDP_TEMPLATE
-from rondevu_core.actions import SendRpc
+from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection, State
 from rondevu_core.error_kinds import (
@@ -25,12 +25,17 @@ from rondevu_core.error_kinds import (
 )
 from rondevu_core.events import Failed, PermanentError, ServiceRepublished
 from rondevu_core.inputs import Connect, LocalDescriptionReady, RpcResult, StartFilling
-from rondevu_core.pool import OfferPool, PoolState
+from rondevu_core.pool import LOOK_INTERVAL_HELD_MS, OfferPool, PoolState
 from rondevu_core.republish import REASON_GONE, REASON_REPLACED, PresenceRule
-from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
+from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest, Urgency
 from tests.fakes.signaling import FakeSignalingServer
 from tests.test_core_events import OFFER_ID, SDP, Driver, pc_of, published, published_pool
 from tests.test_core_harness import SERVICE
+from tests.test_core_longpoll import UNIX as LONG_UNIX
+from tests.test_core_longpoll import WAIT as LONG_WAIT
+from tests.test_core_longpoll import Pool as LongPollPool
+from tests.test_core_longpoll import ok as longpoll_ok
+from tests.test_core_longpoll import sends as longpoll_sends
 
 # -- error kinds ----------------------------------------------------------------------
 
@@ -371,3 +376,62 @@ TestForgetfulUpstreamServerPool = ForgetfulUpstreamServerPool.TestCase
 TestForgetfulUpstreamServerPool.settings = settings(
     max_examples=30, stateful_step_count=20, deadline=None
 )
+
+
+# -- looks while polls are held ------------------------------------------------------------
+
+
+def test_with_held_polls_a_poll_back_after_an_outage_brings_the_look_forward() -> None:
+    pool = LongPollPool(LONG_WAIT)
+    [held] = pool.after_publish
+    assert held.request.params.get("waitMs") == LONG_WAIT
+    # The server went away: the held poll fails, and the next one waits the interval.
+    pool.machine.handle(
+        RpcResult(
+            now=10,
+            call_id=held.call_id,
+            outcome=RpcFailed(error="connection reset", transport=True),
+            unix_ms=LONG_UNIX,
+        )
+    )
+    assert longpoll_sends(pool.machine) == []
+    [plain] = [c for c in pool.timer(1010) if c.request.method is Method.POLL]
+    # It is back: the first poll that succeeds sends the look at once, not in 60 s.
+    after = longpoll_ok(pool.machine, plain, {"answers": [], "iceCandidates": {}}, now=1020)
+    assert pool.machine.get_timer() == 1020
+    pool.machine.handle_timer(1020)
+    calls = after + longpoll_sends(pool.machine)
+    [look] = [c for c in calls if c.request.method is Method.GET_SERVICE]
+    # Before the look's reply, the poll goes out again and is held.
+    pool.machine.handle_timer(2020)
+    [held_again] = longpoll_sends(pool.machine)
+    assert held_again.request.urgency is Urgency.HELD
+    # The restarted server forgot the service: the pool republishes at once, and
+    # cancels the held poll rather than wait for it (a poll only reads).
+    pool.machine.handle(
+        RpcResult(
+            now=2030,
+            call_id=look.call_id,
+            outcome=RpcFailed(error="Service not found"),
+            unix_ms=LONG_UNIX,
+        )
+    )
+    actions = []
+    while (action := pool.machine.next_action()) is not None:
+        actions.append(action)
+    republished = [a for a in actions if isinstance(a, SendRpc)]
+    assert [c.request.method for c in republished] == [Method.PUBLISH_SERVICE]
+    assert [a.call_id for a in actions if isinstance(a, CancelRpc)] == [held_again.call_id]
+
+
+def test_with_held_polls_the_look_is_spaced_out() -> None:
+    pool = LongPollPool(LONG_WAIT)
+    # Idle, polls held: no look for the first minute (a request a second would cost
+    # what holding the poll saves), then one.
+    timer = pool.machine.get_timer()
+    assert timer is not None
+    assert timer >= LOOK_INTERVAL_HELD_MS
+    pool.machine.handle_timer(LOOK_INTERVAL_HELD_MS)
+    calls = longpoll_sends(pool.machine)
+    assert [c.request.method for c in calls] == [Method.GET_SERVICE]
+    assert calls[0].request.urgency is not Urgency.HELD  # never waits behind the poll
