@@ -519,6 +519,12 @@ class OfferPool:
         if self.config.look_interval_ms != 0:
             self._deadlines.set(_Timer.CHECK, at)
 
+    def _look_by(self, at: int) -> None:
+        """Look no later than ``at`` (an earlier look stays as it is)."""
+        due = self._deadlines.at(_Timer.CHECK)
+        if due is None or at < due:
+            self._set_look(at)
+
     def _check(self, now: int) -> None:
         """Look our own service up, to notice offers gone from the server."""
         self._set_look(now + self._look_interval())
@@ -548,21 +554,47 @@ class OfferPool:
         if self._publish_call is not None or self._check_generation != self._generation:
             return  # the look saw the offers of an earlier publication
         reason = self._presence.judge(outcome, self._published_ids())
+        if self._presence.strikes:  # an ambiguous absence: the next look settles it soon
+            self._set_look(now + self.config.poll_interval_ms)
         if reason is not None:
             self._republish_reason = reason
             self._refresh_due = True
             self._maybe_publish(now)
 
+    def _held_poll_ended_early(self, result: object, now: int) -> bool:
+        """A held poll came back before half its hold with nothing in it."""
+        if not self._poll_wait or now >= self._poll_sent_at + self._poll_wait // 2:
+            return False
+        try:
+            return not parse_poll_answers(result) and not poll_candidate_times(result)
+        except ProtocolError:
+            return False
+
     def _on_polled(self, outcome: RpcOutcome, now: int, unix_ms: int) -> None:
         self._poll_call = None
         answers: list[Any] = []
         if isinstance(outcome, RpcFailed):
-            self._server_trouble = self._server_trouble or outcome.transport
+            if outcome.transport:
+                # The server may be restarting: look at the poll interval until a look
+                # gets an answer (a held poll that succeeds may take a whole hold).
+                self._look_by(now + self.config.poll_interval_ms)
+            if outcome.transport and not self._server_trouble:
+                self._server_trouble = True  # reported once per outage, like a look's
+                self._outbox.emit(
+                    SignalingError(
+                        connection_id=0, operation=Method.POLL.value, error=outcome.error
+                    )
+                )
             self._maybe_publish(now)
         else:
             if self._server_trouble:  # back after an outage: did it forget our offers?
                 self._server_trouble = False
-                self._set_look(now)
+                self._look_by(now)
+            elif self._held_poll_ended_early(outcome.result, now):
+                # What a server says as it shuts down; it may be back, with nothing of
+                # ours, by the next poll: that poll's success brings the look forward.
+                self._server_trouble = True
+                self._look_by(now + self.config.poll_interval_ms)
             try:
                 answers = parse_poll_answers(outcome.result)
             except ProtocolError as error:

@@ -435,3 +435,14 @@ def test_with_held_polls_the_look_is_spaced_out() -> None:
     calls = longpoll_sends(pool.machine)
     assert [c.request.method for c in calls] == [Method.GET_SERVICE]
     assert calls[0].request.urgency is not Urgency.HELD  # never waits behind the poll
+
+
+def test_with_held_polls_an_early_empty_reply_brings_the_look_forward() -> None:
+    # What a server that shuts down answers to the polls it holds: it may be back, with
+    # nothing of ours, before the next poll.
+    pool = LongPollPool(LONG_WAIT)
+    [held] = pool.after_publish
+    assert longpoll_ok(pool.machine, held, {"answers": [], "iceCandidates": {}}, now=5) == []
+    pool.machine.handle_timer(1005)
+    methods = [c.request.method for c in longpoll_sends(pool.machine)]
+    assert Method.GET_SERVICE in methods
