@@ -1,0 +1,62 @@
+"""How two ends agree to use the session layer: one session-level SDP attribute.
+
+The offer carries ``a=x-rondevu-session:1 <epoch>`` (the offering process's epoch: a
+new process draws a new one), the answer ``a=x-rondevu-session:1 <session-id>`` (chosen
+by the answering side once and kept across its reconnections).  An answer carries it
+only when the offer did, so both sides know before the data channel opens whether the
+layer is on, and a peer that does not speak it (the TypeScript client, a browser page)
+ignores an unknown attribute and sees only plain messages.  Why SDP and not a hello on
+the channel: see docs/session-layer.md.
+
+Only text that looks like SDP (it has an ``m=`` line) is touched: the attribute goes
+right before the first media section, where session-level attributes end.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["ATTRIBUTE", "SessionOffer", "add_session_attribute", "read_session_attribute"]
+
+ATTRIBUTE = "x-rondevu-session"
+VERSION = 1
+_TOKEN = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_LINE = re.compile(rf"^a={ATTRIBUTE}:(\d+) (\S+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionOffer:
+    """What a description says about the layer: its version and the id it carries."""
+
+    version: int
+    token: str
+
+
+def add_session_attribute(sdp: str, token: str) -> str:
+    """``sdp`` with the session attribute carrying ``token`` (unchanged if not SDP)."""
+    if not _TOKEN.fullmatch(token):
+        raise ValueError("session token must be 1-64 characters of [0-9A-Za-z_-]")
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    marker = f"{newline}m="
+    at = sdp.find(marker)
+    if at < 0:
+        return sdp
+    line = f"{newline}a={ATTRIBUTE}:{VERSION} {token}"
+    return sdp[:at] + line + sdp[at:]
+
+
+def read_session_attribute(sdp: str) -> SessionOffer | None:
+    """The session attribute of a remote description, or None when absent or unusable.
+
+    Only the session-level part (before the first ``m=``) is read; a version this code
+    does not speak, or a malformed token, count as absent: the link stays plain.
+    """
+    head = re.split(r"\r?\nm=", sdp, maxsplit=1)[0]
+    match = _LINE.search(head)
+    if match is None:
+        return None
+    version, token = int(match.group(1)), match.group(2)
+    if version != VERSION or not _TOKEN.fullmatch(token):
+        return None
+    return SessionOffer(version=version, token=token)
