@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rondevu_core.backoff import BackoffPolicy
+from rondevu_core.delivery.config import DEFAULT_SESSION, SessionConfig
 from rondevu_core.fqn import ServiceFqn
 from rondevu_core.ice import DEFAULT_ICE_CONFIGURATION, IceConfiguration
 
@@ -95,6 +96,11 @@ class ConnectionConfig:
     """The label of the data channel the offerer creates."""
     data_channel: DataChannelOptions = DataChannelOptions()
     """The reliability options of the data channel the offerer creates."""
+    session: SessionConfig | None = DEFAULT_SESSION
+    """The session layer (docs/session-layer.md), used when the peer speaks it too:
+    exactly-once delivery across reconnections and a heartbeat that notices a silent
+    peer within ``heartbeat_timeout_ms``.  None: never offer or accept it (plain
+    messages only, as with a peer that does not speak it)."""
     strict_ice_timestamps: bool = False
     """True when the server keeps candidate ``createdAt`` strictly increasing per offer
     (ours does): the cursor then advances to the largest ``createdAt`` seen.  False (the

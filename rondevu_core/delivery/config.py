@@ -7,7 +7,7 @@ from typing import Literal
 
 from rondevu_core.delivery.frames import DATA_HEADER_SIZE
 
-__all__ = ["SessionConfig"]
+__all__ = ["DEFAULT_SESSION", "SessionConfig"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,3 +73,7 @@ class SessionConfig:
     def chunk_bytes(self) -> int:
         """Payload bytes per DATA frame."""
         return self.max_frame_bytes - DATA_HEADER_SIZE
+
+
+DEFAULT_SESSION = SessionConfig()
+"""The defaults, shared (the config is frozen)."""

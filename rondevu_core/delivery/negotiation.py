@@ -17,7 +17,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ATTRIBUTE", "SessionOffer", "add_session_attribute", "read_session_attribute"]
+__all__ = [
+    "ATTRIBUTE",
+    "SessionOffer",
+    "add_session_attribute",
+    "looks_like_sdp",
+    "read_session_attribute",
+]
 
 ATTRIBUTE = "x-rondevu-session"
 VERSION = 1
@@ -60,3 +66,8 @@ def read_session_attribute(sdp: str) -> SessionOffer | None:
     if version != VERSION or not _TOKEN.fullmatch(token):
         return None
     return SessionOffer(version=version, token=token)
+
+
+def looks_like_sdp(sdp: str) -> bool:
+    """True for a description with a media section (the only kind we annotate)."""
+    return sdp.startswith("m=") or "\nm=" in sdp
