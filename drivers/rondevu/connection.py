@@ -16,10 +16,17 @@ is lost to a late reader.  The inbox is bounded by ``inbox_size`` messages and
 the oldest is dropped with a warning.  An application that listens with
 ``on("message")`` and has never called `receive` or iterated gets each message through
 its listeners only: nothing is kept for a reader that never comes.
+
+Flow control: `send` never waits; with the session layer it raises `WindowFullError`
+(or reports ``message:undelivered``, as configured) when the unacknowledged window is
+full.  `send_wait` waits instead: for room in the window, then for the data channel's
+``bufferedAmount`` to fall to its low threshold, so a fast sender holds at most a window
+plus the threshold in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import deque
@@ -53,6 +60,8 @@ EventCallback = Callable[[ev.Event], Any]
 
 DEFAULT_INBOX_SIZE = 10_000
 DEFAULT_INBOX_BYTES = 16 * 1024 * 1024
+SEND_LOW_WATER = 1024 * 1024
+"""`send_wait` waits while the data channel holds more than this many bytes."""
 
 
 class ConnectionClosedError(RondevuError):
@@ -117,6 +126,7 @@ class DurableConnection:
         self._reading = False
         self._inbox_changed = anyio.Event()
         self._state_changed = anyio.Event()
+        self._room_changed = anyio.Event()
         self._closed_reason: str | None = None
         self._gave_up: str | None = None
         self._on_closed = on_closed
@@ -196,6 +206,49 @@ class DurableConnection:
             if self._gave_up is not None:
                 raise ConnectionFailedError(str(exc)) from exc
             raise
+
+    async def send_wait(self, data: Payload, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Send ``data`` once there is room: in the session window and in the channel.
+
+        Waits while the unacknowledged window is full (the peer's acknowledgements make
+        room; a lost link keeps it full until the session resumes) and while the open
+        data channel holds more than ``SEND_LOW_WATER`` bytes.  `TimeoutError` after
+        ``timeout`` seconds; otherwise raises what `send` raises.
+        """
+        if not isinstance(data, str | bytes):
+            raise TypeError("send_wait() takes str or bytes")
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            while True:
+                if self.closed:
+                    raise ConnectionClosedError("send on a closed connection")
+                if self._gave_up is not None:
+                    raise ConnectionFailedError(self._gave_up)
+                core = self._core()
+                if core is None or core.can_send(size):
+                    break
+                await self._room_changed.wait()
+            await self._channel_low()
+            self.send(data)
+
+    async def _channel_low(self) -> None:
+        """Wait until the current data channel's outgoing buffer is at most the low
+        threshold (aiortc's ``bufferedamountlow`` event), or it is gone."""
+        channel = self.data_channel
+        if channel is None or channel.bufferedAmount <= SEND_LOW_WATER:
+            return
+        low = anyio.Event()
+        channel.bufferedAmountLowThreshold = SEND_LOW_WATER
+        channel.once("bufferedamountlow", low.set)
+        channel.once("close", low.set)
+        try:
+            while channel.bufferedAmount > SEND_LOW_WATER and channel.readyState == "open":
+                with anyio.move_on_after(0.25):  # a close may come without the event
+                    await low.wait()
+        finally:
+            for name in ("bufferedamountlow", "close"):
+                with contextlib.suppress(KeyError):
+                    channel.remove_listener(name, low.set)
 
     def pause_reconnect(self) -> None:
         """Hold reconnection: a lost link waits (no attempt scheduled) until
@@ -354,6 +407,8 @@ class DurableConnection:
                 self._closed_reason = reason
                 self._notify_state()
                 self._notify_inbox()
+            case ev.MessagesAcked():
+                self._notify_room()
         for callback in (*self._listeners.get(event.name, ()), *self._listeners.get("*", ())):
             self._call(callback, event)
         for stream in list(self._streams):
@@ -367,6 +422,11 @@ class DurableConnection:
     def _notify_state(self) -> None:
         self._state_changed.set()
         self._state_changed = anyio.Event()
+        self._notify_room()
+
+    def _notify_room(self) -> None:
+        self._room_changed.set()
+        self._room_changed = anyio.Event()
 
     def _notify_inbox(self) -> None:
         self._inbox_changed.set()
