@@ -249,6 +249,7 @@ class Connection:
         "_deferred",
         "_delivery",
         "_epoch",
+        "_held",
         "_ice_ok",
         "_layered",
         "_local_sdp",
@@ -316,6 +317,8 @@ class Connection:
         self._epoch = session_epoch if config.session is not None else None
         self._session_token: str | None = None
         self._peer_token: str | None = None
+        # Sent into the session while down: reported as replayed once a channel is up.
+        self._held: list[tuple[Payload, int]] = []
 
     @classmethod
     def answerer(
@@ -781,6 +784,9 @@ class Connection:
                 self._delivery = DeliverySession(self.config.session)
             self._delivery.handle(ChannelUp(now=now))
             self._pump(now)
+            held, self._held = self._held, []
+            for data, at in held:
+                self._emit(MessageReplayed, data=data, buffered_at=at)
         self._replay(now)
 
     # -- buffer ----------------------------------------------------------------------
@@ -862,6 +868,7 @@ class Connection:
             held = [u.data for u in unacked] + held
             maybe = any(u.transmitted for u in unacked)
             self._delivery = None
+            self._held = []
         if held:
             self._emit(
                 MessagesUndelivered, messages=tuple(held), reason=reason, maybe_delivered=maybe
@@ -883,6 +890,7 @@ class Connection:
             unacked = list(old.unacked())
             data = tuple(u.data for u in unacked)
             self._delivery = None
+            self._held = []
             self._session_token = None
             self._emit(SessionReset, unacked=data, resent=resend, reason=reason)
             if resend:
@@ -955,6 +963,7 @@ class Connection:
         self._pump(event.now)
         held = self.state is not State.CONNECTED
         if held:
+            self._held.append((data, event.now))
             self._emit(MessageBuffered, data=data)
         self._emit(MessageSent, data=data, buffered=held)
 
@@ -967,6 +976,7 @@ class Connection:
             unacked = () if self._delivery is None else tuple(self._delivery.unacked())
             unsent = tuple(u.data for u in unacked) + tuple(m.data for m in self._buffer.clear())
             self._delivery = None
+            self._held = []
         else:
             self._report_unacked("closed before delivery was confirmed")
         self._buffer.clear()

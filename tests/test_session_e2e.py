@@ -2,20 +2,30 @@
 
 A stream of 10,000 messages during which the link is cut three times under both peer
 connections (their UDP sockets silenced, nothing closed: only the heartbeat can tell),
-received exactly once and in order by one publisher-side connection; a publisher that
-does not offer the layer still exchanges plain messages with our client.
+received exactly once and in order by one publisher-side connection; the heartbeat
+notices a publisher process that was SIGSTOPped (aiortc alone takes ~30 s); a publisher
+that does not offer the layer still exchanges plain messages with our client.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import anyio
 import pytest
 
-from rondevu import ConnectionConfig, DurableConnection
+from rondevu import ConnectionConfig, DurableConnection, Rondevu
 from rondevu_core import events as ev
 from rondevu_server.server import RondevuServer
 from tests.client_testing import loopback_client
+from tests.rondevu_server_testing import RunningServer, running_server, unique
 from tests.session_testing import blackhole
+from tests.test_client_e2e import PUBLISHER, PublisherProcess, WallClock
 
 FAST = ConnectionConfig(reconnect_backoff_base_ms=50, reconnect_backoff_max_ms=200)
 TOTAL = 10_000
@@ -99,3 +109,58 @@ async def test_a_publisher_without_the_layer_gets_plain_messages(
         # What crossed the channel is exactly what was sent: no frame, no heartbeat.
         assert raw == ["plain text", b"plain bytes"]
         await conn.close()
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[RunningServer]:
+    with running_server("sqlite", clock=WallClock()) as running:
+        yield running
+
+
+@pytest.mark.anyio
+async def test_heartbeat_notices_a_stopped_publisher_process(
+    http_server: RunningServer, tmp_path: Path
+) -> None:
+    """SIGSTOP freezes the publisher without closing anything: only silence tells.  The
+    bound here (10 s) is far below aiortc's ~30 s; bench/bench_session.py measures it."""
+    username, service = unique("pub"), f"{unique('hb')}:1.0.0"
+    argv = [sys.executable, str(PUBLISHER), http_server.url, username, os.urandom(32).hex()]
+    argv += [service, "50"]
+    log = (tmp_path / "publisher.err").open("wb")
+    process = await anyio.open_process(argv, stdout=subprocess.PIPE, stderr=log)
+    log.close()
+    try:
+        publisher = PublisherProcess(process)
+        with anyio.fail_after(20):
+            await publisher.expect("ready")
+        async with Rondevu.connect(
+            http_server.url,
+            username=unique("bob"),
+            ice_servers=[],
+            host_addresses=["127.0.0.1"],
+            connection_config=FAST,
+        ) as bob:
+            with anyio.fail_after(20):
+                conn = await bob.connect_to_service(f"{service}@{username}")
+                await conn.wait_connected()
+                conn.send("ping")
+                assert await conn.receive() == "echo:ping"
+            down = anyio.Event()
+            reasons: list[str] = []
+
+            def on_down(event: ev.Event) -> None:
+                assert isinstance(event, ev.Disconnected)
+                reasons.append(event.reason)
+                down.set()
+
+            conn.on("disconnected", on_down)
+            process.send_signal(signal.SIGSTOP)
+            with anyio.fail_after(10):
+                await down.wait()
+            assert "Heartbeat" in reasons[0]
+            await conn.close()
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        with anyio.move_on_after(5):
+            await process.wait()

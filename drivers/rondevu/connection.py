@@ -231,6 +231,16 @@ class DurableConnection:
             await self._channel_low()
             self.send(data)
 
+    async def wait_acked(self) -> None:
+        """Return once the peer acknowledged everything sent (at once without the
+        session layer, which has no acknowledgements), or the connection ended."""
+        while not self.closed and self._gave_up is None:
+            core = self._core()
+            delivery = None if core is None else core.delivery
+            if delivery is None or delivery.unacked_messages == 0:
+                return
+            await self._room_changed.wait()
+
     async def _channel_low(self) -> None:
         """Wait until the current data channel's outgoing buffer is at most the low
         threshold (aiortc's ``bufferedamountlow`` event), or it is gone."""

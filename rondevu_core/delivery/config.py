@@ -16,7 +16,7 @@ class SessionConfig:
 
     Times in milliseconds.  The defaults detect a silent peer within 2.5 s (a frame at
     least every second, the link declared dead after 2.5 s without one) and bound the
-    unacknowledged window to 1024 messages and 8 MiB.
+    unacknowledged window to 4096 messages and 16 MiB.
     """
 
     heartbeat_interval_ms: int = 1000
@@ -27,9 +27,9 @@ class SessionConfig:
     """Acknowledge received frames at most this late when there is nothing to piggy-back on."""
     ack_every: int = 32
     """...or at once after this many unacknowledged frames."""
-    window_messages: int = 1024
+    window_messages: int = 4096
     """Unacknowledged messages kept for retransmission, at most."""
-    window_bytes: int = 8 * 1024 * 1024
+    window_bytes: int = 16 * 1024 * 1024
     """Unacknowledged payload bytes kept for retransmission, at most."""
     max_frame_bytes: int = 65536
     """Largest frame sent on the channel; longer messages are chunked (aiortc accepts
