@@ -45,7 +45,7 @@ OFFER_SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
 
 def tiny_server(request: RpcRequest) -> Any:
-    """Just enough of §6 for one answerer: one offer, accept the answer, no candidates."""
+    """Just enough of §7 for one answerer: one offer, accept the answer, no candidates."""
     if request.method is Method.GET_SERVICE:
         return RpcOk(result={"offerId": "f" * 64, "sdp": OFFER_SDP, "username": "alice"})
     if request.method is Method.ANSWER_OFFER:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from fuzz._inputs import arbitrary_input, connection_pc
 from fuzz._runner import run
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection
@@ -21,7 +22,6 @@ from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.fqn import ServiceFqn
 from rondevu_core.inputs import COMMAND_KINDS, Connect, InputKind, StartFilling
 from rondevu_core.pool import OfferPool
-from tests.core_inputs import arbitrary_input, connection_pc
 
 SERVICE = ServiceFqn(service="chat", version="1.0.0", username="alice")
 KINDS = list(InputKind)

@@ -9,8 +9,8 @@ the core asks for.
 
 Modules:
 - `errors`: the two error families (local misuse vs. remote misbehaviour).
-- `usernames`, `fqn`, `signing`, `offer_id`: the wire protocol's pure rules (§3-§6).
-- `backoff`, `buffer`: reconnection spacing and the message buffer (§15.4).
+- `usernames`, `fqn`, `signing`, `offer_id`: the wire protocol's pure rules (§4-§7).
+- `backoff`, `buffer`: reconnection spacing and the message buffer.
 - `inputs`, `actions`, `events`: the machines' vocabulary (what drivers feed, perform, emit).
 - `connection` (durable connection, 10 states), `session` (ICE exchange), `pool` (offer
   pool), with `config`, `outbox` (output queues, ids, deadlines) and `replies` (reply shapes).

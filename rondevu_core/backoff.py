@@ -1,4 +1,4 @@
-"""Exponential backoff with jitter for reconnection (PROTOCOL.md §15.4).
+"""Exponential backoff with jitter for reconnection.
 
 ``delay(attempt) = round(max(0, capped ± jitter·capped))`` with
 ``capped = min(base·2^attempt, max)``, as in the 0.18.9 client.  The random draw is an

@@ -1,4 +1,4 @@
-"""The RPC batcher as a pure state machine (PROTOCOL.md §2, §15.6; fixes B9 and B10).
+"""The RPC batcher as a pure state machine (docs/protocol.md §3; fixes B9 and B10).
 
 Role: collect the calls a client makes and decide when each HTTP body goes out and what
 it holds; the driver performs the POST and feeds the reply back.  The rules are those of
@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 MAX_SERVER_BATCH = 100
-"""The server refuses HTTP bodies with more calls than this (§2)."""
+"""The server refuses HTTP bodies with more calls than this (§3)."""
 
 ERR_QUEUE_CLEARED = "Batch queue cleared"
 ERR_WITHDRAWN = "Call withdrawn"
@@ -83,7 +83,7 @@ ERR_MALFORMED_ITEM = "Server returned a malformed reply for this call"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatcherOptions:
-    """How the batcher groups calls; the defaults are the 0.18.9 client's (§15.6)."""
+    """How the batcher groups calls; the defaults are the 0.18.9 client's."""
 
     max_batch_size: int = 10
     """Most calls in one HTTP body (1 to `MAX_SERVER_BATCH`)."""
@@ -225,7 +225,7 @@ class _Queued:
 
 
 def outcome_of_item(item: Any) -> RpcOutcome:
-    """The outcome one reply object stands for (§2).
+    """The outcome one reply object stands for (§3).
 
     ``{"success": true, "result": …}`` is `RpcOk`, ``{"success": false, "error": "…"}`` is
     the server's `RpcFailed`; anything else is a malformed reply, a transport failure.
@@ -251,7 +251,7 @@ def _settle_batch(
     if not isinstance(body, list):
         return [RpcFailed(error=ERR_NOT_ARRAY, transport=True)] * len(calls)
     if len(body) != len(calls):
-        # Replies match calls by position only (§2); with a count mismatch none can be trusted.
+        # Replies match calls by position only (§3); with a count mismatch none can be trusted.
         error = f"Server returned {len(body)} replies for a batch of {len(calls)} calls"
         return [RpcFailed(error=error, transport=True)] * len(calls)
     return [outcome_of_item(item) for item in body]

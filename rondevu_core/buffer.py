@@ -1,4 +1,4 @@
-"""A bounded FIFO of messages sent while a connection is down (PROTOCOL.md §15.3).
+"""A bounded FIFO of messages sent while a connection is down.
 
 Invariants: order is preserved; at most ``max_size`` messages are held; when full, the
 *oldest* message is evicted and the new one is stored (the original drops the new one

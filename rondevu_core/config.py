@@ -1,4 +1,4 @@
-"""Configuration of the connection and offer-pool machines (PROTOCOL.md §15.1, §15.4).
+"""Configuration of the connection and offer-pool machines.
 
 `ConnectionConfig` carries the 0.18.9 ``DEFAULT_CONNECTION_CONFIG`` values under Python
 names (milliseconds everywhere) plus the few knobs our machines add: the ICE
@@ -7,7 +7,7 @@ configuration handed to `CreatePeerConnection`, the data channel's label and opt
 cursor advances (`strict_ice_timestamps`).  The 0.18.9 ``debug`` flag has no counterpart:
 the core does not log, drivers do.
 
-`PoolConfig` describes one published service (§15.2 ``publishService`` options).
+`PoolConfig` describes one published service (the ``publishService`` options).
 
 Both are frozen; validation happens in ``__post_init__`` so a bad value fails where it is
 written, not deep inside a transition.
@@ -91,7 +91,7 @@ class ConnectionConfig:
     ice_polling_timeout_ms: int = 30000
     """Remote-candidate polling gives up this long after it started."""
     ice: IceConfiguration = DEFAULT_ICE_CONFIGURATION
-    """STUN/TURN servers and transport policy for every peer connection (§15.1, B17)."""
+    """STUN/TURN servers and transport policy for every peer connection (B17)."""
     data_channel_label: str = "default"
     """The label of the data channel the offerer creates."""
     data_channel: DataChannelOptions = DataChannelOptions()
@@ -105,7 +105,7 @@ class ConnectionConfig:
     """True when the server keeps candidate ``createdAt`` strictly increasing per offer
     (ours does): the cursor then advances to the largest ``createdAt`` seen.  False (the
     safe default for server 0.5.4, whose timestamps collide: B5) polls with ``since=0``
-    and relies on de-duplication alone (§8)."""
+    and relies on de-duplication alone (§9)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -151,7 +151,7 @@ class PoolConfig:
         if self.service.username is None or self.service.username == "":
             raise ValueError("PoolConfig.service must include the owner's username")
         if not 1 <= self.max_offers <= 100:
-            # 100 is the server's per-publish limit (§6.2), and the pool publishes in one call.
+            # 100 is the server's per-publish limit (§7.2), and the pool publishes in one call.
             raise ValueError("max_offers must be within [1, 100]")
         if self.ttl_ms <= 0 or self.poll_interval_ms <= 0 or self.refresh_margin_ms < 0:
             raise ValueError("ttl_ms and poll_interval_ms must be > 0, refresh_margin_ms >= 0")

@@ -8,7 +8,7 @@ drains them with `next_action` / `next_event` and keeps one timer at `get_timer`
 never reads a clock (``now`` comes with every input) nor a random source (the backoff
 jitter comes from the injected ``unit_random``).
 
-States (the ten of §15.3)::
+States (the ten of the 0.18.9 client)::
 
     INITIALIZING  no peer connection yet (answerer: fetching an offer)
     GATHERING     the local description is being created / published
@@ -167,7 +167,7 @@ __all__ = ["EDGES", "TRANSITIONS", "Connection", "Role", "State"]
 
 
 class State(Enum):
-    """The ten connection states of 0.18.9 (§15.3)."""
+    """The ten connection states of 0.18.9."""
 
     INITIALIZING = "initializing"
     GATHERING = "gathering"
@@ -332,7 +332,7 @@ class Connection:
         """A connection that answers an offer of ``service``; start it with `Connect`.
 
         With a username in ``service`` the offer is fetched directly from that user;
-        without one a random publisher is picked (§6.3) and then pinned, so
+        without one a random publisher is picked (§7.3) and then pinned, so
         reconnections return to the same user.
         """
         return cls(

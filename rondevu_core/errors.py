@@ -1,7 +1,7 @@
 """The two error families of the core (STYLE.md point 4).
 
 `ValidationError` is raised at the caller for bad local input; its message is the exact
-protocol text of PROTOCOL.md, so a server can put ``str(error)`` on the wire unchanged.
+protocol text of docs/protocol.md, so a server can put ``str(error)`` on the wire unchanged.
 
 `UsageError` is raised at the caller when the application or a driver misuses a state
 machine (sending on a closed connection, feeding a result for a call it never issued).

@@ -1,7 +1,7 @@
 """Everything a machine tells the application, drained with ``machine.next_event()``.
 
 Each event is a frozen, keyword-only dataclass deriving from `Event`; ``Event.name`` is
-the 0.18.9 event name (§15.3), so a driver can re-emit them on an event emitter under the
+the 0.18.9 event name, so a driver can re-emit them on an event emitter under the
 names users of the TypeScript client know.  Unlike 0.18.9, every documented event is
 really emitted (B16): ``connecting`` on entering CONNECTING, ``reconnect:success`` after a
 reconnection, and so on.  A few events are ours: ``protocol:error`` (remote misbehaviour,

@@ -1,4 +1,4 @@
-"""Service names, versions and fully qualified names (PROTOCOL.md §5).
+"""Service names, versions and fully qualified names (docs/protocol.md §6).
 
 An FQN is ``service:version@username`` (publishing, direct lookup) or ``service:version``
 (discovery).  Parsing takes the *last* ``@`` (only when it is not the first character)
@@ -144,7 +144,7 @@ def parse_version(value: str) -> Version:
 
 
 def is_version_compatible(requested: str, available: str) -> bool:
-    """The semver rule the original documents (§5) but never applies to lookups.
+    """The semver rule the original documents (§6) but never applies to lookups.
 
     Same major; same minor too when the major is 0; available >= requested on
     (minor, patch); prerelease tags equal when the request has one.
@@ -165,7 +165,7 @@ DiscoveryMode = Literal["direct", "random", "paginated"]
 
 def discovery_mode(fqn: str) -> DiscoveryMode:
     """The lookup mode the 0.18.9 client picks for ``findService(fqn)`` without an
-    explicit mode (§10): ``direct`` when the FQN names a user, else ``random``."""
+    explicit mode (§7.3): ``direct`` when the FQN names a user, else ``random``."""
     return "direct" if "@" in fqn else "random"
 
 

@@ -1,4 +1,4 @@
-"""ICE server configurations: the §15.1 presets and custom server lists, as pure data.
+"""ICE server configurations: the original client's presets and custom server lists, as pure data.
 
 A peer connection is configured with an `IceConfiguration`: the STUN/TURN servers and the
 transport policy.  The policy lives on the configuration, never inside a server entry:
@@ -86,7 +86,7 @@ class IceConfiguration:
             raise ValueError("the relay transport policy needs at least one TURN server")
 
 
-# §15.1, exact URLs and credentials of the original's ICE_SERVER_PRESETS.
+# Exact URLs and credentials of the original's ICE_SERVER_PRESETS.
 _IPV4_TURN_SERVERS = (
     IceServer(urls=("stun:57.129.61.67:3478",)),
     IceServer(
@@ -129,12 +129,13 @@ ICE_PRESETS: Mapping[str, IceConfiguration] = MappingProxyType(
         ),
     }
 )
-"""The four named presets of §15.1 (``relay-only`` fixed per B17)."""
+"""The four named presets of the original client (``relay-only`` fixed per B17)."""
 
 DEFAULT_ICE_CONFIGURATION = IceConfiguration(
     servers=(IceServer(urls=("stun:stun.l.google.com:19302",)),)
 )
-"""The client's default when no ``iceServers`` option is given (§15.1): one Google STUN."""
+"""The client's default when no ``iceServers`` option is given, as the original's: one
+Google STUN."""
 
 NO_ICE_SERVERS = IceConfiguration()
 """No STUN/TURN at all: host candidates only (loopback tests, LAN use)."""
@@ -179,7 +180,7 @@ def ice_configuration(
     *,
     transport_policy: IceTransportPolicy | None = None,
 ) -> IceConfiguration:
-    """Resolve the client's ``iceServers`` option (§15.1) to an `IceConfiguration`.
+    """Resolve the client's ``iceServers`` option to an `IceConfiguration`.
 
     ``spec`` is a preset name, a list of servers (`IceServer` or ``RTCIceServer``-shaped
     mappings; an empty list means no servers), or None for the client's default.

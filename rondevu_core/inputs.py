@@ -145,14 +145,14 @@ class ResumeReconnect(Input):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartFilling(Input):
-    """Offer pool: create and publish offers, then keep the pool full (§15.2)."""
+    """Offer pool: create and publish offers, then keep the pool full."""
 
     kind: ClassVar[InputKind] = InputKind.START_FILLING
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StopFilling(Input):
-    """Offer pool: stop publishing and close every connection the pool made (§15.2)."""
+    """Offer pool: stop publishing and close every connection the pool made."""
 
     kind: ClassVar[InputKind] = InputKind.STOP_FILLING
 

@@ -1,4 +1,4 @@
-"""Offer ids (PROTOCOL.md §6.2): lowercase hex SHA-256 of the compact JSON ``{"sdp":…}``.
+"""Offer ids (docs/protocol.md §7.2): lowercase hex SHA-256 of the compact JSON ``{"sdp":…}``.
 
 The JSON is built as JavaScript's ``JSON.stringify`` builds it - control characters
 escaped, non-ASCII left as is - so an id computed here equals the original server's.

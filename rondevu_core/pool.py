@@ -1,17 +1,17 @@
-"""The offer pool: the offerer side of ``publishService`` + ``startFilling`` (§15.2, §15.7).
+"""The offer pool: the offerer side of ``publishService`` + ``startFilling`` (as client 0.18.9).
 
 An `OfferPool` owns one offerer `Connection` per offer and one `Outbox` shared with them,
 so a driver runs the whole pool as one machine: `handle`, `get_timer` / `handle_timer`,
 `next_action` / `next_event`.  Peer reports are routed by ``pc_id``, RPC results by
 ``call_id``, application commands by ``connection_id``.
 
-Rules (each fixes a bug of §16):
+Rules (each fixes a bug of the original; docs/compatibility.md):
 
 - **Full pool.**  Only *unanswered* offers count toward ``max_offers`` (B11); creating
   an offer reserves its slot at once, so concurrent refills cannot overshoot or
   undershoot (B7).  The pool never holds more than ``max_offers`` unanswered offers.
 - **One publication for the whole pool.**  Server 0.5.4 replaces a service with every
-  publishService (§6.2), deleting the previous offers and their candidates.  So the pool
+  publishService (§7.2), deleting the previous offers and their candidates.  So the pool
   publishes all its unanswered offers in one call and republishes them (to add new
   offers or to refresh them before ``ttl_ms`` runs out), never while a publish or a poll
   is in flight.  A republish deletes the server's copy of the unanswered offers'

@@ -1,4 +1,4 @@
-"""The parts of server results the machines read, checked strictly (§6).
+"""The parts of server results the machines read, checked strictly (§7).
 
 Each parser takes the ``result`` of an `RpcOk` (arbitrary JSON) and returns small typed
 values, or raises `ProtocolError` when the shape is wrong.  Only the fields a machine
@@ -89,7 +89,7 @@ def _timestamp(obj: Mapping[str, Any], key: str, what: str) -> int:
 
 
 def parse_fetched_offer(result: object) -> FetchedOffer:
-    """getService direct/random → the offer (§6.3)."""
+    """getService direct/random → the offer (§7.3)."""
     obj = _mapping(result, "getService")
     username = obj.get("username")
     return FetchedOffer(
@@ -100,7 +100,7 @@ def parse_fetched_offer(result: object) -> FetchedOffer:
 
 
 def parse_published(result: object) -> Publication:
-    """publishService → its offers in the order sent, and the server's promise (§6.2).
+    """publishService → its offers in the order sent, and the server's promise (§7.2).
 
     Only a JSON ``true`` counts as ``keepsAnsweredOffers``: anything else falls back to
     0.5.4's replace-everything rule, the safe reading of a server that did not promise.
@@ -119,7 +119,7 @@ def parse_published(result: object) -> Publication:
 
 
 def parse_poll_answers(result: object) -> list[PolledAnswer]:
-    """poll → its ``answers`` (§6.7); ``iceCandidates`` is read per offer instead."""
+    """poll → its ``answers`` (§7.7); ``iceCandidates`` is read per offer instead."""
     obj = _mapping(result, "poll")
     answers = obj.get("answers")
     if not isinstance(answers, list):
@@ -139,7 +139,7 @@ def parse_poll_answers(result: object) -> list[PolledAnswer]:
 
 
 def parse_candidates(result: object) -> tuple[list[RemoteCandidate], int]:
-    """getIceCandidates → ``(valid candidates, number of malformed items skipped)`` (§6.9).
+    """getIceCandidates → ``(valid candidates, number of malformed items skipped)`` (§7.9).
 
     Any authenticated user can add candidates to any offer (S4), so one malformed item
     is skipped rather than failing the whole reply; the count lets the caller report it.

@@ -1,8 +1,8 @@
-"""RPC calls as the core sees them, and the signed envelope they travel in (§2, §3).
+"""RPC calls as the core sees them, and the signed envelope they travel in (§3, §4).
 
 The core never performs a call: a state machine emits an `RpcRequest` inside an action,
 and the driver feeds back an `RpcOutcome` (`RpcOk` or `RpcFailed`) for it.  `envelope`
-turns a request into the JSON object of PROTOCOL.md §2, signed as §3 prescribes; it is
+turns a request into the JSON object of docs/protocol.md §3, signed as §4 prescribes; it is
 pure because the caller passes the key pair and ``now``.
 """
 
@@ -19,7 +19,7 @@ __all__ = ["Method", "RpcFailed", "RpcOk", "RpcOutcome", "RpcRequest", "envelope
 
 
 class Method(StrEnum):
-    """The nine RPC methods of server 0.5.4 (§6)."""
+    """The nine RPC methods of server 0.5.4 (§7)."""
 
     GET_USER = "getUser"
     PUBLISH_SERVICE = "publishService"
@@ -65,10 +65,10 @@ RpcOutcome = RpcOk | RpcFailed
 def envelope(
     request: RpcRequest, *, username: str, keypair: KeyPair, now_ms: int
 ) -> dict[str, Any]:
-    """The signed call object of §2 for ``request``, as the 0.18.9 client builds it.
+    """The signed call object of §3 for ``request``, as the 0.18.9 client builds it.
 
     Every method except ``getUser`` carries ``publicKey`` so the server can auto-claim the
-    username (§3, §4).
+    username (§4, §5).
     """
     context = expected_context(request.method.value, request.params)
     message = build_message(request.method.value, username, context, now_ms)

@@ -1,4 +1,4 @@
-"""ICE candidates in SDP and on the wire (PROTOCOL.md §8), as pure transformations.
+"""ICE candidates in SDP and on the wire (docs/protocol.md §9), as pure transformations.
 
 Three shapes meet here:
 - the SDP attribute line ``a=candidate:<foundation> <component> <transport> <priority>
@@ -57,7 +57,7 @@ def _int_field(text: str, name: str, low: int, high: int) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candidate:
-    """The fields of one ICE candidate attribute (RFC 8839 §5.1)."""
+    """The fields of one ICE candidate attribute (RFC 8839 §6)."""
 
     foundation: str
     component: int
@@ -160,7 +160,7 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WireCandidate:
-    """One candidate as browsers send it (``RTCIceCandidate.toJSON()``), §8."""
+    """One candidate as browsers send it (``RTCIceCandidate.toJSON()``), §9."""
 
     candidate: str
     """``candidate:…``, or ``""`` for end-of-candidates."""
@@ -190,7 +190,7 @@ class WireCandidate:
 
 
 def parse_wire_candidate(obj: object) -> WireCandidate:
-    """Validate a remote candidate object (§8) and return it; raise `ProtocolError`.
+    """Validate a remote candidate object (§9) and return it; raise `ProtocolError`.
 
     ``candidate`` must be a string (``""`` or ``candidate:…`` that `Candidate.parse`
     accepts); ``sdpMid`` a short string or null; ``sdpMLineIndex`` a small non-negative

@@ -1,8 +1,9 @@
-"""Pure rules a signaling server applies to a call's parameters (PROTOCOL.md §3, §6, §8).
+"""Pure rules a signaling server applies to a call's parameters (docs/protocol.md §4, §7, §9).
 
 These decide numbers and yes/no answers only; storage and transport live in
 ``rondevu_server``.  Each rule reproduces the 0.5.4 server where its behaviour is sound
-(TTL clamping, page clamping, ``since`` coercion) and hardens it where §16 says it is not:
+(TTL clamping, page clamping, ``since`` coercion) and hardens it where the original is not
+(docs/compatibility.md):
 
 - `check_call_binding` ties a signature to the call it authorises (S1 in part): the
   method named in the signed message must be the method called, and the signed context
@@ -54,7 +55,7 @@ def js_number(value: object) -> float | None:
 
 
 def clamp_ttl(ttl: object, *, default: int, minimum: int, maximum: int) -> int:
-    """The offer lifetime in ms: ``ttl`` clamped to ``[minimum, maximum]`` (§6.2).
+    """The offer lifetime in ms: ``ttl`` clamped to ``[minimum, maximum]`` (§7.2).
 
     An absent or non-numeric ``ttl`` gives ``default`` (the original turns a non-number
     into NaN and stores a broken expiry; we refuse to).
@@ -66,7 +67,7 @@ def clamp_ttl(ttl: object, *, default: int, minimum: int, maximum: int) -> int:
 
 
 def clamp_page(limit: object, offset: object) -> tuple[int, int]:
-    """``limit`` clamped to ``[1, 100]`` and ``offset`` to ``>= 0`` (§6.3, paginated).
+    """``limit`` clamped to ``[1, 100]`` and ``offset`` to ``>= 0`` (§7.3, paginated).
 
     Non-numeric values fall back to the client's defaults (limit 10, offset 0).
     """
@@ -84,7 +85,7 @@ timestamp, so clamping to it changes no answer - and a storage integer always ho
 
 def coerce_since(since: object) -> int:
     """A ``since`` cursor as an integer ms value in ``[0, MAX_SINCE]``; any falsy or
-    non-numeric value is 0 (§6.7).  Larger values (``1e30``, ``2**64``) mean "after every
+    non-numeric value is 0 (§7.7).  Larger values (``1e30``, ``2**64``) mean "after every
     timestamp" and become `MAX_SINCE`, which SQL integer columns can compare against."""
     number = js_number(since)
     if number is None or number <= 0:

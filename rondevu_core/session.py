@@ -1,4 +1,4 @@
-"""The signaling session: ICE candidate exchange for one peer connection (§8, B1-B5, B12, B20).
+"""The signaling session: ICE candidate exchange for one peer connection (§9, B1-B5, B12, B20).
 
 One `SignalingSession` lives as long as one peer connection attempt.  Its owner (a
 `Connection`) forwards the relevant inputs and RPC results; the session queues
@@ -24,7 +24,7 @@ are handed to the peer connection only after the remote description is set.
 Invariants: no action after `close`; at most one poll and one upload in flight; a remote
 candidate string is added at most once; a local candidate string is uploaded at most once
 per publication of the offer (`reupload` starts a new publication after a republish
-deleted the server's copy, §6.2).
+deleted the server's copy, §7.2).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class SignalingSession:
             return
         text = candidate.get("candidate")
         if not isinstance(text, str) or not text:
-            return  # end-of-candidates marker: never sent (§8)
+            return  # end-of-candidates marker: never sent (§9)
         if text in self._sent_local or any(c.get("candidate") == text for c in self._known_local):
             return
         self._known_local.append(candidate)

@@ -1,4 +1,4 @@
-"""Ed25519 identities and the signed ``message`` of every call (PROTOCOL.md §3).
+"""Ed25519 identities and the signed ``message`` of every call (docs/protocol.md §4).
 
 Keys travel as standard base64 with padding: the 32-byte seed is the private key, the
 raw 32-byte point is the public key, signatures are the raw 64 bytes.  A call signs the
@@ -179,7 +179,7 @@ def verify_signature(public_key: str, message: str, signature: str) -> bool:
 
 
 def build_message(method: str, username: str, context: str | None, timestamp_ms: int) -> str:
-    """The string a client signs for one call (§3)."""
+    """The string a client signs for one call (§4)."""
     if context is None:
         return f"{method}:{username}:{timestamp_ms}"
     return f"{method}:{username}:{context}:{timestamp_ms}"
@@ -236,7 +236,7 @@ def _js_double_to_string(value: float) -> str:
     return f"{sign}{shown}e{'+' if point - 1 >= 0 else '-'}{abs(point - 1)}"
 
 
-# Which parameter names each method's context, in the 0.18.9 client (§3 table).
+# Which parameter names each method's context, in the 0.18.9 client (§4 table).
 _CONTEXT_PARAM: Mapping[str, str] = {
     "getUser": "username",
     "publishService": "serviceFqn",

@@ -1,4 +1,4 @@
-"""Usernames (PROTOCOL.md §4): the validation rule and anonymous name generation.
+"""Usernames (docs/protocol.md §5): the validation rule and anonymous name generation.
 
 A username is 3 to 32 characters of lowercase ASCII letters, digits, dots and dashes,
 starting and ending with a letter or digit.  The error texts are the server's own, in the
@@ -88,7 +88,7 @@ def to_base36(number: int) -> str:
 
 
 def generate_anonymous_username(now_ms: int, random_bytes: Callable[[int], bytes]) -> str:
-    """An ``anon-…`` username as the 0.18.9 client makes one (§4).
+    """An ``anon-…`` username as the 0.18.9 client makes one (§5).
 
     ``now_ms`` is the Unix time in milliseconds; ``random_bytes(n)`` returns ``n`` random
     bytes (``os.urandom`` in a driver, a seeded source in tests).  The result is always a

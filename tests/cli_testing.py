@@ -58,10 +58,12 @@ def start_cli(
     stdout: int | None = subprocess.PIPE,
     env: Mapping[str, str] | None = None,
     python_flags: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start ``rondevu ARGS`` (``python -m rondevu.cli``) with unbuffered byte pipes."""
+    """Start ``rondevu ARGS`` (``python -m rondevu.cli``) with unbuffered byte pipes;
+    ``prefix`` comes before the interpreter (``ip netns exec HOST``: another host)."""
     return subprocess.Popen(
-        [sys.executable, *python_flags, "-m", "rondevu.cli", *args],
+        [*prefix, sys.executable, *python_flags, "-m", "rondevu.cli", *args],
         stdin=stdin,
         stdout=stdout,
         stderr=subprocess.PIPE,

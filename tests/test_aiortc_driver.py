@@ -96,7 +96,7 @@ async def connect(
     assert answer is not None
     assert await offerer.set_remote_answer(strip_candidates(answer) if trickle else answer)
     if trickle:
-        # Through JSON, as the candidates would travel via the server (§8).
+        # Through JSON, as the candidates would travel via the server (§9).
         for source, sink in ((offerer, answerer), (answerer, offerer)):
             for wire in source.local_candidates():
                 assert await sink.add_remote_candidate(json.loads(json.dumps(wire.to_json())))

@@ -1,4 +1,4 @@
-"""Reconnection backoff (PROTOCOL.md §15.4)."""
+"""Reconnection backoff."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The RPC batcher: each rule of §15.6 alone, then a state machine over all of them.
+"""The RPC batcher: each rule alone, then a state machine over all of them.
 
 The tests speak to the batcher through its machine contract only (`RpcBatcher.handle`
 with the input classes); `Batcher` below merely names those inputs as verbs."""

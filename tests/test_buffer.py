@@ -1,4 +1,4 @@
-"""The message buffer (PROTOCOL.md §15.3; B15 is the original's overflow bug)."""
+"""The message buffer (B15 is the original's overflow bug)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,13 @@ Synchronisation is by reading the server's stderr lines, never by sleeping.
 
 from __future__ import annotations
 
+import json
+import os
+import pty
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -159,3 +164,82 @@ def test_a_signal_stops_it_cleanly_with_the_commands_exit_code(
     assert server.wait(DEADLINE_S) == code
     assert any('"msg": "stopped"' in line for line in rest), rest  # storage closed first
     assert no_traceback(rest)
+
+
+def _is_json(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--log-format", "loud"], None, "argument --log-format: 'loud' is not one of auto,"),
+        ([], {"RONDEVU_LOG_FORMAT": "xml"}, "RONDEVU_LOG_FORMAT: 'xml' is not one of auto,"),
+    ],
+)
+def test_a_bad_log_format_is_one_line_and_exit_2(
+    args: list[str], env: dict[str, str] | None, expected: str
+) -> None:
+    result = run_cli("serve", *args, env=env)
+    assert result.returncode == 2
+    [line] = stderr_lines(result.stderr)
+    assert expected in line, line
+
+
+def _log_lines_until_listening(
+    *args: str, env: dict[str, str] | None = None, terminal: bool = False
+) -> list[str]:
+    """Start ``serve`` with stderr on a pipe (or on a pseudo-terminal, as when a person
+    runs it), stop it once it listens; its log lines (not the line for people)."""
+    if terminal:
+        reader, writer = pty.openpty()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "rondevu.cli", "serve", "--port", "0", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=writer,
+            env=cli_testing.cli_env(env),
+            cwd=cli_testing.ROOT,
+        )
+        os.close(writer)
+        errors = Lines(reader)
+    else:
+        reader = -1
+        server = start_cli("serve", "--port", "0", *args, env=env)
+        errors = Lines(server.stderr)
+    try:
+        errors.wait_for(r"^rondevu serve: listening on ")
+        server.send_signal(signal.SIGTERM)
+        errors.rest()
+        assert server.wait(DEADLINE_S) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(DEADLINE_S)
+        if reader >= 0:
+            os.close(reader)
+    return [line for line in errors.seen if line and not line.startswith("rondevu serve: ")]
+
+
+def test_logs_on_a_pipe_are_json_unless_text_is_asked_for() -> None:
+    piped = _log_lines_until_listening()
+    assert piped
+    assert all(_is_json(line) for line in piped), piped
+    assert any(json.loads(line)["msg"] == "listening" for line in piped)
+
+    text = _log_lines_until_listening(env={"RONDEVU_LOG_FORMAT": "TEXT"})
+    assert text
+    assert not any(_is_json(line) for line in text), text
+    listening = next(line for line in text if " listening " in line)
+    assert re.match(r"^\d\d:\d\d:\d\d\.\d{3} info  listening host=127\.0\.0\.1 port=\d+", listening)
+
+
+def test_logs_on_a_terminal_are_for_people_unless_json_is_asked_for() -> None:
+    """stderr on a pseudo-terminal, as when a person runs ``rondevu serve``."""
+    for args, want_json in (([], False), (["--log-format", "json"], True)):
+        logs = _log_lines_until_listening(*args, terminal=True)
+        assert logs
+        assert all(_is_json(line) == want_json for line in logs), logs

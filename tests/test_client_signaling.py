@@ -219,7 +219,7 @@ async def test_every_rpc_through_the_api(env: Env, batching: bool) -> None:
             [1] * len(wire.bodies) if batching else ["object"] * len(wire.bodies)
         )
         assert wire.bodies
-    # The wire format of §2/§3: signed with the injected wall clock, publicKey except getUser.
+    # The wire format of §3/§4: signed with the injected wall clock, publicKey except getUser.
     first_call = alice_wire.bodies[0][0] if batching else alice_wire.bodies[0]
     assert first_call["method"] == "getUser"
     assert (

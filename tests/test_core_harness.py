@@ -69,11 +69,11 @@ def setup(
 
 
 def answerer_rpc_budget(config: ConnectionConfig, *, local_candidates: int) -> int:
-    """The most RPCs one answerer attempt may make, from the protocol (§15.8 with B1, B6
-    and B12 fixed): one getService, one answerOffer, single-flight getIceCandidates at
-    most one per polling interval until the polling timeout, and addIceCandidates
-    uploads, each of which carries a candidate not sent before, or retries on a poll
-    tick, or is the one flush when uploads are enabled."""
+    """The most RPCs one answerer attempt may make, from the protocol (the 0.18.9
+    answerer with B1, B6 and B12 fixed): one getService, one answerOffer, single-flight
+    getIceCandidates at most one per polling interval until the polling timeout, and
+    addIceCandidates uploads, each of which carries a candidate not sent before, or
+    retries on a poll tick, or is the one flush when uploads are enabled."""
     polls = config.ice_polling_timeout_ms // config.ice_polling_interval_ms + 1
     uploads = local_candidates + polls + 1
     return 2 + polls + uploads

@@ -1,4 +1,4 @@
-"""ICE server presets and configurations (rondevu_core.ice, PROTOCOL.md §15.1, B17)."""
+"""ICE server presets and configurations (rondevu_core.ice, B17)."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from fuzz._inputs import CANDIDATE, SDP, arbitrary_input, connection_pc
 from rondevu_core.actions import SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import EDGES, Connection, State
@@ -58,7 +59,6 @@ from rondevu_core.inputs import (
 from rondevu_core.offer_id import offer_id_for_sdp
 from rondevu_core.pool import OfferPool, PoolState
 from rondevu_core.rpc import Method, RpcOk, RpcOutcome, RpcRequest
-from tests.core_inputs import CANDIDATE, SDP, arbitrary_input, connection_pc
 from tests.fakes.network import Sim
 from tests.fakes.signaling import FakeSignalingServer
 from tests.test_core_harness import answerer_rpc_budget, fqn

@@ -1,4 +1,4 @@
-"""ICE candidates in SDP and on the wire (rondevu_core.sdp, PROTOCOL.md §8)."""
+"""ICE candidates in SDP and on the wire (rondevu_core.sdp, docs/protocol.md §9)."""
 
 from __future__ import annotations
 

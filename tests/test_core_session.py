@@ -1,4 +1,4 @@
-"""Unit and property tests of `SignalingSession` alone (PROTOCOL.md §8, B1-B6, B12, B20).
+"""Unit and property tests of `SignalingSession` alone (docs/protocol.md §9, B1-B6, B12, B20).
 
 The session is driven directly: the test plays the owning connection (`enable_uploads`,
 `start_polling`, `remote_description_set`, `close`) and the server (it answers each

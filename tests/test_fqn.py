@@ -1,4 +1,4 @@
-"""Service FQNs and versions (PROTOCOL.md §5)."""
+"""Service FQNs and versions (docs/protocol.md §6)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def test_huge_version_numbers_do_not_break_comparison() -> None:
     assert not is_version_compatible(f"{big}.0.0", f"{big}8.0.0")
 
 
-# -- the client's choice of target and lookup mode (§10, §15.2) --------------------------
+# -- the client's choice of target and lookup mode (§7.3) ---------------------------------
 
 
 @given(fqns)

@@ -105,7 +105,7 @@ json_numbers = st.one_of(
 @batch
 @given(st.lists(json_numbers, min_size=100, max_size=100))
 def test_number_to_string_matches_javascript(numbers: list[float | int]) -> None:
-    """The signed context spells numbers as JavaScript's String() does (§3)."""
+    """The signed context spells numbers as JavaScript's String() does (§4)."""
     assert [js_number_to_string(n) for n in numbers] == node("String", numbers)
 
 

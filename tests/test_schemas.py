@@ -1,4 +1,4 @@
-"""The wire models accept exactly the wire format of PROTOCOL.md §1-§10 and give it back.
+"""The wire models accept exactly the wire format of docs/protocol.md §2-§10 and give it back.
 
 Three kinds of checks:
 - every example of the spec validates and comes back identical, key order included;
@@ -53,9 +53,9 @@ ENTRY = {
 }
 PAGE = {"services": [ENTRY], "count": 1, "limit": 20, "offset": 0}
 
-# (model, wire value) for every example of PROTOCOL.md §1-§10, keys in the spec's order.
+# (model, wire value) for every example of docs/protocol.md §2-§10, keys in the spec's order.
 SPEC_EXAMPLES: list[tuple[Model, Any]] = [
-    # §1 HTTP bodies
+    # §2 HTTP bodies
     (
         rs.ServerInfo,
         {
@@ -78,7 +78,7 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
     (rs.InvalidRequestBody, {"success": False, "error": "Invalid request format"}),
     (rs.EmptyBatchBody, {"error": "Empty request array"}),
     (rs.BatchTooLargeBody, {"error": "Too many requests in batch (max 100)"}),
-    # §2 envelope
+    # §3 envelope
     (rs.RpcCall, CALL),
     (rs.RpcRequestBody, CALL),
     (rs.RpcRequestBody, [CALL, {**CALL, "method": "poll", "params": {}}]),
@@ -98,7 +98,7 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
         [{"success": True, "result": {"success": True}}, {"success": False, "error": "x"}],
     ),
     (rs.RpcBatchResponse, [{"success": False, "error": "Offer not yet answered"}]),
-    # §4, §6.1 getUser
+    # §5, §7.1 getUser
     (rs.GetUserParams, {"username": "alice"}),
     (rs.GetUserParams, {}),
     (rs.GetUserResult, {"username": "alice", "available": True}),
@@ -114,7 +114,7 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
             "publicKey": PUBLIC_KEY,
         },
     ),
-    # §6.2 publishService
+    # §7.2 publishService
     (rs.PublishServiceParams, CALL["params"]),
     (rs.PublishServiceParams, {"serviceFqn": "chat:1.0.0@alice", "offers": [{"sdp": SDP}]}),
     (
@@ -154,7 +154,7 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
             "keepsAnsweredOffers": True,
         },
     ),
-    # §6.3 getService, §10 discovery modes
+    # §7.3 getService, §7.3 discovery modes
     (rs.GetServiceParams, {"serviceFqn": "chat:1.0.0@alice"}),
     (rs.GetServiceParams, {"serviceFqn": "chat:1.0.0"}),
     (rs.GetServiceParams, {"serviceFqn": "chat:1.0.0", "limit": 20, "offset": 0}),
@@ -163,19 +163,19 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
     (rs.ServicePage, PAGE),
     (rs.GetServiceResult, PAGE),
     (rs.GetServiceResult, {"services": [], "count": 0, "limit": 1, "offset": 5}),
-    # §6.4 deleteService
+    # §7.4 deleteService
     (rs.DeleteServiceParams, {"serviceFqn": "chat:1.0.0@alice"}),
     (rs.DeleteServiceResult, {"success": True}),
-    # §6.5 answerOffer
+    # §7.5 answerOffer
     (rs.AnswerOfferParams, {"serviceFqn": "chat:1.0.0@alice", "offerId": OFFER_ID, "sdp": SDP}),
     (rs.AnswerOfferResult, {"success": True, "offerId": OFFER_ID}),
-    # §6.6 getOfferAnswer
+    # §7.6 getOfferAnswer
     (rs.GetOfferAnswerParams, {"serviceFqn": "chat:1.0.0@alice", "offerId": OFFER_ID}),
     (
         rs.GetOfferAnswerResult,
         {"sdp": SDP, "offerId": OFFER_ID, "answererId": "bob", "answeredAt": 1795733338715},
     ),
-    # §6.7, §9 poll
+    # §7.7, §7.7 poll
     (rs.PollParams, {"since": 1795733338715}),
     (rs.PollParams, {}),
     (rs.PollParams, {"since": 1795733338715, "waitMs": 25000}),  # ours
@@ -210,13 +210,13 @@ SPEC_EXAMPLES: list[tuple[Model, Any]] = [
             },
         },
     ),
-    # §6.8, §8 addIceCandidates
+    # §7.8, §9 addIceCandidates
     (
         rs.AddIceCandidatesParams,
         {"serviceFqn": "chat:1.0.0@alice", "offerId": OFFER_ID, "candidates": [CANDIDATE]},
     ),
     (rs.AddIceCandidatesResult, {"count": 1, "offerId": OFFER_ID}),
-    # §6.9 getIceCandidates
+    # §7.9 getIceCandidates
     (
         rs.GetIceCandidatesParams,
         {"serviceFqn": "chat:1.0.0@alice", "offerId": OFFER_ID, "since": 0},
@@ -265,7 +265,7 @@ def test_registry_covers_the_nine_methods() -> None:
         assert schema.result.__name__.endswith("Result")
 
 
-# --- envelope (§2) ----------------------------------------------------------------
+# --- envelope (§3) ----------------------------------------------------------------
 
 
 def test_call_ignores_unknown_fields_and_defaults_params() -> None:
@@ -327,7 +327,7 @@ def test_models_are_frozen() -> None:
         params.since = 6  # type: ignore[misc]
 
 
-# --- HTTP bodies (§1) -------------------------------------------------------------
+# --- HTTP bodies (§2) -------------------------------------------------------------
 
 
 def test_http_texts_are_the_specs() -> None:
@@ -355,7 +355,7 @@ def test_http_texts_are_the_specs() -> None:
         rs.NotFoundBody.from_wire({"error": "Not found"})
 
 
-# --- getUser (§4, §6.1) -----------------------------------------------------------
+# --- getUser (§5, §7.1) -----------------------------------------------------------
 
 
 def test_get_user_result_omits_what_it_was_not_given() -> None:
@@ -406,7 +406,7 @@ def test_get_user_params_take_any_username() -> None:
         assert rs.GetUserParams.from_wire({"username": username}).username == username
 
 
-# --- publishService (§6.2) --------------------------------------------------------
+# --- publishService (§7.2) --------------------------------------------------------
 
 
 def test_publish_offers_count_1_to_100() -> None:
@@ -486,7 +486,7 @@ def test_ttl_is_not_clamped_by_the_schema() -> None:
         assert rs.PublishServiceParams.from_wire(params).ttl == ttl
 
 
-# --- getService (§6.3) ------------------------------------------------------------
+# --- getService (§7.3) ------------------------------------------------------------
 
 
 def test_get_service_mode_follows_presence_of_limit() -> None:
@@ -529,7 +529,7 @@ def test_get_service_result_is_an_entry_or_a_page() -> None:
         rs.GetServiceResult.from_wire({**ENTRY, "offerId": "204e…a3b2"})
 
 
-# --- deleteService (§6.4) ---------------------------------------------------------
+# --- deleteService (§7.4) ---------------------------------------------------------
 
 
 def test_delete_service_only_parses_the_fqn() -> None:
@@ -540,7 +540,7 @@ def test_delete_service_only_parses_the_fqn() -> None:
             rs.DeleteServiceParams.from_wire({"serviceFqn": bad})
 
 
-# --- answerOffer (§6.5) -----------------------------------------------------------
+# --- answerOffer (§7.5) -----------------------------------------------------------
 
 
 def test_answer_sdp_limit_counts_javascript_characters() -> None:
@@ -564,7 +564,7 @@ def test_ignored_service_fqn_takes_anything() -> None:
     assert rs.GetOfferAnswerParams.from_wire({"offerId": "x"}).to_wire() == {"offerId": "x"}
 
 
-# --- ICE candidates (§6.7-§6.9, §8) -----------------------------------------------
+# --- ICE candidates (§7.7-§7.9, §9) -----------------------------------------------
 
 
 def test_candidates_are_opaque_objects_or_arrays() -> None:

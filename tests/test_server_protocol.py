@@ -1,4 +1,4 @@
-"""Black-box HTTP tests of every route, RPC and spec error case (PROTOCOL.md §1-§12).
+"""Black-box HTTP tests of every route, RPC and spec error case (docs/protocol.md §2-§12).
 
 Each test runs against SQLite and, when RONDEVU_TEST_POSTGRES_DSN is set, PostgreSQL:
 a real uvicorn server on 127.0.0.1 with a fake clock, spoken to over HTTP with signed
@@ -39,7 +39,7 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
         yield running
 
 
-# -- §1 transport -------------------------------------------------------------------
+# -- §2 transport -------------------------------------------------------------------
 
 
 def test_routes_and_cors(srv: RunningServer) -> None:
@@ -150,7 +150,7 @@ def test_batch_runs_in_order_and_independently(srv: RunningServer) -> None:
     assert replies[2]["result"]["offerId"] == offer_id_for_sdp(offer_sdp)
 
 
-# -- §3, §4 authentication and usernames ---------------------------------------------
+# -- §4, §5 authentication and usernames ---------------------------------------------
 
 
 def test_auto_claim_and_get_user(srv: RunningServer) -> None:
@@ -272,7 +272,7 @@ def test_expired_username_revival_and_cleanup(fresh: RunningServer) -> None:
     assert fresh.rpc(mallory, "poll", {}, message=message)["success"] is True  # S9
 
 
-# -- §6.2 publishService ---------------------------------------------------------------
+# -- §7.2 publishService ---------------------------------------------------------------
 
 
 def test_publish_checks_in_order(srv: RunningServer) -> None:
@@ -392,7 +392,7 @@ def test_identical_sdp_is_refused_without_orphans(srv: RunningServer) -> None:
     )
 
 
-# -- §6.3 getService ---------------------------------------------------------------------
+# -- §7.3 getService ---------------------------------------------------------------------
 
 
 def test_get_service_direct(srv: RunningServer) -> None:
@@ -432,7 +432,7 @@ def test_get_service_random_and_anonymous(srv: RunningServer) -> None:
     published = srv.publish(alice, name)
     found = srv.ok(bob, "getService", {"serviceFqn": f"{name}:1.0.0"})
     assert found["offerId"] == published["offers"][0]["offerId"]
-    # version matching is exact (§5)
+    # version matching is exact (§6)
     assert srv.error(bob, "getService", {"serviceFqn": f"{name}:1.0.1"}) == "No services found"
     # a message without ':' is anonymous discovery (S13, kept for compatibility)
     anonymous = {
@@ -469,7 +469,7 @@ def test_get_service_paginated(srv: RunningServer) -> None:
     assert owners[0].username not in [s["username"] for s in after["services"]]
 
 
-# -- §6.4 deleteService ------------------------------------------------------------------
+# -- §7.4 deleteService ------------------------------------------------------------------
 
 
 def test_delete_service(srv: RunningServer) -> None:
@@ -488,7 +488,7 @@ def test_delete_service(srv: RunningServer) -> None:
     assert srv.error(bob, "answerOffer", {"offerId": offer, "sdp": sdp()}) == "Offer not found"
 
 
-# -- §6.5-§6.7 answers and poll ----------------------------------------------------------
+# -- §7.5-§7.7 answers and poll ----------------------------------------------------------
 
 
 def test_answer_and_get_offer_answer(srv: RunningServer) -> None:
@@ -576,7 +576,7 @@ def test_poll(srv: RunningServer) -> None:
     assert srv.ok(alice, "poll", {"since": answered_at - 1})["answers"][0]["offerId"] == first
 
 
-# -- §6.8, §6.9, §8 ICE candidates -------------------------------------------------------
+# -- §7.8, §7.9, §9 ICE candidates -------------------------------------------------------
 
 
 def test_add_ice_candidates_errors(srv: RunningServer) -> None:
@@ -645,7 +645,7 @@ def test_only_participants_exchange_candidates(srv: RunningServer) -> None:
     )
 
 
-# -- §7, §12 expiry ------------------------------------------------------------------------
+# -- §8, §12 expiry ------------------------------------------------------------------------
 
 
 def test_expiry_hides_everything(fresh: RunningServer) -> None:

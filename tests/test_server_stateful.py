@@ -1,4 +1,4 @@
-"""A model-based test of the signaling server's RPC behaviour (PROTOCOL.md §3, §6).
+"""A model-based test of the signaling server's RPC behaviour (docs/protocol.md §4, §7).
 
 A hypothesis state machine drives a real `RondevuServer` in process - SQLite in memory,
 and PostgreSQL too when RONDEVU_TEST_POSTGRES_DSN is set - with calls signed by a few
@@ -95,12 +95,12 @@ def offer_sdp(tag: int) -> str:
 
 
 def offer_id(sdp: str) -> str:
-    """§6.2: the SHA-256 of the compact JSON ``{"sdp": ...}`` (these SDPs are ASCII)."""
+    """§7.2: the SHA-256 of the compact JSON ``{"sdp": ...}`` (these SDPs are ASCII)."""
     return hashlib.sha256(json.dumps({"sdp": sdp}, separators=(",", ":")).encode()).hexdigest()
 
 
 def effective_since(since: object) -> int:
-    """§6.7 and the README: absent, falsy or negative counts as 0, past 2^53-1 as 2^53-1."""
+    """§7.7 and the README: absent, falsy or negative counts as 0, past 2^53-1 as 2^53-1."""
     if not isinstance(since, int) or since <= 0:
         return 0
     return min(since, MAX_SINCE)
@@ -242,7 +242,7 @@ class ServerMachine(RuleBasedStateMachine):
         return service if service is not None and service.expires_at > self.now else None
 
     def first_free(self, service: Service) -> Offer | None:
-        """§6.3: the service's first unanswered live offer, oldest first (ties: the order
+        """§7.3: the service's first unanswered live offer, oldest first (ties: the order
         they were published in, as the original's per-insert timestamps give)."""
         free = [
             o
@@ -408,7 +408,7 @@ class ServerMachine(RuleBasedStateMachine):
         )
     )
     def start(self, publishes: list[tuple[int, int, list[int], int | None]]) -> None:
-        """Every peer claims its name (§4: the first signed call with a publicKey does),
+        """Every peer claims its name (§5: the first signed call with a publicKey does),
         then most histories start with offers on the server: the rules reach such a
         state too, but rarely within a few steps."""
         for peer in self.peers:
@@ -437,7 +437,7 @@ class ServerMachine(RuleBasedStateMachine):
         ttl=st.sampled_from(TTLS),
     )
     def publish(self, peer: int, service: int, tags: list[int], ttl: int | None) -> None:
-        """§6.2 with the README's republish: answered offers stay, the rest is replaced."""
+        """§7.2 with the README's republish: answered offers stay, the rest is replaced."""
         owner = self.peers[peer]
         name, version = SERVICES[service]
         fqn = f"{name}:{version}@{owner.username}"
@@ -529,11 +529,11 @@ class ServerMachine(RuleBasedStateMachine):
         assert result == expected, (result, expected)
         assert list(result) == list(expected)
         claimed_at, _ = self.users[owner.username]
-        self.users[owner.username] = (claimed_at, now + USERNAME_TTL_MS)  # §4: renewal
+        self.users[owner.username] = (claimed_at, now + USERNAME_TTL_MS)  # §5: renewal
 
     @rule(pick=PICKS, choice=st.integers(0, 5))
     def answer(self, pick: int, choice: int) -> None:
-        """§6.5: the first answer wins; a later one is told the offer is taken.  The
+        """§7.5: the first answer wins; a later one is told the offer is taken.  The
         owner answers its own offer (no rule forbids it) for one choice in six."""
         oid = self.offer_target(pick)
         self.answer_as(oid, self.participant(oid, "owner" if choice == 0 else "outsider", choice))
@@ -593,7 +593,7 @@ class ServerMachine(RuleBasedStateMachine):
         count=st.integers(1, 4),
     )
     def add_ice(self, pick: int, who: str, choice: int, count: int) -> None:
-        """§6.8 with the README's rules: answerer role for anyone until the answer, then
+        """§7.8 with the README's rules: answerer role for anyone until the answer, then
         only the answerer; a cap per offer of which non-owners share half."""
         oid = self.offer_target(pick)
         self.upload(oid, self.participant(oid, who, choice), count)
@@ -714,7 +714,7 @@ class ServerMachine(RuleBasedStateMachine):
         since_choice=st.integers(0, 40),
     )
     def get_ice(self, pick: int, who: str, choice: int, since_choice: int) -> None:
-        """§6.9: the other participant's candidates after ``since``, oldest first."""
+        """§7.9: the other participant's candidates after ``since``, oldest first."""
         oid = self.offer_target(pick)
         reader = self.participant(oid, who, choice)
         known = self.offers.get(oid)
@@ -737,7 +737,7 @@ class ServerMachine(RuleBasedStateMachine):
 
     @rule(peer=st.integers(0, PEERS - 1), since_choice=st.integers(0, 40))
     def poll(self, peer: int, since_choice: int) -> None:
-        """§6.7: answers to the caller's live offers and their answerers' candidates."""
+        """§7.7: answers to the caller's live offers and their answerers' candidates."""
         reader = self.peers[peer]
         owned = [
             o
@@ -791,7 +791,7 @@ class ServerMachine(RuleBasedStateMachine):
         choice=st.integers(0, PEERS - 1),
     )
     def get_offer_answer(self, pick: int, who: str, choice: int) -> None:
-        """§6.6: only the owner reads the answer."""
+        """§7.6: only the owner reads the answer."""
         oid = self.offer_target(pick)
         caller = self.participant(oid, who, choice)
         reply = self.call(caller, "getOfferAnswer", {"offerId": oid})
@@ -824,7 +824,7 @@ class ServerMachine(RuleBasedStateMachine):
         anonymous=st.booleans(),
     )
     def find_direct(self, peer: int, service: int, owner: int, anonymous: bool) -> None:
-        """§6.3 direct: the named service's first free offer."""
+        """§7.3 direct: the named service's first free offer."""
         name, version = SERVICES[service]
         fqn = f"{name}:{version}@{self.peers[owner].username}"
         reply = self.discover(self.peers[peer], {"serviceFqn": fqn}, anonymous)
@@ -845,7 +845,7 @@ class ServerMachine(RuleBasedStateMachine):
         anonymous=st.booleans(),
     )
     def find_random(self, peer: int, service: int, anonymous: bool) -> None:
-        """§6.3 random (README): any live service of that exact version with a free
+        """§7.3 random (README): any live service of that exact version with a free
         offer, with its first free offer; which one is the server's choice."""
         name, version = SERVICES[service]
         reply = self.discover(self.peers[peer], {"serviceFqn": f"{name}:{version}"}, anonymous)
@@ -875,7 +875,7 @@ class ServerMachine(RuleBasedStateMachine):
         with_user: bool,
         anonymous: bool,
     ) -> None:
-        """§6.3 paginated (any ``limit``, even null, and ``@user`` ignored, S12): live
+        """§7.3 paginated (any ``limit``, even null, and ``@user`` ignored, S12): live
         services with a free offer, newest first; ties in either order."""
         reader = self.peers[peer]
         name, version = SERVICES[service]
@@ -909,7 +909,7 @@ class ServerMachine(RuleBasedStateMachine):
         owner=st.integers(0, PEERS),
     )
     def delete_service(self, peer: int, service: int, owner: int) -> None:
-        """§6.4: only the owner deletes, and the offers and candidates go with it.
+        """§7.4: only the owner deletes, and the offers and candidates go with it.
         ``owner`` 0 names the caller's own service, ``PEERS`` leaves the user out."""
         caller = self.peers[peer]
         name, version = SERVICES[service]
@@ -930,7 +930,7 @@ class ServerMachine(RuleBasedStateMachine):
 
     @rule(peer=st.integers(0, PEERS - 1))
     def get_user(self, peer: int) -> None:
-        """§4: claimed names, renewed only by publishService."""
+        """§5: claimed names, renewed only by publishService."""
         name = self.peers[peer].username
         reply = self.call(self.peers[(peer + 1) % PEERS], "getUser", {"username": name})
         claimed_at, expires_at = self.users[name]
@@ -950,7 +950,7 @@ class ServerMachine(RuleBasedStateMachine):
         pick=PICKS,
     )
     def forged_call(self, peer: int, victim: int, kind: str, method: str, pick: int) -> None:
-        """§3 and the README's binding: a call signed by another key, outside the ±300 s
+        """§4 and the README's binding: a call signed by another key, outside the ±300 s
         window, or for another method fails with the exact text and changes nothing (the
         later rules and invariants would see any change)."""
         signer = self.peers[peer]

@@ -1,4 +1,4 @@
-"""Ed25519 identities and signed messages (PROTOCOL.md §3), including the test vector."""
+"""Ed25519 identities and signed messages (docs/protocol.md §4), including the test vector."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Usernames (PROTOCOL.md §4): the grammar, the server's error order, anonymous names."""
+"""Usernames (docs/protocol.md §5): the grammar, the server's error order, anonymous names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`RondevuAPI`: the low-level API, one typed async method per RPC of server 0.5.4 (§6).
+"""`RondevuAPI`: the low-level API, one typed async method per RPC of server 0.5.4 (§7).
 
 Each method builds the params the 0.18.9 client sends (same keys, same order), makes one
 signed call through an `RpcClient` (batched unless disabled), and returns the result
@@ -53,7 +53,7 @@ log = logging.getLogger("rondevu.api")
 
 NOT_YET_ANSWERED = "not yet answered"
 """The substring of the server's error that `RondevuAPI.get_offer_answer` maps to None,
-as the original client does (§2)."""
+as the original client does (§3)."""
 
 IceCandidate = dict[str, Any] | list[Any]
 """An ICE candidate as relayed: opaque JSON (the 0.18.9 client sends
@@ -138,7 +138,7 @@ class RondevuAPI:
         """Fail pending calls with `ClientClosedError`, stop tasks, close the transport."""
         await self.rpc.aclose()
 
-    # -- the nine RPCs (§6) ----------------------------------------------------------
+    # -- the nine RPCs (§7) ----------------------------------------------------------
 
     async def get_user(self, username: str) -> GetUserResult:
         """Is ``username`` claimed, and by which key?  No authentication."""

@@ -1,4 +1,4 @@
-"""`Rondevu`: the public entry point, the Python face of client 0.18.9 (§15).
+"""`Rondevu`: the public entry point, the Python face of client 0.18.9.
 
 One `Rondevu` is one identity (username + Ed25519 key) talking to one signaling server.
 It offers the two halves of a rendezvous:

@@ -8,7 +8,7 @@ batcher's rules; this module only performs its actions and keeps its clock.
 Two clocks, kept apart and both injectable:
 
 - ``wall_clock`` (Unix ms) is read once per call, at submission, for the signed
-  ``message`` (§3): the server checks it against its own clock (±5 minutes).
+  ``message`` (§4): the server checks it against its own clock (±5 minutes).
 - ``clock`` (monotonic ms, default: the event loop's clock) drives the batcher's
   deadlines.  A wall clock would stall or rush the batcher when the system time jumps.
   An injected ``clock`` must run at the event loop's pace, as the timer sleeps in real

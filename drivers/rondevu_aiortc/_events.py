@@ -132,7 +132,7 @@ class DataChannelMessage(PeerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataChannelError(PeerEvent):
-    """The channel's emitter reported an error (``datachannel:error`` of §15.3).
+    """The channel's emitter reported an error (``datachannel:error``).
 
     aiortc 1.16 never emits one by itself; the emitter reports an exception raised
     while dispatching one of this channel's events (for example by the event callback).

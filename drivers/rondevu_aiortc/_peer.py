@@ -145,7 +145,7 @@ class AiortcPeer:
         return self._channels.get(0)
 
     def local_candidates(self) -> tuple[WireCandidate, ...]:
-        """The local candidates in wire shape (§8), extracted from the local SDP.
+        """The local candidates in wire shape (§9), extracted from the local SDP.
 
         For sending through ``addIceCandidates`` to a trickle-ICE (browser) peer.  Empty
         before the local description is set.
@@ -231,7 +231,7 @@ class AiortcPeer:
         return await self._set_remote("answer", sdp)
 
     async def add_remote_candidate(self, candidate: Mapping[str, object] | None) -> bool:
-        """Add one trickled remote candidate in wire shape (§8); None ends the candidates.
+        """Add one trickled remote candidate in wire shape (§9); None ends the candidates.
 
         ``{"candidate": "candidate:…", "sdpMid": "0", "sdpMLineIndex": 0}`` as browsers
         send it; an empty ``candidate`` string also means end-of-candidates.  A malformed

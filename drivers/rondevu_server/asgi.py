@@ -1,9 +1,9 @@
-"""The HTTP face of the server: a raw ASGI app over `RondevuServer` (PROTOCOL.md §1).
+"""The HTTP face of the server: a raw ASGI app over `RondevuServer` (docs/protocol.md §2).
 
 Routes: ``GET /`` (name and version, and our extensions when any is on), ``GET /health``,
 ``POST /rpc``, ``OPTIONS`` on any path (CORS preflight, 204), and 404 with the
 original's JSON body for anything else.
-Every response is compact JSON with ``vary: Origin`` and the CORS headers of §1.
+Every response is compact JSON with ``vary: Origin`` and the CORS headers of §2.
 
 No framework: the app reads the body itself so it can stop at ``max_body_bytes`` (413)
 without buffering more, and it owns the server's lifetime through the ASGI lifespan

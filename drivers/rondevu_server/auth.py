@@ -1,4 +1,4 @@
-"""Authentication of one call: the signed ``message`` and implicit claiming (§3, §4).
+"""Authentication of one call: the signed ``message`` and implicit claiming (§4, §5).
 
 The checks run in the 0.5.4 server's order, so every error text comes out exactly where
 the original's would, with two hardenings that honest clients never notice:
@@ -37,7 +37,7 @@ __all__ = ["Authenticator", "Call"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Call:
-    """One envelope of §2 after its shape was checked."""
+    """One envelope of §3 after its shape was checked."""
 
     method: str
     message: str

@@ -54,7 +54,7 @@ import uvloop
 from rondevu.cli_options import EXIT_INTERRUPTED, EXIT_USAGE
 from rondevu_server.asgi import RondevuApp, redact_db_url
 from rondevu_server.config import ServerConfig
-from rondevu_server.logs import configure_logging
+from rondevu_server.logs import LOG_FORMATS, configure_logging
 from rondevu_server.server import RondevuServer, shared_database
 from rondevu_server.uvicorn_http import CoalescingHttpProtocol
 
@@ -68,6 +68,7 @@ __all__ = [
     "bind_socket",
     "check_config",
     "database",
+    "log_format",
     "log_level",
     "package_version",
     "port",
@@ -106,6 +107,13 @@ def log_level(text: str) -> str:
     """A logging level name, any case."""
     if text.lower() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
+
+
+def log_format(text: str) -> str:
+    """``auto``, ``json`` or ``text``, any case."""
+    if text.lower() not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_FORMATS)}")
     return text.lower()
 
 
@@ -153,6 +161,7 @@ def check_config(config: ServerConfig, environ: Mapping[str, str]) -> None:
     checks: tuple[tuple[str, Any, Any], ...] = (
         ("port", config.port, port),
         ("log_level", config.log_level, log_level),
+        ("log_format", config.log_format, log_format),
         ("db", config.db, database),
         ("workers", config.workers, workers),
     )
@@ -217,6 +226,13 @@ def add_serve_command(commands: Any) -> None:
         metavar="LEVEL",
         help=f"{', '.join(LOG_LEVELS)} (default info)",
     )
+    parser.add_argument(
+        "--log-format",
+        type=log_format,
+        metavar="FORMAT",
+        help="text (lines for people), json (one object per line), or auto (default: "
+        "text on a terminal, json otherwise)",
+    )
     parser.set_defaults(run=_run)
 
 
@@ -231,6 +247,7 @@ def _run(args: argparse.Namespace) -> int:
             reuse_port=args.reuse_port,
             workers=args.workers,
             log_level=args.log_level,
+            log_format=args.log_format,
             # The original reports its VERSION variable or "unknown"; a deployment is
             # easier to check when /health names the release it runs.
             version=None if "RONDEVU_VERSION" in os.environ else package_version(),
@@ -344,7 +361,7 @@ def serve(config: ServerConfig, *, on_ready: Callable[[], None] | None = None) -
     Raises `ListenError` when the socket cannot be bound and `DatabaseError` when the
     database cannot be opened, each before a request is served.
     """
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     sock = _bind(config, reuse_port=config.reuse_port)
     try:
         stopped_by = uvloop.run(_serve(config, sock, on_ready))
@@ -454,7 +471,7 @@ def serve_workers(config: ServerConfig) -> int:
     Raises `ListenError` when the port cannot be reserved and `WorkerError` when a
     worker ended by itself (after stopping the others).
     """
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     reserved = _bind(config, reuse_port=True, listen=False)
     host, bound = reserved.getsockname()[:2]
     one = dataclasses.replace(config, port=bound, reuse_port=True, workers=1)

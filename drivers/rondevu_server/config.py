@@ -2,7 +2,7 @@
 
 Every field can be set from the environment as ``RONDEVU_<FIELD NAME IN CAPITALS>``
 (``RONDEVU_PORT``, ``RONDEVU_MAX_SDP_CHARS``...); command-line flags override it.  The
-protocol defaults are the 0.5.4 server's (§14).  The bounds are ours (§11 says the
+protocol defaults are the 0.5.4 server's.  The bounds are ours (§11 says the
 original has none): each default accepts everything an honest 0.18.x client sends (SDPs
 up to 64 KiB, exactly the SDP limit; 100 offers per publish, 100 calls per batch, a few
 hundred candidates per offer), so only abuse hits them.
@@ -44,11 +44,13 @@ class ServerConfig:
     SO_REUSEPORT); more than one needs a database they share (a SQLite file or
     PostgreSQL), never ``:memory:``."""
     log_level: str = "info"
-    """Python logging level name for the JSON log lines on stderr."""
+    """Python logging level name for the log lines on stderr."""
+    log_format: str = "auto"
+    """``json``, ``text``, or ``auto``: text on a terminal, JSON otherwise."""
     version: str = DEFAULT_VERSION
     """Shown by ``GET /`` and ``GET /health`` (the original's ``VERSION``)."""
     cors_origins: tuple[str, ...] = ("*",)
-    """Allowed origins; ``*`` echoes any origin (§1)."""
+    """Allowed origins; ``*`` echoes any origin (§2)."""
 
     offer_default_ttl: int = 60_000
     """Offer lifetime in ms when ``ttl`` is absent."""

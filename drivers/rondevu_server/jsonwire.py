@@ -1,4 +1,4 @@
-"""JSON in and out of the server, as a JavaScript server reads and writes it (§1, §2).
+"""JSON in and out of the server, as a JavaScript server reads and writes it (§2, §3).
 
 The hot path uses orjson (several times faster than the stdlib on both sides); the
 stdlib handles what orjson refuses, so the bytes on the wire never depend on which one

@@ -1,8 +1,8 @@
-"""The nine RPC methods of server 0.5.4 (PROTOCOL.md §6), with their ordered checks.
+"""The nine RPC methods of server 0.5.4 (docs/protocol.md §7), with their ordered checks.
 
 Each handler validates its params in the original's order, so the first failing rule
 gives the same error text, then asks `Storage` for one atomic unit of work and shapes the
-result exactly as §6 shows it (key order included).  Handlers never read a clock: ``now``
+result exactly as §7 shows it (key order included).  Handlers never read a clock: ``now``
 comes from the server with the call.
 
 Our bounds (config) are checked right after the original's own checks for the same
@@ -112,7 +112,7 @@ def _service_entry(found: ServiceOffer) -> dict[str, Any]:
 
 
 async def get_user(ctx: Context, call: Call, now: int) -> Any:
-    """§6.1: is a username claimed?  No authentication, no validation of the name."""
+    """§7.1: is a username claimed?  No authentication, no validation of the name."""
     result: dict[str, Any] = {}
     name = call.params.get("username")
     if "username" in call.params and not isinstance(name, list | dict):
@@ -163,7 +163,7 @@ def _check_offers(ctx: Context, offers: Any) -> list[tuple[str, str]]:
 
 
 async def publish_service(ctx: Context, call: Call, now: int) -> Any:
-    """§6.2: replace the caller's service by a new one with these offers, atomically."""
+    """§7.2: replace the caller's service by a new one with these offers, atomically."""
     username = await ctx.auth.authenticate(call, now)
     fqn = validate_service_fqn(call.params.get("serviceFqn"))
     if fqn.username is None:
@@ -210,7 +210,7 @@ async def publish_service(ctx: Context, call: Call, now: int) -> Any:
 
 
 async def get_service(ctx: Context, call: Call, now: int) -> Any:
-    """§6.3: paginated (``limit`` given), direct (``@user``) or random discovery."""
+    """§7.3: paginated (``limit`` given), direct (``@user``) or random discovery."""
     if ":" in call.message:  # the original authenticates only then (S13, kept)
         await ctx.auth.authenticate(call, now)
     fqn = validate_service_fqn(call.params.get("serviceFqn"))
@@ -225,7 +225,7 @@ async def get_service(ctx: Context, call: Call, now: int) -> Any:
 
 
 async def delete_service(ctx: Context, call: Call, now: int) -> Any:
-    """§6.4: delete one of the caller's services with its offers and candidates."""
+    """§7.4: delete one of the caller's services with its offers and candidates."""
     username = await ctx.auth.authenticate(call, now)
     value = call.params.get("serviceFqn")
     fqn = parse_service_fqn(value) if isinstance(value, str) else None
@@ -240,7 +240,7 @@ async def delete_service(ctx: Context, call: Call, now: int) -> Any:
 
 
 async def answer_offer(ctx: Context, call: Call, now: int) -> Any:
-    """§6.5: record the caller's answer; a caller that loses the race is told so (S3)."""
+    """§7.5: record the caller's answer; a caller that loses the race is told so (S3)."""
     username = await ctx.auth.authenticate(call, now)
     sdp = call.params.get("sdp")
     if not isinstance(sdp, str) or not sdp or "\x00" in sdp:
@@ -255,7 +255,7 @@ async def answer_offer(ctx: Context, call: Call, now: int) -> Any:
 
 
 async def get_offer_answer(ctx: Context, call: Call, now: int) -> Any:
-    """§6.6: the answer to one of the caller's offers."""
+    """§7.6: the answer to one of the caller's offers."""
     username = await ctx.auth.authenticate(call, now)
     offer_id = _offer_id(call.params)
     offer = await ctx.storage.get_offer(offer_id, now) if offer_id else None
@@ -289,7 +289,7 @@ def _wait_ms(ctx: Context, params: Mapping[str, Any]) -> int:
 
 
 async def poll(ctx: Context, call: Call, now: int) -> Any:
-    """§6.7: answers to the caller's offers and their answerers' candidates."""
+    """§7.7: answers to the caller's offers and their answerers' candidates."""
     username = await ctx.auth.authenticate(call, now)
     since = coerce_since(call.params.get("since"))
     wait_ms = _wait_ms(ctx, call.params)
@@ -357,7 +357,7 @@ def _check_candidates(ctx: Context, candidates: Any) -> list[str]:
 
 
 async def add_ice_candidates(ctx: Context, call: Call, now: int) -> Any:
-    """§6.8: store candidates; the role follows from who the caller is (S4)."""
+    """§7.8: store candidates; the role follows from who the caller is (S4)."""
     username = await ctx.auth.authenticate(call, now)
     texts = _check_candidates(ctx, call.params.get("candidates"))
     offer_id = _offer_id(call.params)
@@ -371,7 +371,7 @@ async def add_ice_candidates(ctx: Context, call: Call, now: int) -> Any:
 
 
 async def get_ice_candidates(ctx: Context, call: Call, now: int) -> Any:
-    """§6.9: the other participant's candidates after ``since``; nothing for outsiders."""
+    """§7.9: the other participant's candidates after ``since``; nothing for outsiders."""
     username = await ctx.auth.authenticate(call, now)
     offer_id = _offer_id(call.params)
     if offer_id is None:

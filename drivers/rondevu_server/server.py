@@ -226,7 +226,7 @@ class RondevuServer:
 
         ``client_key`` identifies the sender for the rate limit (an address; None for a
         trusted in-process caller).  A body over ``max_body_bytes`` gets 413, in-process
-        too.  Parsed requests always get 200 (§1).  ``disconnected``, when given,
+        too.  Parsed requests always get 200 (§2).  ``disconnected``, when given,
         returns once the client has gone: a held call then stops waiting at once
         (an in-process caller cancels instead).
         """
@@ -382,7 +382,7 @@ def _encode(response: dict[str, Any]) -> bytes:
 
 
 def _envelope(request: Any) -> Call:
-    """Check the call object's shape in the original's order (§2)."""
+    """Check the call object's shape in the original's order (§3)."""
     if request is None:
         raise ValidationError(messages.NULL_CALL)
     fields = request if isinstance(request, dict) else {}

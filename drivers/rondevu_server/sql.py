@@ -625,7 +625,7 @@ def _add_ice(
     The cap is for the offer, all senders and both roles together, so many usernames
     cannot each store their own quota on one offer.  Within it, everyone but the owner
     (role ``answerer``) shares at most half, rounded down: before the answer anyone may
-    send as answerer (§6.8), and without that share outsiders could fill the whole cap
+    send as answerer (§7.8), and without that share outsiders could fill the whole cap
     before the owner (who uploads as soon as it has published) sent its candidates.  The
     owner may use whatever the others leave.  Outsiders cannot block the actual answerer
     either: once the offer is answered they are refused (`messages.NOT_AUTHORIZED_OFFER`)

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 USERNAME_TTL_MS = 365 * 24 * 3600 * 1000
-"""A claimed username lives this long after its claim or its last publish (§4)."""
+"""A claimed username lives this long after its claim or its last publish (§5)."""
 
 
 class Rejected(ValidationError):
@@ -104,7 +104,7 @@ class Publication:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceOffer:
-    """A service with its first available offer (the getService entry, §6.3)."""
+    """A service with its first available offer (the getService entry, §7.3)."""
 
     service_id: str
     username: str
@@ -128,7 +128,7 @@ class OfferRecord:
 
 
 class AnswerRecord(NamedTuple):
-    """An answer to one of the caller's offers, as poll reports it (§6.7).
+    """An answer to one of the caller's offers, as poll reports it (§7.7).
 
     A named tuple (like `IceRecord`) so a backend builds one from a result row in one
     C call (``AnswerRecord._make(row)``): poll returns many of them.
@@ -178,7 +178,7 @@ class Storage(Protocol):
         """The live claim on ``username``, if any."""
 
     async def claim_username(self, username: str, public_key: str, now: int) -> ClaimOutcome:
-        """Claim ``username`` for ``public_key`` for `USERNAME_TTL_MS` (§4).
+        """Claim ``username`` for ``public_key`` for `USERNAME_TTL_MS` (§5).
 
         A claim by the key that already holds the name (live or expired) renews it.
         """

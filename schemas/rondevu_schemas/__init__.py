@@ -1,4 +1,4 @@
-"""Pydantic v2 models of the Rondevu 0.5.4 wire format (PROTOCOL.md §1-§10).
+"""Pydantic v2 models of the Rondevu 0.5.4 wire format (docs/protocol.md §2-§10).
 
 The models describe exactly what crosses the wire; the core (`rondevu_core`) works on its
 own small types.  Every model derives from `WireModel` (JSON objects) or `WireRootModel`
@@ -11,9 +11,9 @@ own small types.  Every model derives from `WireModel` (JSON objects) or `WireRo
 Python code constructs models by snake_case names: ``PollParams(since=0)``.
 
 Modules:
-- `envelope`: the call object, the success and failure replies, batches (§2).
-- `http`: the bodies of ``GET /``, ``GET /health``, the 404 and the three 400s (§1).
-- `methods`: params and result of the nine RPC methods and the `METHODS` registry (§6).
+- `envelope`: the call object, the success and failure replies, batches (§3).
+- `http`: the bodies of ``GET /``, ``GET /health``, the 404 and the three 400s (§2).
+- `methods`: params and result of the nine RPC methods and the `METHODS` registry (§7).
 - `export`: ``python -m rondevu_schemas.export [--check]`` writes (or checks) the JSON
   Schema of every model under ``schemas/json/``.
 

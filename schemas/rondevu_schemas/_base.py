@@ -16,7 +16,7 @@ Invariants of every model in this package:
   left out when building a reply is left out of the reply.  Fields that must always be on
   the wire have no default, so they cannot be forgotten.
 - Field order is the original's key order: pydantic dumps in declaration order, and the
-  original sends keys in insertion order (PROTOCOL.md §1).
+  original sends keys in insertion order (docs/protocol.md §2).
 - Models are frozen: a parsed message is a value, not a buffer.
 """
 
@@ -134,7 +134,7 @@ UsernameStr = Annotated[
         }
     ),
 ]
-"""A claimed username (§4), checked by `rondevu_core.validate_username`."""
+"""A claimed username (§5), checked by `rondevu_core.validate_username`."""
 
 ServiceFqnStr = Annotated[
     str,
@@ -142,7 +142,7 @@ ServiceFqnStr = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "description": "service:version[@username] (PROTOCOL.md §5)",
+            "description": "service:version[@username] (docs/protocol.md §6)",
             "pattern": (
                 r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:[0-9]+\.[0-9]+\.[0-9]+(-[a-z0-9.-]+)?"
                 r"(@([a-z0-9][a-z0-9.-]*[a-z0-9])?)?$"
@@ -158,7 +158,7 @@ OwnedServiceFqnStr = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "description": "service:version@username (PROTOCOL.md §5)",
+            "description": "service:version@username (docs/protocol.md §6)",
             "pattern": (
                 r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:[0-9]+\.[0-9]+\.[0-9]+(-[a-z0-9.-]+)?"
                 r"@[a-z0-9][a-z0-9.-]*[a-z0-9]$"
@@ -169,7 +169,7 @@ OwnedServiceFqnStr = Annotated[
 """A valid service FQN that names its owner (publishing, and every FQN a reply carries)."""
 
 OfferId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-"""An offer ID: lowercase hex SHA-256 of the offer's ``{"sdp":…}`` JSON (§6.2)."""
+"""An offer ID: lowercase hex SHA-256 of the offer's ``{"sdp":…}`` JSON (§7.2)."""
 
 ServiceId = Annotated[
     str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -179,6 +179,6 @@ ServiceId = Annotated[
 IceCandidate = dict[str, Any] | list[Any]
 """An ICE candidate as the server relays it: any JSON object or array, never inspected.
 
-The original refuses ``null`` and primitives but accepts arrays (§6.8); the 0.18.9 client
+The original refuses ``null`` and primitives but accepts arrays (§7.8); the 0.18.9 client
 sends ``{"candidate":"candidate:…","sdpMLineIndex":0,"sdpMid":"0"}``.
 """

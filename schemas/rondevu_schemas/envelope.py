@@ -1,4 +1,4 @@
-"""The RPC envelope of ``POST /rpc`` (PROTOCOL.md §2): calls, replies, batches.
+"""The RPC envelope of ``POST /rpc`` (docs/protocol.md §3): calls, replies, batches.
 
 A body is one call object or an array of 1 to `MAX_BATCH_SIZE` of them; the reply has
 the same shape, the same length and the same order.  Each reply is
@@ -40,7 +40,7 @@ MAX_BATCH_SIZE: Final = 100
 
 
 class RpcCall(WireModel):
-    """One call object of a request body (§2).
+    """One call object of a request body (§3).
 
     ``message`` and ``signature`` are required by every method, even the unauthenticated
     ``getUser``.  ``params`` stays a plain dict here: its shape depends on ``method``, and
@@ -50,12 +50,12 @@ class RpcCall(WireModel):
     method: NonEmptyStr
     """The RPC method name; an unknown one fails with ``Unknown method: <method>``."""
     message: NonEmptyStr
-    """The signed text ``{method}:{username}[:{context}]:{ts}`` (§3)."""
+    """The signed text ``{method}:{username}[:{context}]:{ts}`` (§4)."""
     signature: NonEmptyStr
     """Standard base64 of the 64-byte Ed25519 signature over ``message``'s UTF-8 bytes."""
     public_key: str | None = None
     """Standard base64 of the caller's 32-byte Ed25519 public key; used only to auto-claim
-    an unclaimed username (§4)."""
+    an unclaimed username (§5)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """The method's parameters; ``{}`` when absent."""
 
@@ -92,7 +92,7 @@ class RpcFailure(WireModel):
     """The reply to a call that failed.
 
     There are no error codes at 0.5.4: ``error`` is a human-readable text (the exact texts
-    are in PROTOCOL.md) and clients match on substrings, e.g. ``not yet answered``.
+    are in docs/protocol.md) and clients match on substrings, e.g. ``not yet answered``.
     """
 
     success: Literal[False]

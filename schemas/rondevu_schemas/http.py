@@ -1,4 +1,4 @@
-"""The bodies of the HTTP routes around ``POST /rpc`` (PROTOCOL.md §1).
+"""The bodies of the HTTP routes around ``POST /rpc`` (docs/protocol.md §2).
 
 ``GET /`` and ``GET /health`` describe the server; any other route gets the 404 body; a
 ``POST /rpc`` body that cannot be used as a request gets one of three 400 bodies.  Their

@@ -1,4 +1,4 @@
-"""Params and result of each of the nine RPC methods of server 0.5.4 (PROTOCOL.md §6).
+"""Params and result of each of the nine RPC methods of server 0.5.4 (docs/protocol.md §7).
 
 `METHODS` maps a method name to its `MethodSchema` (params model, result model).  A
 params model describes what the original accepts once its own checks have passed; a
@@ -78,10 +78,10 @@ __all__ = [
 ]
 
 MAX_OFFERS_PER_REQUEST: Final = 100
-"""Most offers one ``publishService`` call may carry (§6.2)."""
+"""Most offers one ``publishService`` call may carry (§7.2)."""
 
 MAX_ANSWER_SDP_LENGTH: Final = 65536
-"""Longest answer SDP, in JavaScript string length (UTF-16 code units) (§6.5)."""
+"""Longest answer SDP, in JavaScript string length (UTF-16 code units) (§7.5)."""
 
 # JavaScript's String.prototype.trim() removes exactly these (WhiteSpace and
 # LineTerminator); Python's str.strip() would also remove \x1c-\x1f and \x85.
@@ -110,7 +110,7 @@ def _fqn_with_username(value: str) -> str:
     return value
 
 
-# --- getUser (§6.1, §4) -----------------------------------------------------------
+# --- getUser (§7.1, §5) -----------------------------------------------------------
 
 
 class GetUserParams(WireModel):
@@ -165,7 +165,7 @@ class GetUserResult(WireModel):
         return self
 
 
-# --- publishService (§6.2) --------------------------------------------------------
+# --- publishService (§7.2) --------------------------------------------------------
 
 
 class OfferSdp(WireModel):
@@ -229,7 +229,7 @@ class PublishServiceResult(WireModel):
         return self
 
 
-# --- getService (§6.3, §10) -------------------------------------------------------
+# --- getService (§7.3, §7.3) -------------------------------------------------------
 
 
 class GetServiceParams(WireModel):
@@ -290,7 +290,7 @@ class GetServiceResult(WireRootModel[ServiceEntry | ServicePage]):
     """``getService``'s result: a `ServiceEntry` (direct, random) or a `ServicePage`."""
 
 
-# --- deleteService (§6.4) ---------------------------------------------------------
+# --- deleteService (§7.4) ---------------------------------------------------------
 
 
 class DeleteServiceParams(WireModel):
@@ -308,7 +308,7 @@ class DeleteServiceResult(WireModel):
     success: Literal[True]
 
 
-# --- answerOffer (§6.5) -----------------------------------------------------------
+# --- answerOffer (§7.5) -----------------------------------------------------------
 
 
 class AnswerOfferParams(WireModel):
@@ -339,7 +339,7 @@ class AnswerOfferResult(WireModel):
     offer_id: OfferId
 
 
-# --- getOfferAnswer (§6.6) --------------------------------------------------------
+# --- getOfferAnswer (§7.6) --------------------------------------------------------
 
 
 class GetOfferAnswerParams(WireModel):
@@ -361,7 +361,7 @@ class GetOfferAnswerResult(WireModel):
     answered_at: Timestamp
 
 
-# --- poll (§6.7, §9) --------------------------------------------------------------
+# --- poll (§7.7, §7.7) --------------------------------------------------------------
 
 
 WaitMs = Annotated[int, Field(ge=0)]
@@ -414,7 +414,7 @@ class PollResult(WireModel):
     """Offer ID -> candidates from the other side, oldest first."""
 
 
-# --- addIceCandidates (§6.8) ------------------------------------------------------
+# --- addIceCandidates (§7.8) ------------------------------------------------------
 
 
 class AddIceCandidatesParams(WireModel):
@@ -434,7 +434,7 @@ class AddIceCandidatesResult(WireModel):
     offer_id: OfferId
 
 
-# --- getIceCandidates (§6.9) ------------------------------------------------------
+# --- getIceCandidates (§7.9) ------------------------------------------------------
 
 
 class GetIceCandidatesParams(WireModel):

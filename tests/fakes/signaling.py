@@ -1,4 +1,4 @@
-"""An in-memory fake of the 0.5.4 signaling server's RPC semantics (PROTOCOL.md §4-§9).
+"""An in-memory fake of the 0.5.4 signaling server's RPC semantics (docs/protocol.md §5-§9).
 
 For the sans-IO core's harness tests only: it answers one `RpcRequest` at a time for a
 caller named by ``username`` and a time ``now_ms`` the test chooses.  It checks no
@@ -13,7 +13,7 @@ getUser; expiry filtered on every read; the exact error strings.
 ``mode`` chooses between our server and 0.5.4 where they differ:
 
 - ICE ``createdAt``: ``"ours"`` keeps it strictly increasing per offer (the
-  recommendation of §8), ``"upstream"`` gives ``now + index`` like 0.5.4, which produces
+  recommendation of §9), ``"upstream"`` gives ``now + index`` like 0.5.4, which produces
   the collisions of B5.
 - publishService: ``"upstream"`` replaces the whole service with its offers and their
   candidates (B8), non-atomically: a duplicate offer id leaves an orphan service behind
@@ -242,7 +242,7 @@ class FakeSignalingServer:
     # -- shared rules --------------------------------------------------------------------
 
     def _authenticate(self, username: str, now: int, *, missing: str = "Username required") -> None:
-        """Auth (§3) without signatures: a valid name, auto-claimed on first use."""
+        """Auth (§4) without signatures: a valid name, auto-claimed on first use."""
         if not username:
             raise _Failure(missing)
         user = self._store.users.get(username)
@@ -293,7 +293,7 @@ class FakeSignalingServer:
             "expiresAt": service.expires_at,
         }
 
-    # -- handlers (§6) -------------------------------------------------------------------
+    # -- handlers (§7) -------------------------------------------------------------------
 
     def _get_user(self, username: str, params: Mapping[str, Any], now: int) -> Any:
         name = params.get("username")
@@ -550,7 +550,7 @@ class FakeSignalingServer:
         for i, candidate in enumerate(candidates):
             if self.mode == "upstream":  # request time + index: collides across requests (B5)
                 created_at = now + i
-            else:  # ours: strictly increasing per offer (§8 recommendation)
+            else:  # ours: strictly increasing per offer (§9 recommendation)
                 created_at = now if last is None else max(now, last + 1)
                 last = created_at
             self._store.candidates.append(

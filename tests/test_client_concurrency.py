@@ -1,6 +1,6 @@
-"""Regressions found in review: a burst of sends larger than a peer worker's queue,
-several tasks waiting for the same connection at once, an event iterator that started
-late, and a start_filling() left waiting by a closing client."""
+"""The public client under concurrent use: a burst of sends larger than a peer worker's
+queue, several tasks waiting for the same connection at once, an event iterator that
+started late, a start_filling() left waiting by a closing client, and async listeners."""
 
 from __future__ import annotations
 

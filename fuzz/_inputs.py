@@ -1,4 +1,4 @@
-"""Arbitrary inputs for the core machines, shared by the property tests and the fuzz target.
+"""Arbitrary inputs for the core machines: the fuzz target's, which the property tests reuse.
 
 `arbitrary_input` builds one input of a given kind from a byte-driven chooser: peer
 reports usually name the machine's current peer connection, RPC results answer one of
