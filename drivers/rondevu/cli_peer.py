@@ -397,8 +397,10 @@ async def _serve_peer(
         async for data in conn:
             _print_received(who, data, mark)
             if not interactive:
-                conn.send(data)
-    except ConnectionClosedError:
+                # Waits while the window is full: the echo slows the peer down rather
+                # than failing (flow control, docs/session-layer.md).
+                await conn.send_wait(data)
+    except (ConnectionClosedError, ConnectionFailedError):
         pass
     finally:
         if conn in peers:
@@ -468,9 +470,9 @@ async def _chat(conn: DurableConnection, fqn: str, who: str, mark: bool) -> int:
                 if line is None:
                     break
                 try:
-                    conn.send(line)
-                except WindowFullError as error:
-                    status(f"line not sent: {error}")
+                    # Waits while the session window is full, so stdin is read only as
+                    # fast as the peer confirms (a pipe of any size loses nothing).
+                    await conn.send_wait(line)
                 except (ConnectionFailedError, ConnectionClosedError) as error:
                     raise CliError(f"lost {fqn} for good: {error}") from None
         with anyio.move_on_after(_CLOSE_ACK_WAIT):
