@@ -68,10 +68,12 @@ class AckFrame:
 Frame = DataFrame | AckFrame
 
 
-def encode_data(*, seq: int, ack: int, text: bool, more: bool, payload: bytes) -> bytes:
+def encode_data(
+    *, seq: int, ack: int, text: bool, more: bool, payload: bytes | memoryview
+) -> bytes:
     """The wire bytes of a DATA frame."""
     flags = (FLAG_TEXT if text else 0) | (FLAG_MORE if more else 0)
-    return _DATA.pack(KIND_DATA, flags, seq, ack) + payload
+    return b"".join((_DATA.pack(KIND_DATA, flags, seq, ack), payload))
 
 
 def encode_ack(ack: int) -> bytes:

@@ -148,15 +148,24 @@ class Unacked:
 
 @dataclass(slots=True)
 class _Outgoing:
+    # Only the encoded bytes are kept (one copy per message): chunks are cut from them
+    # when transmitted, and a text message is decoded again only to be reported.
     first: int
-    chunks: tuple[bytes, ...]
+    raw: bytes
+    frames: int
     text: bool
-    data: Payload
-    size: int
 
     @property
     def last(self) -> int:
-        return self.first + len(self.chunks) - 1
+        return self.first + self.frames - 1
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @property
+    def data(self) -> Payload:
+        return self.raw.decode() if self.text else self.raw
 
 
 # -- the machine -----------------------------------------------------------------------
@@ -311,13 +320,11 @@ class DeliverySession:
                 "unacknowledged)"
             )
         step = self.config.chunk_bytes
-        chunks = tuple(raw[i : i + step] for i in range(0, len(raw), step)) or (b"",)
-        message = _Outgoing(
-            first=self._next_seq, chunks=chunks, text=text, data=data, size=len(raw)
-        )
+        frames = max(1, -(-len(raw) // step))
+        message = _Outgoing(first=self._next_seq, raw=raw, frames=frames, text=text)
         self._unacked.append(message)
         self._window_bytes += message.size
-        self._next_seq += len(chunks)
+        self._next_seq += frames
         if self._up:
             self._transmit_message(message, message.first, now)
 
@@ -329,7 +336,10 @@ class DeliverySession:
     def _transmit_message(self, message: _Outgoing, start: int, now: int) -> None:
         ack = self._expected
         last = message.last
+        step = self.config.chunk_bytes
+        view = memoryview(message.raw)
         for seq in range(start, last + 1):
+            offset = (seq - message.first) * step
             self._actions.append(
                 Transmit(
                     data=encode_data(
@@ -337,7 +347,7 @@ class DeliverySession:
                         ack=ack,
                         text=message.text,
                         more=seq != last,
-                        payload=message.chunks[seq - message.first],
+                        payload=view[offset : offset + step],
                     )
                 )
             )
