@@ -101,6 +101,7 @@ from rondevu_core.delivery.negotiation import (
     add_session_attribute,
     looks_like_sdp,
     read_session_attribute,
+    remote_max_message_size,
 )
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
@@ -258,6 +259,7 @@ class Connection:
         "_paused",
         "_pc",
         "_peer_token",
+        "_plain_limit",
         "_random",
         "_reconnect_attempt",
         "_session",
@@ -319,6 +321,8 @@ class Connection:
         self._peer_token: str | None = None
         # Sent into the session while down: reported as replayed once a channel is up.
         self._held: list[tuple[Payload, int]] = []
+        # The largest plain message the current peer accepts (None: no limit).
+        self._plain_limit: int | None = None
 
     @classmethod
     def answerer(
@@ -527,6 +531,7 @@ class Connection:
         self.answer_applied = True
         remote = None if self._epoch is None else read_session_attribute(sdp)
         self._layered = remote is not None
+        self._plain_limit = remote_max_message_size(sdp)
         if remote is not None:
             self._session_token = remote.token
         self._outbox.act(SetRemoteDescription(pc_id=self._pc, type="answer", sdp=sdp))
@@ -781,7 +786,7 @@ class Connection:
         if self._layered:
             assert self.config.session is not None
             if self._delivery is None:
-                self._delivery = DeliverySession(self.config.session)
+                self._delivery = DeliverySession(self.config.session, peer_limit=self._plain_limit)
             self._delivery.handle(ChannelUp(now=now))
             self._pump(now)
             held, self._held = self._held, []
@@ -799,6 +804,13 @@ class Connection:
         pc = self._pc
         assert pc is not None
         for message in fresh:
+            if self._delivery is None and self._too_big(message.data):
+                self._emit(
+                    MessagesUndelivered,
+                    messages=(message.data,),
+                    reason="larger than the peer accepts",
+                )
+                continue
             if self._delivery is not None:
                 if not self._delivery.has_room(_size(message.data)):
                     self._emit(
@@ -853,6 +865,9 @@ class Connection:
     def _channel_down(self, now: int) -> None:
         if self._delivery is not None and self._delivery.channel_up:
             self._delivery.handle(ChannelDown(now=now))
+
+    def _too_big(self, data: Payload) -> bool:
+        return self._plain_limit is not None and _size(data) > self._plain_limit
 
     def _new_token(self) -> str:
         # 104 bits from the injected source: unique enough for ids nobody guesses at.
@@ -909,6 +924,7 @@ class Connection:
                     maybe_delivered=any(u.transmitted for u in unacked),
                 )
         self._layered = remote is not None
+        self._plain_limit = remote_max_message_size(offer_sdp)
         if remote is not None:
             self._peer_token = remote.token
             if self._session_token is None:
@@ -929,6 +945,12 @@ class Connection:
             return
         if self.state is State.CONNECTED:
             assert self._pc is not None
+            if self._too_big(data):
+                # aiortc would refuse it inside the driver and fail the whole link.
+                raise UsageError(
+                    f"send: a message of {_size(data)} bytes is larger than the peer "
+                    f"accepts ({self._plain_limit} bytes); only the session layer chunks"
+                )
             self._outbox.act(SendData(pc_id=self._pc, data=data))
             self._emit(MessageSent, data=data, buffered=False)
             return

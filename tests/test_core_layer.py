@@ -19,7 +19,9 @@ from rondevu_core.delivery.negotiation import (
     add_session_attribute,
     looks_like_sdp,
     read_session_attribute,
+    remote_max_message_size,
 )
+from rondevu_core.errors import UsageError
 from rondevu_core.events import (
     Closed,
     ConnectionOpened,
@@ -292,3 +294,30 @@ def test_the_answerer_session_id_survives_its_reconnections() -> None:
     assert len(answers) == 3
     assert all(f"x-rondevu-session:1 {token}" in sdp for sdp in answers)
     assert fqn("chat:1.0.0@alice") == SERVICE
+
+
+def test_a_plain_peer_gets_a_clear_error_for_an_oversized_message() -> None:
+    sim = Sim(trickle=False, server_mode="ours")
+    rng = random.Random(8)
+    plain = ConnectionConfig(strict_ice_timestamps=True, session=None)
+    pool = OfferPool(PoolConfig(service=SERVICE, connection=plain), unit_random=rng.random)
+    alice = sim.add("alice", "alice", pool)
+    bob_conn = Connection.answerer(SERVICE, config=plain, unit_random=rng.random)
+    bob = sim.add("bob", "bob", bob_conn)
+    alice.feed(StartFilling(now=sim.now))
+    assert sim.run_until(lambda: bool(sim.server.offers), limit_ms=5000)
+    bob.feed(SendMessage(now=sim.now, data=bytes(70_000)))  # buffered: the limit is unknown
+    bob.feed(Connect(now=sim.now))
+    assert sim.run_until(is_up(bob_conn), limit_ms=10_000)
+    (report,) = [e for e in bob.events if isinstance(e, MessagesUndelivered)]
+    assert report.reason == "larger than the peer accepts"
+    with pytest.raises(UsageError, match="larger than the peer accepts"):
+        bob.feed(SendMessage(now=sim.now, data="x" * 65_537))
+    bob.feed(SendMessage(now=sim.now, data=bytes(65_536)))  # exactly the limit is fine
+    assert bob_conn.state is State.CONNECTED
+
+
+def test_max_message_size_is_read_from_the_description() -> None:
+    assert remote_max_message_size(SDP) == 65536
+    assert remote_max_message_size(SDP + "a=max-message-size:262144\r\n") == 262144
+    assert remote_max_message_size(SDP + "a=max-message-size:0\r\n") is None

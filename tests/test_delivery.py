@@ -184,7 +184,7 @@ def test_acks_are_batched_not_one_per_message() -> None:
 
 
 def test_large_message_is_chunked_and_reassembled() -> None:
-    pair = Pair(SessionConfig())
+    pair = Pair(SessionConfig(max_frame_bytes=65536))
     pair.connect()
     big = bytes(range(256)) * 1000  # 256 000 bytes: 4 frames of 64 KiB
     pair.feed(0, SendPayload(now=0, data=big))
@@ -226,6 +226,18 @@ def test_window_bounds_messages_and_bytes() -> None:
     session.handle(SendPayload(now=0, data=b"12345"))
     with pytest.raises(WindowFullError):
         session.handle(SendPayload(now=0, data=b""))
+    # Frames never exceed what the peer accepts.
+    capped = DeliverySession(SessionConfig(), peer_limit=1000)
+    capped.handle(ChannelUp(now=0))
+    capped.handle(SendPayload(now=0, data=bytes(5000)))
+    frames = []
+    while (action := capped.next_action()) is not None:
+        assert isinstance(action, Transmit)
+        frames.append(action.data)
+    assert len(frames) == 6
+    assert max(map(len, frames)) == 1000
+    with pytest.raises(ValueError, match="too small"):
+        DeliverySession(SessionConfig(), peer_limit=10)
     # A message larger than the byte bound still goes, alone.
     lone = DeliverySession(SessionConfig(window_bytes=10))
     lone.handle(SendPayload(now=0, data=bytes(100)))

@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from rondevu import ConnectionConfig, DurableConnection, Rondevu
+from rondevu import ConnectionConfig, DurableConnection, Rondevu, UsageError
 from rondevu_core import events as ev
 from rondevu_server.server import RondevuServer
 from tests.client_testing import loopback_client
@@ -84,6 +84,29 @@ async def test_ten_thousand_messages_survive_three_cuts_exactly_once_in_order(
 
 
 @pytest.mark.anyio
+async def test_messages_larger_than_a_frame_are_chunked_and_arrive_whole(
+    inprocess_server: RondevuServer,
+) -> None:
+    async with (
+        loopback_client(inprocess_server, "alice", 1, connection_config=FAST) as alice,
+        loopback_client(inprocess_server, "bob", 2, connection_config=FAST) as bob,
+    ):
+        alice.publish_service("big:1.0.0", max_offers=1, poll_interval_ms=50)
+        await alice.start_filling()
+        big = bytes(range(256)) * 4096  # 1 MiB: 5 frames of at most 256 KiB (aiortc's)
+        text = "é" * 100_000  # 200,000 bytes of UTF-8
+        with anyio.fail_after(30):
+            conn = await bob.connect_to_service("big:1.0.0@alice")
+            await conn.wait_connected()
+            publisher_side = await anext(alice.incoming())
+            await conn.send_wait(big)
+            await conn.send_wait(text)
+            assert await publisher_side.receive() == big
+            assert await publisher_side.receive() == text
+        await conn.close()
+
+
+@pytest.mark.anyio
 async def test_a_publisher_without_the_layer_gets_plain_messages(
     inprocess_server: RondevuServer,
 ) -> None:
@@ -106,6 +129,9 @@ async def test_a_publisher_without_the_layer_gets_plain_messages(
             assert await publisher_side.receive() == b"plain bytes"
             publisher_side.send("reply")
             assert await conn.receive() == "reply"
+            with pytest.raises(UsageError, match="larger than the peer accepts"):
+                conn.send(bytes(300_000))  # aiortc announces 256 KiB; nothing chunks it
+            assert conn.is_connected
         # What crossed the channel is exactly what was sent: no frame, no heartbeat.
         assert raw == ["plain text", b"plain bytes"]
         await conn.close()

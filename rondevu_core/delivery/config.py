@@ -31,9 +31,10 @@ class SessionConfig:
     """Unacknowledged messages kept for retransmission, at most."""
     window_bytes: int = 16 * 1024 * 1024
     """Unacknowledged payload bytes kept for retransmission, at most."""
-    max_frame_bytes: int = 65536
-    """Largest frame sent on the channel; longer messages are chunked (aiortc accepts
-    64 KiB from a peer that announces no limit)."""
+    max_frame_bytes: int = 262144
+    """Largest frame sent on the channel, and never more than the peer's description
+    announces (``a=max-message-size``; 64 KiB when it announces nothing, as aiortc
+    assumes); longer messages are chunked."""
     max_message_bytes: int = 16 * 1024 * 1024
     """Largest message accepted from the application and reassembled from the peer."""
     on_window_full: Literal["raise", "report"] = "raise"
@@ -69,10 +70,6 @@ class SessionConfig:
         if self.on_peer_reset not in ("resend", "drop"):
             raise ValueError("on_peer_reset must be 'resend' or 'drop'")
 
-    @property
-    def chunk_bytes(self) -> int:
-        """Payload bytes per DATA frame."""
-        return self.max_frame_bytes - DATA_HEADER_SIZE
 
 
 DEFAULT_SESSION = SessionConfig()

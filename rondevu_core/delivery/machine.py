@@ -34,7 +34,13 @@ from dataclasses import dataclass
 
 from rondevu_core.buffer import Payload
 from rondevu_core.delivery.config import SessionConfig
-from rondevu_core.delivery.frames import AckFrame, decode_frame, encode_ack, encode_data
+from rondevu_core.delivery.frames import (
+    DATA_HEADER_SIZE,
+    AckFrame,
+    decode_frame,
+    encode_ack,
+    encode_data,
+)
 from rondevu_core.errors import ProtocolError, UsageError
 
 __all__ = [
@@ -178,6 +184,7 @@ class DeliverySession:
         "_ack_due",
         "_ack_sent",
         "_actions",
+        "_chunk",
         "_events",
         "_expected",
         "_last_rx",
@@ -194,8 +201,18 @@ class DeliverySession:
         "config",
     )
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, *, peer_limit: int | None = None) -> None:
+        """``peer_limit``: the largest message the peer's channel accepts (None: no
+        limit); frames stay within it and within ``config.max_frame_bytes``."""
         self.config = config
+        frame = (
+            config.max_frame_bytes
+            if peer_limit is None
+            else min(config.max_frame_bytes, peer_limit)
+        )
+        if frame <= DATA_HEADER_SIZE:
+            raise ValueError(f"the peer accepts messages of {frame} bytes: too small for frames")
+        self._chunk = frame - DATA_HEADER_SIZE
         self._actions: deque[SessionAction] = deque()
         self._events: deque[SessionEvent] = deque()
         # Sending side.
@@ -319,7 +336,7 @@ class DeliverySession:
                 f"send window full ({len(self._unacked)} messages, {self._window_bytes} bytes "
                 "unacknowledged)"
             )
-        step = self.config.chunk_bytes
+        step = self._chunk
         frames = max(1, -(-len(raw) // step))
         message = _Outgoing(first=self._next_seq, raw=raw, frames=frames, text=text)
         self._unacked.append(message)
@@ -336,7 +353,7 @@ class DeliverySession:
     def _transmit_message(self, message: _Outgoing, start: int, now: int) -> None:
         ack = self._expected
         last = message.last
-        step = self.config.chunk_bytes
+        step = self._chunk
         view = memoryview(message.raw)
         for seq in range(start, last + 1):
             offset = (seq - message.first) * step

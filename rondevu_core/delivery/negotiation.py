@@ -23,6 +23,7 @@ __all__ = [
     "add_session_attribute",
     "looks_like_sdp",
     "read_session_attribute",
+    "remote_max_message_size",
 ]
 
 ATTRIBUTE = "x-rondevu-session"
@@ -71,3 +72,18 @@ def read_session_attribute(sdp: str) -> SessionOffer | None:
 def looks_like_sdp(sdp: str) -> bool:
     """True for a description with a media section (the only kind we annotate)."""
     return sdp.startswith("m=") or "\nm=" in sdp
+
+
+_MAX_MESSAGE_SIZE = re.compile(r"^a=max-message-size:(\d{1,12})\s*$", re.MULTILINE)
+DEFAULT_MAX_MESSAGE_SIZE = 65536
+"""What a peer accepts when its description announces nothing (RFC 8841: 64 KiB)."""
+
+
+def remote_max_message_size(sdp: str) -> int | None:
+    """The largest data-channel message the peer of ``sdp`` accepts: its
+    ``a=max-message-size``, 64 KiB when absent, None when it announces 0 (no limit)."""
+    match = _MAX_MESSAGE_SIZE.search(sdp)
+    if match is None:
+        return DEFAULT_MAX_MESSAGE_SIZE
+    size = int(match.group(1))
+    return None if size == 0 else size
