@@ -190,3 +190,36 @@ async def test_heartbeat_notices_a_stopped_publisher_process(
         process.kill()
         with anyio.move_on_after(5):
             await process.wait()
+
+
+@pytest.mark.anyio
+async def test_messages_dropped_from_a_full_inbox_are_reported(
+    inprocess_server: RondevuServer,
+) -> None:
+    async with (
+        loopback_client(inprocess_server, "alice", 1, connection_config=FAST) as alice,
+        loopback_client(inprocess_server, "bob", 2, connection_config=FAST) as bob,
+    ):
+        alice.inbox_size = 3
+        alice.publish_service("inbox:1.0.0", max_offers=1, poll_interval_ms=50)
+        await alice.start_filling()
+        with anyio.fail_after(20):
+            conn = await bob.connect_to_service("inbox:1.0.0@alice")
+            await conn.wait_connected()
+            publisher_side = await anext(alice.incoming())
+            dropped: list[object] = []
+            got_all = anyio.Event()
+
+            def on_dropped(event: ev.Event) -> None:
+                assert isinstance(event, ev.MessagesUndelivered)
+                dropped.extend(event.messages)
+                if len(dropped) == 2:
+                    got_all.set()
+
+            publisher_side.on("message:undelivered", on_dropped)
+            for n in range(5):
+                conn.send(str(n))
+            await got_all.wait()
+        assert dropped == ["0", "1"]
+        assert [await publisher_side.receive() for _ in range(3)] == ["2", "3", "4"]
+        await conn.close()

@@ -13,9 +13,10 @@ the machine's events into what a Python application consumes:
 Messages that arrive before anyone iterates are kept in an inbox, so nothing received
 is lost to a late reader.  The inbox is bounded by ``inbox_size`` messages and
 ``inbox_bytes`` bytes (a peer may send 256 KiB messages as fast as it likes); when full,
-the oldest is dropped with a warning.  An application that listens with
-``on("message")`` and has never called `receive` or iterated gets each message through
-its listeners only: nothing is kept for a reader that never comes.
+the oldest is dropped with a warning and a ``message:undelivered`` event carrying it.
+An application that listens with ``on("message")`` and has never called `receive` or
+iterated gets each message through its listeners only: nothing is kept for a reader
+that never comes.
 
 Flow control: `send` never waits; with the session layer it raises `WindowFullError`
 (or reports ``message:undelivered``, as configured) when the unacknowledged window is
@@ -364,12 +365,11 @@ class DurableConnection:
         """Queue ``data`` for a reader, dropping the oldest while over either bound."""
         self._inbox.append(data)
         self._inbox_used += len(data)
-        dropped = 0
+        dropped: list[Payload] = []
         while len(self._inbox) > 1 and (
             len(self._inbox) > self._inbox_size or self._inbox_used > self._inbox_bytes
         ):
-            self._take()
-            dropped += 1
+            dropped.append(self._take())
         if dropped and not self._inbox_overflowing:
             self._inbox_overflowing = True  # one warning per episode, not one per message
             logger.warning(
@@ -378,6 +378,17 @@ class DurableConnection:
                 self.connection_id,
                 self._inbox_size,
                 self._inbox_bytes,
+            )
+        if dropped:
+            # Received (and, with the session layer, acknowledged) but never read: the
+            # application hears about each one, as for every other message given up.
+            self.dispatch(
+                ev.MessagesUndelivered(
+                    connection_id=self.connection_id,
+                    messages=tuple(dropped),
+                    reason="inbox full: received but not read in time",
+                    maybe_delivered=True,
+                )
             )
         self._notify_inbox()
 
