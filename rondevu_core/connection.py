@@ -268,6 +268,7 @@ class Connection:
         "_started",
         "_terminal",
         "answer_applied",
+        "answerer_id",
         "config",
         "connection_id",
         "role",
@@ -313,6 +314,8 @@ class Connection:
         self._reconnect_attempt = 0
         self._terminal = False
         self.answer_applied = False
+        self.answerer_id: str | None = None
+        """Offerer: the username that answered (from the first applied answer on)."""
         # The session layer (see the module docstring).
         self._delivery: DeliverySession | None = None
         self._layered = False  # the current peer connection carries session frames
@@ -529,6 +532,7 @@ class Connection:
         assert self._session is not None
         assert self._offer_id is not None
         self.answer_applied = True
+        self.answerer_id = answerer_id
         remote = None if self._epoch is None else read_session_attribute(sdp)
         self._layered = remote is not None
         self._plain_limit = remote_max_message_size(sdp)

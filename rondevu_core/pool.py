@@ -269,9 +269,11 @@ class OfferPool:
             self._epoch = "".join(f"{int(self._random() * 2**52):013x}" for _ in range(2))
         return self._epoch
 
-    def _resumed(self, conn: Connection, sdp: str, now: int) -> Connection:
+    def _resumed(self, conn: Connection, sdp: str, answerer: str, now: int) -> Connection:
         """The connection that takes ``sdp``, the answer to ``conn``'s offer: an older
-        one whose session the answer names, or ``conn`` itself."""
+        one whose session the answer names, or ``conn`` itself.  Only the user who
+        answered for that session may resume it: a session id seen by someone else
+        (the server stores answers) does not let them take over its messages."""
         remote = read_session_attribute(sdp) if self._epoch is not None else None
         if remote is None:
             return conn
@@ -279,7 +281,10 @@ class OfferPool:
             (
                 c
                 for c in self._conns.values()
-                if c is not conn and c.session_token == remote.token and c.state is not State.CLOSED
+                if c is not conn
+                and c.session_token == remote.token
+                and c.answerer_id == answerer
+                and c.state is not State.CLOSED
             ),
             None,
         )
@@ -422,7 +427,7 @@ class OfferPool:
                     )
                 continue
             if not conn.answer_applied and conn.state is State.SIGNALING:
-                conn = self._resumed(conn, answer.sdp, now)
+                conn = self._resumed(conn, answer.sdp, answer.answerer_id, now)
             if conn.apply_answer(answer.sdp, answer.answerer_id, now):
                 self._answered_at[answer.offer_id] = answer.answered_at
                 self._settle(conn, now)

@@ -321,3 +321,19 @@ def test_max_message_size_is_read_from_the_description() -> None:
     assert remote_max_message_size(SDP) == 65536
     assert remote_max_message_size(SDP + "a=max-message-size:262144\r\n") == 262144
     assert remote_max_message_size(SDP + "a=max-message-size:0\r\n") is None
+
+
+def test_only_the_user_who_answered_can_resume_a_session() -> None:
+    sim, alice, _bob, pool, bob_conn = layered_pair(max_offers=2)
+    (cid,) = offerers(alice)
+    config = ConnectionConfig(strict_ice_timestamps=True)
+    mallory_conn = Connection.answerer(SERVICE, config=config, unit_random=random.Random(1).random)
+    # Suppose mallory learnt bob's session id (the server stores answers).
+    mallory_conn._session_token = bob_conn.session_token
+    mallory = sim.add("mallory", "mallory", mallory_conn)
+    mallory.feed(Connect(now=sim.now))
+    assert sim.run_until(is_up(mallory_conn), limit_ms=20_000)
+    assert sim.run_until(lambda: len(offerers(alice)) == 2, limit_ms=10_000)
+    assert offerers(alice)[0] == cid
+    assert pool.connections[cid].state is State.CONNECTED  # bob's session untouched
+    assert pool.connections[cid].answerer_id == "bob"

@@ -71,6 +71,5 @@ class SessionConfig:
             raise ValueError("on_peer_reset must be 'resend' or 'drop'")
 
 
-
 DEFAULT_SESSION = SessionConfig()
 """The defaults, shared (the config is frozen)."""
