@@ -264,6 +264,7 @@ class Connection:
         "_reconnect_attempt",
         "_session",
         "_session_token",
+        "_silent_loss",
         "_stale",
         "_started",
         "_terminal",
@@ -326,6 +327,7 @@ class Connection:
         self._held: list[tuple[Payload, int]] = []
         # The largest plain message the current peer accepts (None: no limit).
         self._plain_limit: int | None = None
+        self._silent_loss = False  # the loss being handled is a heartbeat timeout
 
     @classmethod
     def answerer(
@@ -739,6 +741,11 @@ class Connection:
     def _schedule(self, now: int) -> None:
         delay = self._backoff.next_delay(self._random())
         assert delay is not None  # exhaustion is checked by the caller
+        if self._silent_loss and self._backoff.attempt == 1:
+            # The heartbeat already waited out its timeout: the first attempt goes at
+            # once (later ones back off as usual, if the network is really gone).
+            delay = 0
+        self._silent_loss = False
         self._reconnect_attempt = self._backoff.attempt
         self._set_state(State.RECONNECTING)
         self._deadlines.set(_Timer.RECONNECT, now + delay)
@@ -864,7 +871,9 @@ class Connection:
                     ProtocolViolation(connection_id=self.connection_id, error=event.error)
                 )
             elif isinstance(event, PeerSilent) and self.state is State.CONNECTED:
+                self._silent_loss = True
                 self._fail(now, "Heartbeat timeout: nothing heard from the peer")
+                self._silent_loss = False
 
     def _channel_down(self, now: int) -> None:
         if self._delivery is not None and self._delivery.channel_up:

@@ -29,6 +29,7 @@ from rondevu_core.events import (
     Message,
     MessagesAcked,
     MessagesUndelivered,
+    ReconnectScheduled,
     SessionReset,
 )
 from rondevu_core.inputs import Close, Connect, SendMessage, StartFilling
@@ -176,6 +177,9 @@ def test_heartbeat_detects_a_silent_peer_within_the_timeout() -> None:
     assert sim.now - start <= 2500 + 100
     lost = next(e for e in bob.events if isinstance(e, Disconnected))
     assert "Heartbeat" in lost.reason
+    # The first reconnection goes at once: the timeout already waited.
+    scheduled = [e for e in bob.events if isinstance(e, ReconnectScheduled)]
+    assert scheduled[0].delay == 0
 
 
 def test_an_offerer_whose_peer_never_comes_back_reports_what_it_held() -> None:
