@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rondevu_core.actions import SendData, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
@@ -341,3 +343,60 @@ def test_only_the_user_who_answered_can_resume_a_session() -> None:
     assert offerers(alice)[0] == cid
     assert pool.connections[cid].state is State.CONNECTED  # bob's session untouched
     assert pool.connections[cid].answerer_id == "bob"
+
+
+# -- random schedules through the whole stack ----------------------------------------------
+
+STEP = st.one_of(
+    st.tuples(st.just("bob"), st.integers(1, 30)),
+    st.tuples(st.just("alice"), st.integers(1, 30)),
+    st.tuples(st.just("run"), st.integers(1, 4000)),
+    st.tuples(st.just("sever"), st.booleans()),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(STEP, min_size=1, max_size=25))
+def test_random_schedules_deliver_exactly_once_through_connection_and_pool(
+    steps: list[tuple[str, object]],
+) -> None:
+    """Sends from both sides, random waits and cuts (aiortc-style, noticed by the
+    heartbeat, or browser-style ICE ``disconnected``), at any moment, then the link is
+    left alone: each side received exactly what the other sent, in order, and the
+    publisher kept one connection."""
+    sim, alice, bob, pool, bob_conn = layered_pair()
+    (cid,) = offerers(alice)
+    sent = {"bob": [], "alice": []}  # type: dict[str, list[str]]
+    for kind, arg in steps:
+        if kind in ("bob", "alice"):
+            assert isinstance(arg, int)
+            for _ in range(arg):
+                data = f"{kind}-{len(sent[kind])}"
+                if kind == "bob":
+                    bob.feed(SendMessage(now=sim.now, data=data))
+                else:
+                    conn = pool.connections.get(cid)
+                    assert conn is not None
+                    alice.feed(SendMessage(now=sim.now, data=data, connection_id=cid))
+                sent[kind].append(data)
+        elif kind == "run":
+            assert isinstance(arg, int)
+            sim.run_for(arg)
+        else:
+            live = [
+                p
+                for p in sim.network.pcs.values()
+                if p.endpoint is bob and p.connected and not p.closed and not p.severed
+            ]
+            for pc in live:
+                sim.network.sever(pc, browser=bool(arg))
+    assert sim.run_until(is_up(bob_conn), limit_ms=120_000)
+    assert sim.run_until(lambda: received(alice) == sent["bob"], limit_ms=60_000), (
+        received(alice)[-5:],
+        sent["bob"][-5:],
+    )
+    assert sim.run_until(lambda: received(bob) == sent["alice"], limit_ms=60_000)
+    assert offerers(alice) == [cid]
+    assert not [e for e in (*alice.events, *bob.events) if isinstance(e, MessagesUndelivered)]
+    check_edges(alice)
+    check_edges(bob)
