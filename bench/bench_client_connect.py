@@ -18,12 +18,25 @@ with candidates embedded in the SDP: publishService, getService, answerOffer and
 poll that returns the answer (4 calls; batching may carry several in one request, so
 requests can go below it).  One untimed warm-up run precedes each series.
 
-The publisher polls for answers every ``--poll-interval-ms`` (0.18.9 default 1000), the
-dominant term of the connect time: an answer waits on average half an interval.  Each
-run starts at a random phase of that cycle (an untimed random pause), as a real peer
-arrives.
+Two series run, each on its own fresh server: **long polling on** (our server's
+default: the publisher's poll is held until the answer arrives, urgent calls leave at
+once) and the baseline, **long polling off** (the server started with
+``long_poll_max_wait_ms=0``: it advertises nothing, so the client polls exactly as
+0.18.9 does).  Without long polling the publisher polls for answers every
+``--poll-interval-ms`` (0.18.9 default 1000), the dominant term of the connect time: an
+answer waits on average half an interval.  Each run starts at a random phase of that
+cycle (an untimed random pause), as a real peer arrives.
 
-    .venv/bin/python bench/bench_client_connect.py [--runs N] [--poll-interval-ms MS]
+Requests are counted twice: **until connected** (both sides, from
+``connect_to_service`` to the answerer's ``connected``; the publisher's poll that was
+already held when the peer arrived is not counted, it was sent before), and **per
+connection** (the publisher's until its pool is full again, as before).
+
+With ``--phases`` each run of the long-polling series also prints where its time went:
+the replies of getService and answerOffer, the publisher's last poll reply, and
+connected (the rest: ICE, DTLS, SCTP).
+
+    .venv/bin/python bench/bench_client_connect.py [--runs N] [--poll-interval-ms MS] [--phases]
 """
 
 from __future__ import annotations
@@ -45,7 +58,6 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from rondevu import HttpTransport, Rondevu
-from rondevu.transport import SignalingTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 from bench.bench_aiortc_floor import driver_run
@@ -57,40 +69,45 @@ BREAKDOWN: dict[str, Counter[str]] = {"answerer": Counter(), "publisher": Counte
 """Calls by method over the timed runs (warm-up included, subtracted at the end)."""
 
 
-class CountingTransport:
-    """Counts the HTTP requests (bodies) and RPC calls a real transport sends."""
+class CountingTransport(HttpTransport):
+    """An `HttpTransport` that counts the requests (bodies) and RPC calls it sends, and
+    notes when each method's reply came back (same GET /, same timeouts)."""
 
-    def __init__(self, inner: SignalingTransport) -> None:
-        self.inner = inner
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
         self.requests = 0
         self.calls = 0
         self.methods: Counter[str] = Counter()
+        self.replied_at: dict[str, float] = {}
 
     async def send(self, body: Any) -> Any:
         self.requests += 1
-        for call in body if isinstance(body, list) else [body]:
+        methods = [call.get("method", "?") for call in (body if isinstance(body, list) else [body])]
+        for method in methods:
             self.calls += 1
-            self.methods[call.get("method", "?")] += 1
-        return await self.inner.send(body)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+            self.methods[method] += 1
+        reply = await super().send(body)
+        for method in methods:
+            self.replied_at[method] = time.perf_counter()
+        return reply
 
 
 def client(url: str, username: str) -> tuple[Rondevu, CountingTransport]:
-    transport = CountingTransport(HttpTransport(url))
+    transport = CountingTransport(url)
     rondevu = Rondevu.connect(
         transport=transport, username=username, ice_servers=[], host_addresses=["127.0.0.1"]
     )
     return rondevu, transport
 
 
-async def start_server(db: Path) -> tuple[Process, str]:
-    """Our server in a child process on a free 127.0.0.1 port; its URL from its log."""
+async def start_server(db: Path, *, long_poll: bool) -> tuple[Process, str]:
+    """Our server in a child process on a free 127.0.0.1 port; its URL from its log.
+    ``long_poll=False`` switches the extension off (``long_poll_max_wait_ms=0``)."""
+    hold = "" if long_poll else ", long_poll_max_wait_ms=0"
     code = (
         "from rondevu_server.cli import serve\n"
         "from rondevu_server.config import ServerConfig\n"
-        f"serve(ServerConfig(host='127.0.0.1', port=0, db={str(db)!r}, log_level='info'))\n"
+        f"serve(ServerConfig(host='127.0.0.1', port=0, db={str(db)!r}, log_level='info'{hold}))\n"
     )
     process = await anyio.open_process(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -128,11 +145,14 @@ class Publisher:
             await self._changed.wait()
 
 
+PHASES: list[dict[str, float]] = []
+
+
 async def one_connection(
     url: str, alice: Publisher, n: int, poll_ms: int
-) -> tuple[float, int, int, int, int]:
+) -> tuple[float, int, int, int, int, int]:
     """One timed set-up: seconds, then requests and calls of the answerer and of the
-    publisher."""
+    publisher, then requests of both sides until connected."""
     # Arrive at a random phase of the publisher's poll cycle, as a real peer does;
     # starting right after the refill would always wait for a whole interval.
     await anyio.sleep(random.uniform(0, poll_ms / 1000))
@@ -141,11 +161,20 @@ async def one_connection(
         requests_before, calls_before = alice.transport.requests, alice.transport.calls
         methods_before = alice.transport.methods.copy()
         published_before = alice.published
+        marks: dict[str, float] = {}
         start = time.perf_counter()
         conn = await bob.connect_to_service(f"{SERVICE}@{alice.rondevu.username}")
         await conn.wait_connected(TIMEOUT)
-        elapsed = time.perf_counter() - start
+        end = time.perf_counter()
+        elapsed = end - start
+        until_connected = wire.requests + alice.transport.requests - requests_before
         requests, calls, methods = wire.requests, wire.calls, wire.methods.copy()
+        marks["getService reply"] = wire.replied_at.get("getService", end)
+        marks["answerOffer reply"] = wire.replied_at.get("answerOffer", end)
+        marks["publisher's last poll reply"] = alice.transport.replied_at.get("poll", end)
+        PHASES.append(
+            {k: (v - start) * 1000 for k, v in marks.items()} | {"connected": elapsed * 1000}
+        )
         # The refill of the answered offer belongs to this connection.
         await alice.published_more_than(published_before)
         publisher_requests = alice.transport.requests - requests_before
@@ -154,7 +183,7 @@ async def one_connection(
         BREAKDOWN["publisher"] += alice.transport.methods - methods_before
         await conn.close()
     await alice.rondevu.disconnect_all()
-    return elapsed, requests, calls, publisher_requests, publisher_calls
+    return elapsed, requests, calls, publisher_requests, publisher_calls, until_connected
 
 
 def summary(ms: list[float]) -> str:
@@ -163,11 +192,12 @@ def summary(ms: list[float]) -> str:
     return f"median {statistics.median(ms):.1f} ms, p90 {p90:.1f} ms (min {ms[0]:.1f})"
 
 
-async def main(runs: int, poll_ms: int) -> None:
-    await driver_run()  # warm-up
-    floor = [await driver_run() * 1000 for _ in range(runs)]
+async def series(
+    runs: int, poll_ms: int, *, long_poll: bool
+) -> list[tuple[float, int, int, int, int, int]]:
+    """``runs`` timed connections on a fresh server with long polling on or off."""
     with tempfile.TemporaryDirectory() as tmp:
-        process, url = await start_server(Path(tmp) / "bench.sqlite")
+        process, url = await start_server(Path(tmp) / "bench.sqlite", long_poll=long_poll)
         try:
             alice_client, alice_wire = client(url, f"alice-{time.monotonic_ns() % 1_000_000}")
             async with alice_client as alice:
@@ -178,37 +208,71 @@ async def main(runs: int, poll_ms: int) -> None:
                 await one_connection(url, publisher, -1, poll_ms)  # warm-up
                 for counter in BREAKDOWN.values():
                     counter.clear()
+                PHASES.clear()
                 results = [await one_connection(url, publisher, n, poll_ms) for n in range(runs)]
+                waits = alice.long_poll_wait_ms
         finally:
             process.terminate()
             with anyio.CancelScope(shield=True):
                 await process.wait()
                 await process.aclose()
-    floor_after = [await driver_run() * 1000 for _ in range(runs)]
-    floor_all = floor + floor_after
+    assert ((waits or 0) > 0) is long_poll, "the server's extension is not as asked"
+    return results
+
+
+def report(name: str, results: list[Any], runs: int, floor_median: float) -> float:
     times = [r[0] * 1000 for r in results]
     requests = [statistics.median(r[i] for r in results) for i in (1, 3)]
     calls = [statistics.median(r[i] for r in results) for i in (2, 4)]
     total_requests = statistics.median(r[1] + r[3] for r in results)
     total_calls = statistics.median(r[2] + r[4] for r in results)
-    floor_median = statistics.median(floor_all)
-    print(f"runs: {runs}, publisher poll interval: {poll_ms} ms, server: ours (SQLite)")
+    until_connected = statistics.median(r[5] for r in results)
+    median: float = statistics.median(times)
+    print(f"-- {name}")
     print(f"connect_to_service -> connected: {summary(times)}")
-    print(f"floor (two AiortcPeers, SDP in memory): {summary(floor_all)}")
-    print(f"ratio (median / floor median): {statistics.median(times) / floor_median:.1f}x")
+    print(f"ratio (median / floor median): {median / floor_median:.1f}x")
+    print(f"HTTP requests until connected, both sides (median): {until_connected:g}")
     print(
         f"signaling per connection (medians): HTTP requests {total_requests:g} "
-        f"(answerer {requests[0]:g}, publisher {requests[1]:g}); RPC calls {total_calls:g} "
-        f"(answerer {calls[0]:g}, publisher {calls[1]:g})"
+        f"(answerer {requests[0]:g}, publisher until refilled {requests[1]:g}); "
+        f"RPC calls {total_calls:g} (answerer {calls[0]:g}, publisher {calls[1]:g})"
     )
     for side, counter in BREAKDOWN.items():
         per = ", ".join(f"{m} {n / runs:.1f}" for m, n in sorted(counter.items()))
         print(f"  {side} calls per connection (mean): {per}")
-    print(f"call floor (publishService, getService, answerOffer, poll): {REQUEST_FLOOR}")
-    print(
-        f"ratio: requests / floor {total_requests / REQUEST_FLOOR:.2f}x, "
-        f"calls / floor {total_calls / REQUEST_FLOOR:.2f}x"
+        counter.clear()
+    return median
+
+
+async def main(runs: int, poll_ms: int, phases: bool) -> None:
+    await driver_run()  # warm-up
+    floor = [await driver_run() * 1000 for _ in range(runs)]
+    on = await series(runs, poll_ms, long_poll=True)
+    on_phases = list(PHASES)
+    on_breakdown = {side: counter.copy() for side, counter in BREAKDOWN.items()}
+    for counter in BREAKDOWN.values():
+        counter.clear()
+    off = await series(runs, poll_ms, long_poll=False)
+    off_breakdown = {side: counter.copy() for side, counter in BREAKDOWN.items()}
+    floor_after = [await driver_run() * 1000 for _ in range(runs)]
+    floor_median = statistics.median(floor + floor_after)
+    print(f"runs: {runs} per series, server: ours (SQLite file, child process)")
+    print(f"floor (two AiortcPeers, SDP in memory): {summary(floor + floor_after)}")
+    BREAKDOWN.update(on_breakdown)
+    median_on = report("long polling on (held poll, urgent calls at once)", on, runs, floor_median)
+    BREAKDOWN.update(off_breakdown)
+    median_off = report(
+        f"baseline: long polling off (plain polls every {poll_ms} ms, as 0.18.9)",
+        off,
+        runs,
+        floor_median,
     )
+    print(f"speed-up of long polling over the baseline: {median_off / median_on:.1f}x")
+    print(f"call floor (publishService, getService, answerOffer, poll): {REQUEST_FLOOR}")
+    if phases:
+        print("-- where the time went, long polling on (ms from connect_to_service, median):")
+        for key in on_phases[0]:
+            print(f"  {key}: {statistics.median(p[key] for p in on_phases):.1f}")
 
 
 if __name__ == "__main__":
@@ -217,5 +281,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--poll-interval-ms", type=int, default=1000, help="publisher's answer poll (ms)"
     )
+    parser.add_argument("--phases", action="store_true", help="print where the time went")
     args = parser.parse_args()
-    anyio.run(main, args.runs, args.poll_interval_ms)
+    anyio.run(main, args.runs, args.poll_interval_ms, args.phases)

@@ -6,7 +6,11 @@ reports back with inputs (`rondevu_core.inputs`):
 
 - `SendRpc` → perform the call (sign it with `rondevu_core.rpc.envelope`, batch it as
   you like) and feed `RpcResult` with the same ``call_id``.  Every call is answered
-  exactly once, success or failure; machines never see keys.
+  exactly once, success or failure, unless the machine cancels it; machines never see
+  keys.
+- `CancelRpc` → the machine no longer wants that call's outcome (a held poll it must
+  stop waiting on): drop it if it has not gone out, abandon its request if the server
+  holds it, and never feed its `RpcResult`.
 - Peer-connection actions name a ``pc_id`` chosen by the machine in
   `CreatePeerConnection`.  They map one to one onto ``RTCPeerConnection`` in browsers
   and in aiortc:
@@ -43,6 +47,7 @@ from rondevu_core.rpc import RpcRequest
 __all__ = [
     "Action",
     "AddRemoteCandidate",
+    "CancelRpc",
     "ClosePeerConnection",
     "CreateAnswer",
     "CreateDataChannel",
@@ -66,6 +71,17 @@ class SendRpc(Action):
 
     call_id: int
     request: RpcRequest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRpc(Action):
+    """Forget call ``call_id``: no `RpcResult` for it may be fed afterwards.
+
+    Only ever asked for calls the server may hold (``Urgency.HELD``), which read and
+    change nothing, so abandoning one mid-flight loses nothing: the next read sees the
+    same data.  Closing its HTTP request also tells the server to stop holding it."""
+
+    call_id: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,6 +7,14 @@ the 0.18.9 ``RpcBatcher`` with its two bugs removed:
 - A call waits at most ``max_wait_ms`` after its submission; a queue that reaches
   ``max_batch_size`` is due at once.  Either way two sends are at least
   ``throttle_interval_ms`` apart (a due batch held back by the throttle arms the timer).
+- Each call says how urgent it is (`rondevu_core.rpc.Urgency`, chosen by the machine
+  that issues it).  An ``URGENT`` call (on a handshake's critical path) makes the queue
+  due at once, throttle or not, when no request is in flight: waiting for companions
+  that are not coming would only add ``max_wait_ms`` to the handshake.  While a request
+  is in flight it waits as any call does, but no longer than that request: its reply
+  makes the queue due.  A ``HELD`` call (one the server may hold, a long poll) goes
+  out at once, alone in its own request, and never counts as in flight for that rule:
+  sharing a request with it would hold its companions too.
 - A batch takes up to ``max_batch_size`` calls from the head of the queue.  Whatever
   remains is due on its own schedule, so the timer is re-armed after every flush and no
   call is ever stranded (B10).
@@ -33,7 +41,10 @@ with `next_action` (`SendBatch`) and `next_event` (`CallSettled`).
 
 A queued call can be withdrawn (`WithdrawCall`) when its caller stops waiting;
 it then settles at once and never reaches the server.  A call already in a batch cannot
-be taken back: the server may run it.
+be taken back: the server may run it.  The exception is a held call in flight: it only
+reads and sits alone in its request, so withdrawing it asks the driver to abandon that
+request (`AbortBatch`, which also tells the server to stop holding it) and it settles
+at once; the driver reports nothing more for that batch.
 
 Invariants: every submitted call settles exactly once (a `CallSettled` event); after
 `CloseBatcher` there is no timer, no further action, and every call has settled.
@@ -48,10 +59,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rondevu_core.errors import UsageError
-from rondevu_core.rpc import RpcFailed, RpcOk, RpcOutcome, RpcRequest
+from rondevu_core.rpc import RpcFailed, RpcOk, RpcOutcome, RpcRequest, Urgency
 
 __all__ = [
     "MAX_SERVER_BATCH",
+    "AbortBatch",
     "BatchFailed",
     "BatchReply",
     "BatchResult",
@@ -126,6 +138,14 @@ class SendBatch(BatcherAction):
     as_array: bool
     """True: the body is a JSON array of call objects (even of one).  False: the body is
     the single call object of ``calls[0]`` (batching disabled)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbortBatch(BatcherAction):
+    """Abandon the request of batch ``batch_id`` (one held call, withdrawn): close it
+    without waiting for the reply, and feed no `BatchSent` for it."""
+
+    batch_id: int
 
 
 class BatcherEvent:
@@ -269,6 +289,8 @@ class RpcBatcher:
         self.options = options or BatcherOptions()
         self._queue: deque[_Queued] = deque()
         self._in_flight: dict[int, SendBatch] = {}
+        self._held: set[int] = set()  # batches of one HELD call, among those in flight
+        self._urgent_queued = 0  # URGENT calls in the queue
         self._live: set[int] = set()  # ids of calls queued or in flight
         self._abandoned: set[int] = set()  # in flight when closed: replies are dropped
         self._last_send_at: int | None = None
@@ -306,6 +328,14 @@ class RpcBatcher:
             raise UsageError(f"call {input.call_id} is still queued or in flight")
         self._live.add(input.call_id)
         call = BatchedCall(call_id=input.call_id, request=input.request)
+        urgency = input.request.urgency
+        if urgency is Urgency.HELD:
+            # Alone and at once, outside the throttle (it spaces batches, and this one
+            # holds no companion); tracked so that withdrawing it can abandon it.
+            self._send([call], input.now, as_array=self.options.enabled, held=True)
+            return
+        if urgency is Urgency.URGENT:
+            self._urgent_queued += 1
         self._queue.append(_Queued(call=call, submitted_at=input.now))
         self._pump(input.now)
 
@@ -316,6 +346,7 @@ class RpcBatcher:
         batch = self._in_flight.pop(input.batch_id, None)
         if batch is None:
             raise UsageError(f"no batch {input.batch_id} is in flight")
+        self._held.discard(input.batch_id)
         outcomes = _settle_batch(batch.calls, batch.as_array, input.result)
         for call, outcome in zip(batch.calls, outcomes, strict=True):
             self._settle(call, outcome)
@@ -325,13 +356,24 @@ class RpcBatcher:
         for index, queued in enumerate(self._queue):
             if queued.call.call_id == input.call_id:
                 del self._queue[index]
+                self._forget_urgency(queued.call)
                 # A shorter queue is never due earlier, so no send can become due here.
                 self._fail(queued.call, ERR_WITHDRAWN)
+                return
+        for batch_id in self._held:
+            batch = self._in_flight[batch_id]
+            if batch.calls[0].call_id == input.call_id:
+                del self._in_flight[batch_id]
+                self._held.discard(batch_id)
+                self._actions.append(AbortBatch(batch_id=batch_id))
+                self._fail(batch.calls[0], ERR_WITHDRAWN)
                 return
 
     def _on_clear(self, _: ClearQueue | CloseBatcher) -> None:
         while self._queue:
-            self._fail(self._queue.popleft().call, ERR_QUEUE_CLEARED)
+            call = self._queue.popleft().call
+            self._forget_urgency(call)
+            self._fail(call, ERR_QUEUE_CLEARED)
 
     def _on_close(self, input: CloseBatcher) -> None:
         self._on_clear(input)
@@ -341,6 +383,7 @@ class RpcBatcher:
             for call in batch.calls:
                 self._fail(call, ERR_CLOSED_IN_FLIGHT)
         self._in_flight.clear()
+        self._held.clear()
         self._closed = True
 
     # -- outputs -------------------------------------------------------------------------
@@ -357,6 +400,10 @@ class RpcBatcher:
         """When `handle_timer` must run next (monotonic ms), or None when nothing waits."""
         if self._closed or not self._queue:
             return None
+        if self._urgent_queued and len(self._in_flight) == len(self._held):
+            # Nothing in flight but held calls: an urgent call is due since it arrived,
+            # and the head was queued no later.
+            return self._queue[0].submitted_at
         due = self._queue[0].submitted_at + self.options.max_wait_ms
         if len(self._queue) >= self.options.max_batch_size:
             # Full: due since the call that filled it arrived, if the head is not due yet.
@@ -374,6 +421,11 @@ class RpcBatcher:
         return sum(len(batch.calls) for batch in self._in_flight.values())
 
     @property
+    def held(self) -> int:
+        """How many of the calls in flight are HELD ones (each alone in its request)."""
+        return len(self._held)
+
+    @property
     def closed(self) -> bool:
         """True once `CloseBatcher` was handled."""
         return self._closed
@@ -389,20 +441,35 @@ class RpcBatcher:
         """Send every batch that is due at ``now``; what remains keeps its own deadline."""
         if not self.options.enabled:
             while self._queue:
-                self._send([self._queue.popleft().call], now, as_array=False)
+                call = self._queue.popleft().call
+                self._forget_urgency(call)
+                self._send([call], now, as_array=False)
             return
         while True:
             deadline = self.get_timer()
             if deadline is None or deadline > now:
                 return
             size = min(len(self._queue), self.options.max_batch_size)
-            self._send([self._queue.popleft().call for _ in range(size)], now, as_array=True)
+            calls = [self._queue.popleft().call for _ in range(size)]
+            for call in calls:
+                self._forget_urgency(call)
+            self._send(calls, now, as_array=True)
 
-    def _send(self, calls: list[BatchedCall], now: int, *, as_array: bool) -> None:
+    def _forget_urgency(self, call: BatchedCall) -> None:
+        """``call`` left the queue (sent, withdrawn, cleared)."""
+        if call.request.urgency is Urgency.URGENT:
+            self._urgent_queued -= 1
+
+    def _send(
+        self, calls: list[BatchedCall], now: int, *, as_array: bool, held: bool = False
+    ) -> None:
         batch = SendBatch(batch_id=self._next_batch_id, calls=tuple(calls), as_array=as_array)
         self._next_batch_id += 1
         self._in_flight[batch.batch_id] = batch
-        self._last_send_at = now
+        if held:
+            self._held.add(batch.batch_id)
+        else:
+            self._last_send_at = now
         self._actions.append(batch)
 
     def _fail(self, call: BatchedCall, error: str) -> None:

@@ -106,6 +106,12 @@ class ConnectionConfig:
     (ours does): the cursor then advances to the largest ``createdAt`` seen.  False (the
     safe default for server 0.5.4, whose timestamps collide: B5) polls with ``since=0``
     and relies on de-duplication alone (§9)."""
+    long_poll_wait_ms: int = 0
+    """How long the server may hold a ``poll`` or ``getIceCandidates`` (its ``waitMs``,
+    docs/long-polling.md); 0, the default, polls as the original does (server 0.5.4).
+    The client sets it from the server's advertised limit
+    (`rondevu_core.server_info.long_poll_wait_ms`); a server that holds calls is ours,
+    so it also implies strictly increasing candidate timestamps."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -115,6 +121,7 @@ class ConnectionConfig:
             "max_buffer_age_ms",
             "ice_polling_timeout_ms",
             "close_linger_ms",
+            "long_poll_wait_ms",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

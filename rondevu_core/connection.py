@@ -161,7 +161,7 @@ from rondevu_core.inputs import (
 )
 from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.replies import parse_fetched_offer
-from rondevu_core.rpc import Method, RpcFailed, RpcRequest
+from rondevu_core.rpc import Method, RpcFailed, RpcRequest, Urgency
 from rondevu_core.session import SignalingSession
 
 __all__ = ["EDGES", "TRANSITIONS", "Connection", "Role", "State"]
@@ -547,7 +547,7 @@ class Connection:
             )
         )
         self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
-        self._session.start_polling(now)
+        self._session.start_polling(now, sdp)
         return True
 
     def resume_with(self, fresh: Connection, now: int) -> None:
@@ -657,6 +657,9 @@ class Connection:
             return
         self._emit(CleanupStarted)
         if self._session is not None:
+            # Stopped first: a held poll is then cancelled, so it is not left waiting
+            # among the stale calls for a result that will never come.
+            self._session.stop_polling()
             self._stale.update(self._session.calls_in_flight())
             self._session.close()
             self._session = None
@@ -680,7 +683,11 @@ class Connection:
         self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
         self._call(
             _Call.FETCH_OFFER,
-            RpcRequest(method=Method.GET_SERVICE, params={"serviceFqn": str(self.service)}),
+            RpcRequest(
+                method=Method.GET_SERVICE,
+                params={"serviceFqn": str(self.service)},
+                urgency=Urgency.URGENT,  # the first step of the handshake
+            ),
         )
 
     def _fail(self, now: int, error: str) -> None:
@@ -1057,6 +1064,7 @@ class Connection:
                         "offerId": self._offer_id,
                         "sdp": sdp,
                     },
+                    urgency=Urgency.URGENT,  # the offerer waits for it
                 ),
             )
             self._set_state(State.SIGNALING)
@@ -1176,7 +1184,7 @@ class Connection:
         self._outbox.act(CreateAnswer(pc_id=pc))
         self._set_state(State.GATHERING)
         assert self._session is not None
-        self._session.start_polling(now)  # as soon as the offer id is known (B1)
+        self._session.start_polling(now, offer.sdp)  # as soon as the offer id is known (B1)
 
 
 def _table() -> dict[tuple[State, InputKind], Handler]:

@@ -32,6 +32,22 @@ Rules (each fixes a bug of the original; docs/compatibility.md):
   each offer takes one answer (a latch in `Connection.apply_answer`), and a different
   answer for an answered offer is reported as ``answer:duplicate``.  Remote candidates
   come from each connection's own getIceCandidates stream, not from ``poll``.
+- **Long polling** (``connection.long_poll_wait_ms`` set: the server holds calls,
+  docs/long-polling.md).  The poll carries ``waitMs`` and goes alone
+  (``Urgency.HELD``); the server answers it when an answer or candidate arrives, and
+  the next one leaves as soon as its reply is in, so an idle pool makes one request per
+  hold.  A held poll is never sent while a publication is due (an offer without an id,
+  a refresh, a retry): it would keep the publish waiting, so the pool polls plainly at
+  its interval until the publish is done, then holds again at once; and a hold never
+  outlasts the next refresh.  The 1 ms lag of the cursor would make every held poll
+  return at once, so a held poll uses the exact newest timestamp seen (answers and
+  candidates: the server counts both as news) once a lagged read has confirmed nothing
+  else shares that millisecond: news costs one immediate lagged read, then the pool
+  holds again.  A reply that came back early with nothing new (a server at a bound,
+  shutting down, a row we ignore) sends the pool back to its plain interval once, so
+  it never spins.  A publication that becomes due while a poll is held (a failed
+  connection's replacement, say) cancels that poll (`CancelRpc`) rather than wait for
+  it: a poll only reads, so the next one, with the same cursor, loses nothing.
 - **Failed connections are closed, then replaced** (B14): a connection that fails
   closes its peer connection, the pool closes the connection and creates a new offer.
 - **Sessions resume.**  With the session layer on, every offer names this pool's epoch
@@ -50,7 +66,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from rondevu_core.actions import Action, SendRpc
+from rondevu_core.actions import Action, CancelRpc, SendRpc
 from rondevu_core.backoff import Backoff, BackoffPolicy
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection, State
@@ -74,8 +90,9 @@ from rondevu_core.inputs import (
     RpcResult,
 )
 from rondevu_core.outbox import Deadlines, Outbox
-from rondevu_core.replies import parse_poll_answers, parse_published
-from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest
+from rondevu_core.replies import parse_poll_answers, parse_published, poll_candidate_times
+from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest, Urgency
+from rondevu_core.server_info import LONG_POLL_MIN_MS
 from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
 
 __all__ = ["POOL_TRANSITIONS", "OfferPool", "PoolState"]
@@ -106,15 +123,20 @@ class OfferPool:
     __slots__ = (
         "_answered_at",
         "_by_pc",
+        "_confirmed",
         "_conns",
         "_cursor",
         "_deadlines",
         "_duplicates",
         "_epoch",
         "_keeps_answered",
+        "_newest",
         "_opened",
         "_outbox",
         "_poll_call",
+        "_poll_sent_at",
+        "_poll_since",
+        "_poll_wait",
         "_publish_backoff",
         "_publish_call",
         "_publish_sdps",
@@ -145,7 +167,14 @@ class OfferPool:
         # the newest answer on every poll, and one report of each is enough.
         self._duplicates: dict[str, set[int]] = {}
         self._cursor = 0
+        # Long polling: the newest plausible answer or candidate time seen, and whether
+        # a lagged read since it brought nothing newer (then a held poll may use it).
+        self._newest = 0
+        self._confirmed = False
         self._poll_call: int | None = None
+        self._poll_sent_at = 0
+        self._poll_since = 0
+        self._poll_wait = 0
         self._publish_call: int | None = None
         self._publish_sdps: tuple[str, ...] = ()
         self._publish_backoff = Backoff(_PUBLISH_RETRY)
@@ -305,7 +334,6 @@ class OfferPool:
         if (
             self.state is not PoolState.FILLING
             or self._publish_call is not None
-            or self._poll_call is not None
             or _Timer.PUBLISH_RETRY in self._deadlines
             or (self.pending_handshakes() and not self._keeps_answered)  # B8 on 0.5.4
         ):
@@ -315,9 +343,15 @@ class OfferPool:
             return  # wait until every offer is ready: one call for the whole pool
         if not self._refresh_due and all(c.offer_id is not None for c in offers):
             return
+        if self._poll_call is not None:
+            if not self._poll_wait:
+                return  # a plain poll: its reply is near, and then this runs again
+            self._cancel_poll()  # a held one could keep the publish waiting for a hold
         sdps = tuple(c.offer_sdp for c in offers if c.offer_sdp is not None)
         self._publish_sdps = sdps
         self._refresh_due = False
+        # New offers are what the next peer's handshake starts from; a refresh can wait.
+        new = any(c.offer_id is None for c in offers)
         self._publish_call = self._call(
             RpcRequest(
                 method=Method.PUBLISH_SERVICE,
@@ -326,6 +360,7 @@ class OfferPool:
                     "offers": [{"sdp": sdp} for sdp in sdps],
                     "ttl": self.config.ttl_ms,
                 },
+                urgency=Urgency.URGENT if new else Urgency.CAN_WAIT,
             )
         )
 
@@ -378,6 +413,8 @@ class OfferPool:
             return
         self._publish_backoff.reset()
         self._maybe_publish(now)  # offers created while this call was in flight
+        if self.config.connection.long_poll_wait_ms:
+            self._poll_again(now, at_once=True)
 
     def _publish_failed(self, error: str, now: int) -> None:
         self._outbox.emit(PublishFailed(connection_id=0, error=error))
@@ -394,19 +431,88 @@ class OfferPool:
             return
         if not any(c.offer_id is not None for c in self._conns.values()):
             return  # nothing published: nothing can be answered
-        self._poll_call = self._call(RpcRequest(method=Method.POLL, params={"since": self._cursor}))
+        wait = self._hold_ms(now)
+        since = self._cursor
+        params: dict[str, int] = {"since": since}
+        urgency = Urgency.CAN_WAIT
+        if wait:
+            self._deadlines.cancel(_Timer.POLL)  # its reply re-issues it
+            since = self._newest if self._confirmed else self._cursor
+            params = {"since": since, "waitMs": wait}
+            urgency = Urgency.HELD
+        self._poll_since, self._poll_sent_at, self._poll_wait = since, now, wait
+        self._poll_call = self._call(RpcRequest(method=Method.POLL, params=params, urgency=urgency))
+
+    def _cancel_poll(self) -> None:
+        """Abandon the held poll: it only reads, so the next poll (same cursor) sees
+        whatever its reply would have carried."""
+        assert self._poll_call is not None
+        self._outbox.act(CancelRpc(call_id=self._poll_call))
+        self._poll_call = None
+
+    def _hold_ms(self, now: int) -> int:
+        """The ``waitMs`` of a poll sent now: 0 for a plain poll (see the module doc)."""
+        wait = self.config.connection.long_poll_wait_ms
+        if (
+            not wait
+            or self.state is not PoolState.FILLING
+            or self._refresh_due
+            or _Timer.PUBLISH_RETRY in self._deadlines
+            or any(c.offer_id is None for c in self.unanswered())
+        ):
+            return 0
+        refresh = self._deadlines.at(_Timer.REFRESH)
+        if refresh is not None:
+            wait = min(wait, refresh - now)  # the refresh must not wait for the reply
+        return wait if wait >= LONG_POLL_MIN_MS else 0
+
+    def _poll_again(self, now: int, *, at_once: bool) -> None:
+        """Long polling: after a poll or publish settled, hold the next poll now if
+        nothing keeps it from being held, else poll plainly at the interval."""
+        if at_once and self._poll_call is None and self._hold_ms(now):
+            self._poll(now)
+        elif _Timer.POLL not in self._deadlines and self.state is PoolState.FILLING:
+            self._deadlines.set(_Timer.POLL, now + self.config.poll_interval_ms)
+
+    def _note_poll_times(
+        self, outcome: RpcOutcome, answers: list[Any], now: int, unix_ms: int
+    ) -> bool:
+        """Long polling: move the exact cursor; True when the reply warrants the next
+        poll at once (news, a confirming lagged read, or a hold that ran its course)."""
+        if isinstance(outcome, RpcFailed):
+            return False
+        limit = unix_ms + TIMESTAMP_TOLERANCE_MS
+        times = [a.answered_at for a in answers] + poll_candidate_times(outcome.result)
+        plausible = [t for t in times if t <= limit]  # a far-future row is not trusted
+        top = max(plausible, default=None)
+        if top is not None and top > self._newest:
+            self._newest = top
+            self._confirmed = False
+            return True
+        if self._poll_since < self._newest:
+            self._confirmed = True  # the lagged read brought nothing newer: settled
+            return True
+        return self._poll_wait > 0 and self._poll_sent_at + self._poll_wait // 2 <= now
 
     def _on_polled(self, outcome: RpcOutcome, now: int, unix_ms: int) -> None:
         self._poll_call = None
+        answers: list[Any] = []
         if isinstance(outcome, RpcFailed):
             self._maybe_publish(now)
-            return
-        try:
-            answers = parse_poll_answers(outcome.result)
-        except ProtocolError as error:
-            self._outbox.emit(ProtocolViolation(connection_id=0, error=error))
-            self._maybe_publish(now)
-            return
+        else:
+            try:
+                answers = parse_poll_answers(outcome.result)
+            except ProtocolError as error:
+                self._outbox.emit(ProtocolViolation(connection_id=0, error=error))
+                self._maybe_publish(now)
+                outcome = RpcFailed(error=str(error))
+            else:
+                self._apply_answers(answers, now, unix_ms)
+        if self.config.connection.long_poll_wait_ms:
+            at_once = self._note_poll_times(outcome, answers, now, unix_ms)
+            self._poll_again(now, at_once=at_once)
+
+    def _apply_answers(self, answers: list[Any], now: int, unix_ms: int) -> None:
         by_offer = {c.offer_id: c for c in self._conns.values() if c.offer_id is not None}
         for answer in sorted(answers, key=lambda a: a.answered_at):
             conn = by_offer.get(answer.offer_id)
@@ -480,6 +586,8 @@ class OfferPool:
             if conn.state is not State.CLOSED:
                 conn.handle(Close(now=now, reason=reason))
             self._forget(conn)
+        if self._poll_call is not None and self._poll_wait:
+            self._cancel_poll()
         for call in (self._poll_call, self._publish_call):
             if call is not None:
                 self._stale.add(call)

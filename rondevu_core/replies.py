@@ -23,6 +23,7 @@ __all__ = [
     "parse_fetched_offer",
     "parse_poll_answers",
     "parse_published",
+    "poll_candidate_times",
 ]
 
 
@@ -136,6 +137,22 @@ def parse_poll_answers(result: object) -> list[PolledAnswer]:
             )
         )
     return out
+
+
+def poll_candidate_times(result: object) -> list[int]:
+    """poll → the ``createdAt`` of every candidate in its ``iceCandidates``, skipping
+    whatever is malformed: a held poll's cursor must pass them too, or the server, which
+    counts them as news, would answer the next one at once."""
+    ice = result.get("iceCandidates") if isinstance(result, dict) else None
+    if not isinstance(ice, dict):
+        return []
+    times: list[int] = []
+    for items in ice.values():
+        for item in items if isinstance(items, list) else ():
+            at = item.get("createdAt") if isinstance(item, dict) else None
+            if isinstance(at, int) and not isinstance(at, bool) and at >= 0:
+                times.append(at)
+    return times
 
 
 def parse_candidates(result: object) -> tuple[list[RemoteCandidate], int]:

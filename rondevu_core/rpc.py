@@ -15,7 +15,7 @@ from typing import Any
 
 from rondevu_core.signing import KeyPair, build_message, expected_context
 
-__all__ = ["Method", "RpcFailed", "RpcOk", "RpcOutcome", "RpcRequest", "envelope"]
+__all__ = ["Method", "RpcFailed", "RpcOk", "RpcOutcome", "RpcRequest", "Urgency", "envelope"]
 
 
 class Method(StrEnum):
@@ -32,12 +32,34 @@ class Method(StrEnum):
     GET_ICE_CANDIDATES = "getIceCandidates"
 
 
+class Urgency(StrEnum):
+    """How a call may be grouped with others (`rondevu_core.batcher`).
+
+    Chosen by the machine that issues the call, since only it knows whether a handshake
+    waits on the reply; the batcher only applies it.  It never reaches the wire.
+    """
+
+    CAN_WAIT = "can_wait"
+    """May wait in the queue up to the batcher's ``max_wait_ms`` for companions (the
+    0.18.9 rule for every call): refreshes, deletions, plain polls."""
+    URGENT = "urgent"
+    """On the critical path of a handshake: leaves at once, with whatever is queued,
+    when no other request is in flight (a request in flight is the only reason to wait:
+    companions may gather until it returns, at most ``max_wait_ms``)."""
+    HELD = "held"
+    """May be held by the server (a long poll, docs/long-polling.md): always goes alone
+    in its own request, at once, so it never holds up another call.  It does not count
+    as a request in flight for `URGENT` calls."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RpcRequest:
-    """One call: the method and its JSON params (already in wire shape, camelCase keys)."""
+    """One call: the method and its JSON params (already in wire shape, camelCase keys),
+    and how urgently it must leave (client-side only, not sent)."""
 
     method: Method
     params: Mapping[str, Any] = field(default_factory=dict)
+    urgency: Urgency = Urgency.CAN_WAIT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

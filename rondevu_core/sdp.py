@@ -28,6 +28,7 @@ __all__ = [
     "Candidate",
     "WireCandidate",
     "candidates_from_sdp",
+    "gathering_complete",
     "parse_wire_candidate",
     "strip_candidates",
 ]
@@ -250,6 +251,24 @@ def candidates_from_sdp(sdp: str) -> tuple[WireCandidate, ...]:
             mid = line[len("a=mid:") :]
     flush()
     return tuple(found)
+
+
+def gathering_complete(sdp: str) -> bool:
+    """True when ``sdp`` says its side will send no more candidates: every ``m=``
+    section (or the session part, for all of them) carries ``a=end-of-candidates``
+    (RFC 8840), as a description made after gathering completed does.  No ``m=``
+    section: False (nothing to judge by)."""
+    session_done = False
+    sections: list[bool] = []
+    for line in (raw.rstrip("\r") for raw in sdp.split("\n")):
+        if line.startswith("m="):
+            sections.append(False)
+        elif line == "a=end-of-candidates":
+            if sections:
+                sections[-1] = True
+            else:
+                session_done = True
+    return bool(sections) and (session_done or all(sections))
 
 
 def strip_candidates(sdp: str) -> str:

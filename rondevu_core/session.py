@@ -21,6 +21,17 @@ server ``createdAt`` values (B4) and belongs to this stream alone (B20); with
 Candidates are de-duplicated by their ``candidate`` string either way.  Remote candidates
 are handed to the peer connection only after the remote description is set.
 
+Long polling.  With ``long_poll_wait_ms`` set (the server holds calls: ours,
+docs/long-polling.md) each getIceCandidates carries ``waitMs`` and goes alone in its
+request (``Urgency.HELD``); the next one leaves as soon as the reply is in, unless the
+reply came back early with nothing new (the server did not hold it: at a bound, shutting
+down, or news we could not use), in which case the plain polling interval comes first,
+so nothing ever spins.  The cursor then advances strictly (a server that holds calls is
+ours, whose timestamps are strictly increasing).  A remote description that says its
+gathering is complete (``a=end-of-candidates`` everywhere, as aiortc's are) announces
+that no candidate will follow, so there is nothing to wait for and no poll is made.
+Against a server that does not hold calls, polling is exactly the original's.
+
 Invariants: no action after `close`; at most one poll and one upload in flight; a remote
 candidate string is added at most once; a local candidate string is uploaded at most once
 per publication of the offer (`reupload` starts a new publication after a republish
@@ -33,7 +44,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from rondevu_core.actions import AddRemoteCandidate, SendRpc
+from rondevu_core.actions import AddRemoteCandidate, CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.errors import ProtocolError
 from rondevu_core.events import (
@@ -45,8 +56,8 @@ from rondevu_core.events import (
 )
 from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.replies import parse_candidates
-from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest
-from rondevu_core.sdp import candidates_from_sdp
+from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest, Urgency
+from rondevu_core.sdp import candidates_from_sdp, gathering_complete
 from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
 
 __all__ = ["SignalingSession"]
@@ -71,6 +82,7 @@ class SignalingSession:
         "_outbox",
         "_pending_local",
         "_poll_call",
+        "_poll_sent_at",
         "_polling",
         "_remote_ready",
         "_seen_remote",
@@ -113,6 +125,7 @@ class SignalingSession:
         # remote side
         self._polling = False
         self._poll_call: int | None = None
+        self._poll_sent_at = 0
         self._cursor = 0
         self._seen_remote: set[str] = set()
         self._held_remote: list[Mapping[str, Any]] = []
@@ -201,27 +214,38 @@ class SignalingSession:
                         "offerId": self.offer_id,
                         "candidates": [dict(c) for c in batch],
                     },
+                    urgency=Urgency.URGENT,  # the peer may be waiting on them
                 ),
             )
         )
 
     # -- remote candidates --------------------------------------------------------------
 
-    def start_polling(self, now: int) -> None:
-        """Begin polling the other side's candidates now (idempotent)."""
+    def start_polling(self, now: int, remote_sdp: str | None = None) -> None:
+        """Begin polling the other side's candidates now (idempotent).
+
+        ``remote_sdp`` is the other side's description, when known: if the server holds
+        calls and it says gathering is complete, no candidate can follow and nothing is
+        polled (see the module docstring)."""
         if self._closed or self._polling or self.offer_id is None:
+            return
+        if self._config.long_poll_wait_ms and remote_sdp and gathering_complete(remote_sdp):
             return
         self._polling = True
         self._outbox.emit(IcePollingStarted(connection_id=self.connection_id))
         self._deadlines.set(_Timer.POLL_TIMEOUT, now + self._config.ice_polling_timeout_ms)
-        self._poll()
+        self._poll(now)
 
     def stop_polling(self) -> None:
         """Stop polling (ICE connected, attempt over); a reply still in flight is ignored."""
         if not self._polling:
             return
         self._polling = False
-        if self._poll_call is not None:
+        if self._poll_call is not None and self._config.long_poll_wait_ms:
+            # Held: the server would keep it for nothing; cancelled, no reply comes.
+            self._outbox.act(CancelRpc(call_id=self._poll_call))
+            self._poll_call = None
+        elif self._poll_call is not None:
             self._abandoned.add(self._poll_call)
             self._poll_call = None
         self._deadlines.clear()
@@ -236,19 +260,24 @@ class SignalingSession:
         for candidate in held:
             self._add_remote(candidate)
 
-    def _poll(self) -> None:
+    def _poll(self, now: int) -> None:
         call_id = self._outbox.new_id()
         self._poll_call = call_id
+        self._poll_sent_at = now
+        params: dict[str, Any] = {
+            "serviceFqn": self._service_fqn,
+            "offerId": self.offer_id,
+            "since": self._cursor,
+        }
+        urgency = Urgency.URGENT  # the handshake waits on the peer's candidates
+        if self._config.long_poll_wait_ms:
+            params["waitMs"] = self._config.long_poll_wait_ms
+            urgency = Urgency.HELD
         self._outbox.act(
             SendRpc(
                 call_id=call_id,
                 request=RpcRequest(
-                    method=Method.GET_ICE_CANDIDATES,
-                    params={
-                        "serviceFqn": self._service_fqn,
-                        "offerId": self.offer_id,
-                        "since": self._cursor,
-                    },
+                    method=Method.GET_ICE_CANDIDATES, params=params, urgency=urgency
                 ),
             )
         )
@@ -283,6 +312,8 @@ class SignalingSession:
             self._abandoned.discard(call_id)  # a poll abandoned by stop_polling
             return
         self._poll_call = None
+        cursor_before, seen_before = self._cursor, len(self._seen_remote)
+        strict = self._config.strict_ice_timestamps or self._config.long_poll_wait_ms > 0
         if isinstance(outcome, RpcFailed):
             self._report("getIceCandidates", outcome.error)
             if "Offer not found" in outcome.error:
@@ -304,7 +335,7 @@ class SignalingSession:
                     )
                 for item in candidates:
                     if (
-                        self._config.strict_ice_timestamps
+                        strict
                         and self._cursor < item.created_at <= unix_ms + TIMESTAMP_TOLERANCE_MS
                     ):
                         # A far-future createdAt (a glitching server) would move the
@@ -318,7 +349,14 @@ class SignalingSession:
                         self._add_remote(item.candidate)
                     else:
                         self._held_remote.append(item.candidate)
-        if self._polling:
+        if not self._polling:
+            return
+        wait = self._config.long_poll_wait_ms
+        news = self._cursor != cursor_before or len(self._seen_remote) != seen_before
+        was_held = now - self._poll_sent_at >= wait // 2  # not answered early
+        if wait and not isinstance(outcome, RpcFailed) and (news or was_held):
+            self._poll(now)
+        else:
             self._deadlines.set(_Timer.POLL, now + self._config.ice_polling_interval_ms)
 
     def handle_timer(self, now: int) -> None:
@@ -327,7 +365,7 @@ class SignalingSession:
             if timer is _Timer.POLL_TIMEOUT:
                 self.stop_polling()
             elif self._polling and self._poll_call is None:
-                self._poll()
+                self._poll(now)
                 self._flush_uploads()  # retry uploads that failed meanwhile
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from rondevu_core.batcher import (
     ERR_MALFORMED_ITEM,
     ERR_NOT_ARRAY,
     ERR_WITHDRAWN,
+    AbortBatch,
     BatcherOptions,
     BatchFailed,
     BatchReply,
@@ -36,9 +37,12 @@ from rondevu_core.batcher import (
     WithdrawCall,
 )
 from rondevu_core.errors import UsageError
-from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
+from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest, Urgency
 
 POLL = RpcRequest(method=Method.POLL, params={"since": 0})
+URGENT = RpcRequest(method=Method.ANSWER_OFFER, params={}, urgency=Urgency.URGENT)
+HELD = RpcRequest(method=Method.POLL, params={"since": 0, "waitMs": 25000}, urgency=Urgency.HELD)
+REQUESTS = {Urgency.CAN_WAIT: POLL, Urgency.URGENT: URGENT, Urgency.HELD: HELD}
 
 
 class Batcher(RpcBatcher):
@@ -326,6 +330,9 @@ class BatcherMachine(RuleBasedStateMachine):
         self.in_flight: dict[int, SendBatch] = {}
         self.last_send: int | None = None
         self.withdrawn: set[int] = set()
+        self.urgency: dict[int, Urgency] = {}
+        self.sent: set[int] = set()  # calls that went out in some batch
+        self.aborted: set[int] = set()  # held calls withdrawn in flight
 
     @initialize(
         options=st.builds(
@@ -339,17 +346,45 @@ class BatcherMachine(RuleBasedStateMachine):
     def start(self, options: BatcherOptions) -> None:
         self.batcher = Batcher(options)
 
+    def is_held(self, batch: SendBatch) -> bool:
+        return any(self.urgency[c.call_id] is Urgency.HELD for c in batch.calls)
+
+    def idle(self) -> bool:
+        """No request in flight but held ones: what lets an urgent call leave at once."""
+        return all(self.is_held(batch) for batch in self.in_flight.values())
+
+    def urgent_queued(self) -> bool:
+        return any(
+            u is Urgency.URGENT and c not in self.sent and c not in self.settled
+            for c, u in self.urgency.items()
+        )
+
     def drain(self) -> None:
         options = self.batcher.options
         while (action := self.batcher.next_action()) is not None:
             assert not self.batcher.closed
+            if isinstance(action, AbortBatch):
+                aborted = self.in_flight.pop(action.batch_id)
+                assert self.is_held(aborted), "only a held request is abandoned"
+                self.aborted.add(aborted.calls[0].call_id)
+                continue
             assert isinstance(action, SendBatch)
             assert 1 <= len(action.calls) <= options.max_batch_size
-            assert not {c.call_id for c in action.calls} & self.withdrawn, "withdrawn call sent"
+            ids = {c.call_id for c in action.calls}
+            assert not ids & self.withdrawn, "withdrawn call sent"
+            assert not ids & self.sent, "a call sent twice"
             assert action.as_array is options.enabled
-            if options.enabled and self.last_send is not None:
+            held = self.is_held(action)
+            if held:
+                assert len(action.calls) == 1, "a held call shares its request"
+            # The throttle spaces batches of calls that can wait; an urgent call with
+            # nothing in flight, and a held call, leave at once.
+            exempt = held or (self.idle() and self.urgent_queued())
+            if options.enabled and not exempt and self.last_send is not None:
                 assert self.now - self.last_send >= options.throttle_interval_ms
-            self.last_send = self.now
+            if not held:
+                self.last_send = self.now
+            self.sent |= ids
             self.in_flight[action.batch_id] = action
         while (event := self.batcher.next_event()) is not None:
             assert isinstance(event, CallSettled)
@@ -360,13 +395,18 @@ class BatcherMachine(RuleBasedStateMachine):
                 assert event.outcome == self.expected.pop(event.call_id)
 
     @precondition(lambda self: not self.batcher.closed)
-    @rule(count=st.integers(1, 15))
-    def submit(self, count: int) -> None:
-        for _ in range(count):
-            call_id = self.batcher.submit(POLL, self.now)
+    @rule(urgencies=st.lists(st.sampled_from(Urgency), min_size=1, max_size=15))
+    def submit(self, urgencies: list[Urgency]) -> None:
+        for urgency in urgencies:
+            idle = self.idle()
+            call_id = self.batcher.submit(REQUESTS[urgency], self.now)
             assert call_id not in self.submitted
             self.submitted[call_id] = self.now
+            self.urgency[call_id] = urgency
             self.drain()
+            if urgency is Urgency.HELD or (urgency is Urgency.URGENT and idle):
+                # Out at once, never waiting for max_wait_ms.
+                assert call_id in self.sent
 
     @rule(dt=st.integers(0, 70))
     def advance(self, dt: int) -> None:
@@ -416,6 +456,8 @@ class BatcherMachine(RuleBasedStateMachine):
             self.withdrawn.add(call_id)
         else:
             assert self.batcher.queued == queued_before
+            if call_id in self.aborted:
+                assert self.settled[call_id] == RpcFailed(error=ERR_WITHDRAWN, transport=True)
 
     @rule()
     def clear(self) -> None:
@@ -432,6 +474,11 @@ class BatcherMachine(RuleBasedStateMachine):
     def every_call_is_accounted_for(self) -> None:
         b = self.batcher
         assert len(self.settled) + b.queued + b.in_flight == len(self.submitted)
+
+    @invariant()
+    def no_urgent_call_waits_while_nothing_is_in_flight(self) -> None:
+        if not self.batcher.closed and self.idle():
+            assert not self.urgent_queued()
 
     @invariant()
     def nothing_waits_without_a_timer(self) -> None:
@@ -478,3 +525,64 @@ def test_driver_can_reuse_the_machines_call_ids() -> None:
     assert batcher.submit(POLL, now=2, call_id=7) == 7  # settled ids may come back
     assert batcher.submit(POLL, now=2, call_id=2) == 2
     assert batcher.submit(POLL, now=2) == 3  # the counter skips ids in use
+
+
+def test_an_urgent_call_leaves_at_once_when_nothing_is_in_flight() -> None:
+    batcher = Batcher(BatcherOptions(max_wait_ms=50, throttle_interval_ms=10))
+    waiting = batcher.submit(POLL, now=0)
+    urgent = batcher.submit(URGENT, now=3)
+    [batch] = sends(batcher)  # at 3, not at 50, and the waiting call rides along
+    assert [c.call_id for c in batch.calls] == [waiting, urgent]
+    batcher.batch_sent_result(batch.batch_id, BatchReply(body=[ok(1), ok(2)]), now=4)
+    batcher.submit(URGENT, now=5)  # inside the throttle: still at once
+    assert len(sends(batcher)) == 1
+
+
+def test_an_urgent_call_waits_for_the_request_in_flight_at_most() -> None:
+    batcher = Batcher(BatcherOptions(max_wait_ms=50))
+    batcher.submit(URGENT, now=0)
+    [first] = sends(batcher)
+    batcher.submit(URGENT, now=1)
+    assert sends(batcher) == []
+    assert batcher.get_timer() == 51
+    batcher.batch_sent_result(first.batch_id, BatchReply(body=[ok(1)]), now=7)
+    [second] = sends(batcher)  # the reply, not max_wait_ms, let it go
+    assert len(second.calls) == 1
+
+
+def test_a_held_call_goes_alone_and_does_not_hold_urgent_ones() -> None:
+    batcher = Batcher(BatcherOptions(max_wait_ms=50))
+    waiting = batcher.submit(POLL, now=0)
+    held = batcher.submit(HELD, now=1)
+    [alone] = sends(batcher)
+    assert [c.call_id for c in alone.calls] == [held]
+    assert alone.as_array
+    assert batcher.held == 1
+    assert batcher.queued == 1
+    urgent = batcher.submit(URGENT, now=2)
+    [batch] = sends(batcher)  # the held request in flight does not count
+    assert [c.call_id for c in batch.calls] == [waiting, urgent]
+
+
+def test_disabled_batching_sends_held_calls_as_objects_too() -> None:
+    batcher = Batcher(BatcherOptions(enabled=False))
+    batcher.submit(HELD, now=0)
+    [batch] = sends(batcher)
+    assert not batch.as_array
+    assert batcher.held == 1
+
+
+def test_withdrawing_a_held_call_in_flight_abandons_its_request() -> None:
+    batcher = Batcher()
+    held = batcher.submit(HELD, now=0)
+    [batch] = sends(batcher)
+    batcher.withdraw(held, now=5)
+    assert batcher.next_action() == AbortBatch(batch_id=batch.batch_id)
+    assert settled(batcher) == {held: RpcFailed(error=ERR_WITHDRAWN, transport=True)}
+    assert batcher.in_flight == 0
+    assert batcher.held == 0
+    urgent = batcher.submit(URGENT, now=6)
+    [other] = sends(batcher)
+    batcher.batch_sent_result(other.batch_id, BatchReply(body=[ok(1)]), now=7)
+    batcher.withdraw(urgent, now=8)  # settled already: nothing to abandon
+    assert batcher.next_action() is None

@@ -62,7 +62,10 @@ class Conn:
         self.sent += len(data)
 
     def method(self) -> str | None:
-        """The RPC method of the request (the first one of a batch)."""
+        """The RPC method of the request (the first one of a batch); None for a request
+        without a body (the client's ``GET /``, read once when it starts)."""
+        if not self.body:
+            return None
         call = json.loads(self.body)
         first = call[0] if isinstance(call, list) else call
         return str(first["method"])

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from fuzz._inputs import CANDIDATE, SDP, arbitrary_input, connection_pc
-from rondevu_core.actions import SendRpc
+from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import EDGES, Connection, State
 from rondevu_core.errors import UsageError
@@ -149,11 +149,16 @@ HEALTHY: dict[Method, Any] = {
 class ConnectionMachine(RuleBasedStateMachine):
     """An answerer fed arbitrary inputs, outcomes and time."""
 
+    long_poll_wait_ms: ClassVar[int] = 0
+
     def __init__(self) -> None:
         super().__init__()
         # A short polling timeout makes the RPC budget (5 polls) reachable within a run.
         self.config = ConnectionConfig(
-            max_buffer_size=3, max_reconnect_attempts=3, ice_polling_timeout_ms=2_000
+            max_buffer_size=3,
+            max_reconnect_attempts=3,
+            ice_polling_timeout_ms=2_000,
+            long_poll_wait_ms=self.long_poll_wait_ms,
         )
         self.rng = random.Random(0)
         self.conn = Connection.answerer(SERVICE, config=self.config, unit_random=self.rng.random)
@@ -164,6 +169,7 @@ class ConnectionMachine(RuleBasedStateMachine):
         # Per attempt (each starts with its getService): [RPCs, local candidates fed].
         self.attempts: list[list[int]] = []
         self.methods: dict[int, Method] = {}
+        self.cancelled: set[int] = set()
         self.closed_before = False
         self.drain()
 
@@ -192,7 +198,14 @@ class ConnectionMachine(RuleBasedStateMachine):
         acted = False
         while (action := self.conn.next_action()) is not None:
             acted = True
+            if isinstance(action, CancelRpc):
+                # Only a held getIceCandidates of this answerer, never one already answered.
+                assert self.long_poll_wait_ms
+                assert self.methods.get(action.call_id) is Method.GET_ICE_CANDIDATES
+                assert action.call_id not in self.conn.outstanding_calls()
+                self.cancelled.add(action.call_id)
             if isinstance(action, SendRpc):
+                assert "waitMs" not in action.request.params or self.long_poll_wait_ms
                 self.methods[action.call_id] = action.request.method
                 if action.request.method is Method.GET_SERVICE:
                     self.attempts.append([0, 0])
@@ -256,6 +269,25 @@ class ConnectionMachine(RuleBasedStateMachine):
         # retries on poll ticks), whatever the inputs and replies.
         for rpcs, candidates in self.attempts:
             assert rpcs <= answerer_rpc_budget(self.config, local_candidates=candidates)
+
+
+class LongPollConnectionMachine(ConnectionMachine):
+    """The same answerer against a server that holds calls.  Its polls are bounded by
+    news and holds rather than by the polling interval, so the interval's RPC budget is
+    replaced by single flight: at most one getIceCandidates unanswered at a time."""
+
+    long_poll_wait_ms = 1_500
+
+    @invariant()
+    def rpcs_bounded(self) -> None:
+        # Cancelled polls are not outstanding (no result comes), and a held poll is
+        # cancelled, never left stale, when its attempt ends.
+        polls = [
+            c
+            for c in self.conn.outstanding_calls()
+            if self.methods.get(c) is Method.GET_ICE_CANDIDATES
+        ]
+        assert len(polls) <= 1
 
 
 class PoolMachine(RuleBasedStateMachine):
@@ -323,12 +355,14 @@ class ServerPoolMachine(RuleBasedStateMachine):
     """
 
     mode: ClassVar[Literal["ours", "upstream"]] = "ours"
+    connection: ClassVar[ConnectionConfig] = ConnectionConfig()
 
     def __init__(self) -> None:
         super().__init__()
         self.server = FakeSignalingServer(mode=self.mode)
         self.pool = OfferPool(
-            PoolConfig(service=SERVICE, max_offers=3), unit_random=random.Random(0).random
+            PoolConfig(service=SERVICE, max_offers=3, connection=self.connection),
+            unit_random=random.Random(0).random,
         )
         self.now = 1_765_700_000_000
         # Sent calls, already executed by the server, whose replies are not delivered yet.
@@ -347,8 +381,17 @@ class ServerPoolMachine(RuleBasedStateMachine):
 
     def drain(self) -> None:
         while (action := self.pool.next_action()) is not None:
+            if isinstance(action, CancelRpc):
+                # Only a held call is ever cancelled, and its reply never arrives.
+                method, _ = self.in_flight.pop(action.call_id)
+                assert method in (Method.POLL, Method.GET_ICE_CANDIDATES)
+                assert self.connection.long_poll_wait_ms
+                continue
             if not isinstance(action, SendRpc):
                 continue
+            if self.connection.long_poll_wait_ms and action.request.method is Method.POLL:
+                polls = [m for m, _ in self.in_flight.values() if m is Method.POLL]
+                assert len(polls) <= len(self.stale), "two polls in flight"
             if action.request.method is Method.PUBLISH_SERVICE:
                 if not self.pool.server_keeps_answered_offers:
                     # 0.5.4 would delete the offer of a handshake in progress (B8).
@@ -564,8 +607,19 @@ class UpstreamPoolMachine(ServerPoolMachine):
     mode = "upstream"
 
 
+class LongPollPoolMachine(ServerPoolMachine):
+    """The same pool against our server, long polling: its polls are held (the fake
+    answers at once, as a server at its bound does), cancelled when a publish is due."""
+
+    connection = ConnectionConfig(long_poll_wait_ms=25_000)
+
+
 TestConnectionMachine = ConnectionMachine.TestCase
 TestConnectionMachine.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
+TestLongPollConnectionMachine = LongPollConnectionMachine.TestCase
+TestLongPollConnectionMachine.settings = settings(
+    max_examples=40, stateful_step_count=40, deadline=None
+)
 TestPoolMachine = PoolMachine.TestCase
 TestPoolMachine.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 # More examples here (about 2 s each): a pending handshake meeting a refill takes a
@@ -574,3 +628,5 @@ TestServerPoolMachine = ServerPoolMachine.TestCase
 TestServerPoolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 TestUpstreamPoolMachine = UpstreamPoolMachine.TestCase
 TestUpstreamPoolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+TestLongPollPoolMachine = LongPollPoolMachine.TestCase
+TestLongPollPoolMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)

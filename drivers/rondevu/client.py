@@ -16,7 +16,11 @@ client and aiortc, and keeps the bookkeeping an application asks about.
 
 Lifetime: use ``async with Rondevu.connect(api_url) as rondevu:``; leaving the block
 closes every connection and peer connection, stops every task and closes the HTTP
-client.  ``connect`` itself does no network I/O, like the original.
+client.  ``connect`` itself does no network I/O, like the original.  Entering the block
+reads the server's ``GET /`` once, in the background: if the server holds calls (our
+extension, docs/long-polling.md) the machines long-poll; otherwise, and against server
+0.5.4, they poll exactly as the original does.  The first connection or publication
+waits for that read (a few milliseconds; at most a few seconds if the server is slow).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from rondevu_core.ice import IceConfiguration, IceServer, IceTransportPolicy, ic
 from rondevu_core.inputs import Close, Connect, StartFilling, StopFilling
 from rondevu_core.pool import OfferPool, PoolState
 from rondevu_core.rpc import Method
+from rondevu_core.server_info import long_poll_wait_ms
 from rondevu_core.signing import KeyPair
 from rondevu_core.usernames import generate_anonymous_username, validate_username
 from rondevu_schemas.methods import ServiceEntry, ServicePage
@@ -145,12 +150,17 @@ class Rondevu:
         connection_config: ConnectionConfig | None = None,
         host_addresses: Sequence[str] | None = None,
         unit_random: Callable[[], float] = random.random,
+        long_poll: bool = True,
     ) -> None:
         self.api = api
         """The low-level API: one typed async method per RPC (bypasses the machines)."""
         self.connection_config = connection_config or ConnectionConfig()
         self.host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self._unit_random = unit_random
+        self.long_poll = long_poll
+        """Whether to let a server that offers it hold calls (False: always plain polls)."""
+        self._long_poll_ms = 0
+        self._server_known = anyio.Event()
         self._stack: AsyncExitStack | None = None
         self._group: TaskGroup | None = None
         self._stopped = anyio.Event()
@@ -183,6 +193,7 @@ class Rondevu:
         transport: SignalingTransport | None = None,
         connection_config: ConnectionConfig | None = None,
         host_addresses: Sequence[str] | None = None,
+        long_poll: bool = True,
     ) -> Rondevu:
         """Build a client; no network I/O happens here (as in 0.18.9).  Use the result
         in ``async with``.
@@ -197,7 +208,8 @@ class Rondevu:
         relayed candidates only).  ``host_addresses`` restricts host ICE candidates
         (``["127.0.0.1"]`` keeps WebRTC on loopback).  ``batching`` lets calls made
         close together share one HTTP request; ``connection_config`` sets timeouts,
-        reconnection and buffering.
+        reconnection and buffering.  ``long_poll=False`` never lets the server hold
+        calls, even one that offers it (see docs/long-polling.md).
 
         Raises `ValidationError` for a malformed ``username`` or neither ``api_url``
         nor ``transport``, and `ValueError` for a malformed ``ice_servers`` entry.
@@ -219,7 +231,9 @@ class Rondevu:
             keypair=keypair or KeyPair.generate(os.urandom),
             batching=batching,
         )
-        return cls(api, connection_config=config, host_addresses=host_addresses)
+        return cls(
+            api, connection_config=config, host_addresses=host_addresses, long_poll=long_poll
+        )
 
     # -- identity ----------------------------------------------------------------------
 
@@ -277,10 +291,41 @@ class Rondevu:
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
+                group.start_soon(self._learn_server, name="rondevu GET /")
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
             self._stopped.set()
+
+    async def _learn_server(self) -> None:
+        """Read ``GET /`` once: may the machines long-poll, and for how long?"""
+        try:
+            transport = self.api.rpc.transport
+            read = getattr(transport, "server_info", None)
+            timeout = getattr(transport, "timeout", None)
+            if self.long_poll and read is not None and isinstance(timeout, int | float):
+                try:
+                    body = await read()
+                except Exception as error:  # no description: a server without extensions
+                    logger.debug("GET / failed (%s): plain polling", error)
+                else:
+                    self._long_poll_ms = long_poll_wait_ms(
+                        body, request_timeout_ms=int(timeout * 1000)
+                    )
+                    logger.debug("server holds calls up to %d ms", self._long_poll_ms)
+        finally:
+            self._server_known.set()
+
+    async def _machine_config(self, config: ConnectionConfig) -> ConnectionConfig:
+        """``config`` as the machines need it for this server (long polling or not)."""
+        await self._server_known.wait()
+        return dataclasses.replace(config, long_poll_wait_ms=self._long_poll_ms)
+
+    @property
+    def long_poll_wait_ms(self) -> int | None:
+        """How long the server may hold a poll (``waitMs``), 0 for plain polling, None
+        until the server's ``GET /`` has been read."""
+        return self._long_poll_ms if self._server_known.is_set() else None
 
     async def __aexit__(
         self,
@@ -410,7 +455,8 @@ class Rondevu:
         here: they arrive as events and end `DurableConnection.wait_connected`.
         """
         fqn = connect_target(service_fqn, service, username)
-        config = self._with_client_ice(connection_config)
+        self._require_running()
+        config = await self._machine_config(self._with_client_ice(connection_config))
         machine = Connection.answerer(fqn, config=config, unit_random=self._unit_random)
         holder: list[DurableConnection] = []
         runner = self._runner(machine, lambda event: holder[0].dispatch(event))
@@ -524,7 +570,11 @@ class Rondevu:
         if self._pool is not None and self._pool.machine.state is PoolState.FILLING:
             return
         if self._pool is None or self._pool.machine.state is PoolState.CLOSED:
-            machine = OfferPool(self._published, unit_random=self._unit_random)
+            published = self._published
+            self._require_running()
+            connection = await self._machine_config(published.connection)
+            config = dataclasses.replace(published, connection=connection)
+            machine = OfferPool(config, unit_random=self._unit_random)
             self._pool = _Pool(machine, self._runner(machine, self._on_pool_event))
             await self._start(self._pool.runner)
         pool = self._pool

@@ -16,8 +16,11 @@ Two clocks, kept apart and both injectable:
 
 Tasks: one timer task (a `DriveLoop`, the runtime's loop), asleep until the batcher's
 next deadline or until a call may have moved it, plus one task per body in flight
-(several may be in flight, as in the original).  They all live in a task group owned by
-the client, so the client is used as
+(several may be in flight, as in the original; a held call's body, a long poll, is one
+of them, so urgent calls go out beside it on another connection of the transport).
+A body the batcher abandons (`AbortBatch`: its one held call was withdrawn) has its
+task cancelled, which closes its HTTP request; the server then stops holding it.  They
+all live in a task group owned by the client, so the client is used as
 ``async with RpcClient(...) as rpc:``.
 
 Invariants: every awaiting caller is woken exactly once, by its own outcome or by
@@ -47,6 +50,7 @@ from rondevu.drive import DriveLoop
 from rondevu.errors import ClientClosedError, TransportError, UsageError
 from rondevu.transport import SignalingTransport
 from rondevu_core.batcher import (
+    AbortBatch,
     BatcherOptions,
     BatchFailed,
     BatchReply,
@@ -118,6 +122,8 @@ class RpcClient:
         self._batcher = RpcBatcher(options)
         self._pending: dict[int, _Pending] = {}
         self._bodies: dict[int, dict[str, Any]] = {}  # signed call objects not yet sent
+        self._sending: dict[int, anyio.CancelScope] = {}  # bodies in flight, by batch id
+        self._requests = 0
         self._exit_stack: AsyncExitStack | None = None
         self._tasks: TaskGroup | None = None
         self._stopped = anyio.Event()  # set once the client's task group has exited
@@ -139,6 +145,11 @@ class RpcClient:
     def in_flight(self) -> int:
         """Calls sent and waiting for the reply."""
         return self._batcher.in_flight
+
+    @property
+    def requests_sent(self) -> int:
+        """How many bodies (HTTP requests, for `HttpTransport`) this client has sent."""
+        return self._requests
 
     @property
     def closed(self) -> bool:
@@ -250,9 +261,15 @@ class RpcClient:
         while (action := self._batcher.next_action()) is not None:
             if isinstance(action, SendBatch):
                 assert self._tasks is not None
+                # The scope exists before the task runs, so an abort can never miss it.
+                scope = self._sending[action.batch_id] = anyio.CancelScope()
                 self._tasks.start_soon(
-                    self._send, action, name=f"rondevu rpc batch {action.batch_id}"
+                    self._send, action, scope, name=f"rondevu rpc batch {action.batch_id}"
                 )
+            elif isinstance(action, AbortBatch):
+                aborted = self._sending.pop(action.batch_id, None)
+                if aborted is not None:
+                    aborted.cancel()
         while (event := self._batcher.next_event()) is not None:
             if isinstance(event, CallSettled):
                 self._settle(event, closing=closing)
@@ -277,8 +294,9 @@ class RpcClient:
         pending.closed = closing
         pending.done.set()
 
-    async def _send(self, action: SendBatch) -> None:
-        bodies = [self._bodies.pop(call.call_id) for call in action.calls]
+    async def _send(self, action: SendBatch, scope: anyio.CancelScope) -> None:
+        # Popped even when aborted before this task ran: settling forgot them already.
+        bodies = [self._bodies.pop(call.call_id, None) for call in action.calls]
         payload: Any = bodies if action.as_array else bodies[0]
         log.debug(
             "batch %d: sending %d call(s) as %s",
@@ -286,14 +304,22 @@ class RpcClient:
             len(bodies),
             "array" if action.as_array else "object",
         )
-        result: BatchResult
-        try:
-            result = BatchReply(body=await self.transport.send(payload))
-        except TransportError as error:
-            result = BatchFailed(error=str(error))
-        except Exception as error:  # a faulty transport must not strand the calls
-            log.exception("batch %d: transport raised", action.batch_id)
-            result = BatchFailed(error=f"Transport failed: {type(error).__name__}")
+        result: BatchResult | None = None
+        with scope:
+            if scope.cancel_called:
+                return  # abandoned before it left
+            self._requests += 1
+            try:
+                result = BatchReply(body=await self.transport.send(payload))
+            except TransportError as error:
+                result = BatchFailed(error=str(error))
+            except Exception as error:  # a faulty transport must not strand the calls
+                log.exception("batch %d: transport raised", action.batch_id)
+                result = BatchFailed(error=f"Transport failed: {type(error).__name__}")
+        self._sending.pop(action.batch_id, None)
+        if result is None:
+            log.debug("batch %d: abandoned", action.batch_id)
+            return  # AbortBatch: the batcher settled its call and expects nothing more
         if isinstance(result, BatchFailed):
             log.debug("batch %d: %s", action.batch_id, result.error)
         self._batcher.handle(BatchSent(now=self._clock(), batch_id=action.batch_id, result=result))

@@ -4,8 +4,10 @@ A `MachineRunner` owns one top-level machine (a `rondevu_core.connection.Connect
 `rondevu_core.pool.OfferPool`) and does three things, and nothing else:
 
 1. **Executes its actions.**  `SendRpc` goes to an `RpcCaller` (the batching RPC client)
-   and comes back as `RpcResult`; peer-connection actions go to a `PeerHost`, which
-   runs each peer connection's operations strictly in order on one worker task.
+   and comes back as `RpcResult`; `CancelRpc` cancels that call's task (the RPC client
+   then withdraws the call, or abandons its held request) and no result is fed;
+   peer-connection actions go to a `PeerHost`, which runs each peer connection's
+   operations strictly in order on one worker task.
 2. **Keeps one timer** at the machine's ``get_timer()`` deadline and calls
    ``handle_timer(now)`` when it is due (the aioquic model).
 3. **Feeds back** what happened - RPC outcomes, peer events translated to core inputs -
@@ -311,6 +313,7 @@ class MachineRunner:
         self._group: TaskGroup | None = None
         self._backlog: list[inputs.Input] = []
         self._closed = False
+        self._rpc_scopes: dict[int, anyio.CancelScope] = {}  # calls awaiting their outcome
         self.rpc_calls = 0
         """How many signaling calls this machine has asked for (for benchmarks)."""
 
@@ -330,7 +333,12 @@ class MachineRunner:
         while (action := machine.next_action()) is not None:
             if isinstance(action, actions.SendRpc):
                 self.rpc_calls += 1
-                self._group.start_soon(self._call, action)
+                scope = self._rpc_scopes[action.call_id] = anyio.CancelScope()
+                self._group.start_soon(self._call, action, scope)
+            elif isinstance(action, actions.CancelRpc):
+                cancelled = self._rpc_scopes.pop(action.call_id, None)
+                if cancelled is not None:
+                    cancelled.cancel()
             elif isinstance(action, actions.PeerAction):
                 self.peers.execute(action)
             else:
@@ -348,14 +356,19 @@ class MachineRunner:
         if self._group is not None and not self._closed:
             self._group.start_soon(func, *args)
 
-    async def _call(self, action: actions.SendRpc) -> None:
-        try:
-            outcome = await self._rpc.call(action.request)
-        except ClientClosedError as exc:  # shutting down: an expected failure, not a bug
-            outcome = RpcFailed(error=str(exc), transport=True)
-        except Exception as exc:  # a caller bug; the machine must still hear back
-            logger.exception("rpc caller raised")
-            outcome = RpcFailed(error=f"internal error: {type(exc).__name__}", transport=True)
+    async def _call(self, action: actions.SendRpc, scope: anyio.CancelScope) -> None:
+        outcome: RpcOutcome | None = None
+        with scope:
+            try:
+                outcome = await self._rpc.call(action.request)
+            except ClientClosedError as exc:  # shutting down: expected, not a bug
+                outcome = RpcFailed(error=str(exc), transport=True)
+            except Exception as exc:  # a caller bug; the machine must still hear back
+                logger.exception("rpc caller raised")
+                outcome = RpcFailed(error=f"internal error: {type(exc).__name__}", transport=True)
+        self._rpc_scopes.pop(action.call_id, None)
+        if outcome is None or scope.cancel_called:
+            return  # CancelRpc: the machine asked never to hear of this call again
         self.feed(
             inputs.RpcResult(
                 now=self.clock(),

@@ -9,7 +9,8 @@ nothing above it.
 - `HttpTransport`: HTTP via httpx to any server speaking the 0.5.4 protocol (ours or the
   original), at ``{api_url}/rpc``.  Each request has a deadline for the whole exchange
   and a cap on the reply's size, so a slow or hostile server costs a bounded wait and
-  bounded memory.
+  bounded memory.  It also reads ``GET {api_url}/`` (`ServerInfoSource`), which tells
+  the client whether the server holds calls (docs/long-polling.md).
 - `InProcessTransport`: hands the body bytes straight to an in-process server object
   (`rondevu_server.server.RondevuServer` fits), no socket; for embedding and tests.
 
@@ -38,6 +39,7 @@ __all__ = [
     "HttpTransport",
     "InProcessTransport",
     "RpcBodyHandler",
+    "ServerInfoSource",
     "SignalingTransport",
     "decode_reply",
     "encode_body",
@@ -81,6 +83,26 @@ class SignalingTransport(Protocol):
     async def aclose(self) -> None:
         """Release what the transport holds.  Idempotent."""
         ...
+
+
+class ServerInfoSource(Protocol):
+    """A transport that can also read the server's ``GET /`` (`HttpTransport` can).
+
+    The client reads it once, at start, to learn the server's extensions; a transport
+    without it is used as a server without extensions (plain polling)."""
+
+    timeout: float
+    """Seconds one request may take: a held call must come back well within it."""
+
+    async def server_info(self) -> Any:
+        """The parsed ``GET /`` body; `TransportError` when there is no usable one."""
+        ...
+
+
+SERVER_INFO_TIMEOUT = 5.0
+"""Seconds the ``GET /`` read may take, at most (it is small and made once)."""
+SERVER_INFO_MAX_BYTES = 64 * 1024
+"""Largest ``GET /`` body read: a few fields in practice."""
 
 
 def encode_body(body: Any) -> bytes:
@@ -137,6 +159,8 @@ class HttpTransport:
         if max_response_bytes < 0:
             raise ValidationError("max_response_bytes must not be negative")
         self.url = api_url.rstrip("/") + "/rpc"
+        self.info_url = api_url.rstrip("/") + "/"
+        """Where `server_info` reads the server's description."""
         self.timeout = timeout
         """Deadline in seconds for one whole request."""
         self.max_response_bytes = max_response_bytes
@@ -171,7 +195,26 @@ class HttpTransport:
         log.debug("POST %s: HTTP %d, %d bytes", self.url, status, len(content))
         return decode_reply(status, reason, content)
 
-    async def _exchange(self, request: httpx.Request) -> tuple[int, str, bytes]:
+    async def server_info(self) -> Any:
+        """``GET {api_url}/``, parsed: the server's name, version and extensions.
+
+        Bounded like a call (within `SERVER_INFO_TIMEOUT` and `SERVER_INFO_MAX_BYTES`);
+        raises `TransportError` when there is no usable JSON reply."""
+        request = self._client.build_request(
+            "GET", self.info_url, headers={"Accept-Encoding": "identity"}
+        )
+        try:
+            with anyio.fail_after(min(self.timeout, SERVER_INFO_TIMEOUT)):
+                status, reason, content = await self._exchange(request, SERVER_INFO_MAX_BYTES)
+        except TimeoutError:
+            raise TransportError("Network error: no server description in time") from None
+        except httpx.HTTPError as error:
+            raise TransportError(f"Network error: {str(error) or type(error).__name__}") from error
+        return decode_reply(status, reason, content)
+
+    async def _exchange(
+        self, request: httpx.Request, limit: int | None = None
+    ) -> tuple[int, str, bytes]:
         """Send ``request``; its status, reason and body, read within the size cap."""
         response = await self._client.send(request, stream=True)
         try:
@@ -179,7 +222,8 @@ class HttpTransport:
                 # decode_reply judges a non-2xx reply by its status alone: its body (an
                 # error page, maybe compressed or endless) is not worth waiting for.
                 return response.status_code, response.reason_phrase, b""
-            return response.status_code, response.reason_phrase, await self._read(response)
+            body = await self._read(response, limit)
+            return response.status_code, response.reason_phrase, body
         finally:
             # Runs on success, on error and when the deadline (or the caller) cancels us:
             # an unread body would otherwise keep the socket open.  Shielded so the
@@ -188,9 +232,9 @@ class HttpTransport:
                 scope.deadline = anyio.current_time() + _CLOSE_TIMEOUT
                 await response.aclose()
 
-    async def _read(self, response: httpx.Response) -> bytes:
+    async def _read(self, response: httpx.Response, limit: int | None = None) -> bytes:
         """The body of ``response``, or `TransportError` when it is over the cap."""
-        limit = self.max_response_bytes
+        limit = self.max_response_bytes if limit is None else limit
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise TransportError(
