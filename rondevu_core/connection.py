@@ -992,6 +992,8 @@ class Connection:
         data = event.data
         if self._terminal:
             raise UsageError("send: the connection has failed for good")
+        if self.state is not State.CONNECTED and not self.config.buffer_enabled:
+            raise UsageError("send: not connected and buffering is disabled")
         assert self.config.session is not None
         if not delivery.has_room(_size(data)):
             if self.config.session.on_window_full == "raise":

@@ -262,6 +262,16 @@ def test_a_full_window_raises_or_reports_never_drops_silently() -> None:
     assert sim.run_until(lambda: received(alice) == ["m0", "m1", "m2"], limit_ms=30_000)
 
 
+def test_buffering_off_still_refuses_sends_while_down() -> None:
+    sim, _alice, bob, _, bob_conn = layered_pair(
+        ConnectionConfig(strict_ice_timestamps=True, buffer_enabled=False)
+    )
+    sim.network.sever(sim.network.live_pc(bob))
+    assert sim.run_until(is_down(bob_conn), limit_ms=5000)
+    with pytest.raises(UsageError, match="buffering is disabled"):
+        bob.feed(SendMessage(now=sim.now, data="held?"))
+
+
 def test_close_reports_what_was_not_confirmed() -> None:
     sim, _alice, bob, _, bob_conn = layered_pair()
     sim.network.sever(sim.network.live_pc(bob))

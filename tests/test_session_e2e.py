@@ -223,3 +223,41 @@ async def test_messages_dropped_from_a_full_inbox_are_reported(
         assert dropped == ["0", "1"]
         assert [await publisher_side.receive() for _ in range(3)] == ["2", "3", "4"]
         await conn.close()
+
+
+@pytest.mark.anyio
+async def test_a_plain_answerer_of_our_offer_sees_only_plain_messages(
+    inprocess_server: RondevuServer,
+) -> None:
+    """Our publisher proposes the layer in its offer; aiortc on the other side parses
+    that offer (an unknown session attribute), answers without it, and the channel
+    carries exactly the application's messages, with no heartbeat even when idle."""
+    plain = ConnectionConfig(session=None)
+    async with (
+        loopback_client(inprocess_server, "alice", 1, connection_config=FAST) as alice,
+        loopback_client(inprocess_server, "bob", 2, connection_config=plain) as bob,
+    ):
+        alice.publish_service("offer:1.0.0", max_offers=1, poll_interval_ms=50)
+        await alice.start_filling()
+        with anyio.fail_after(20):
+            conn = await bob.connect_to_service("offer:1.0.0@alice")
+            await conn.wait_connected()
+            publisher_side = await anext(alice.incoming())
+            core = publisher_side._core()
+            assert core is not None
+            assert core.offer_sdp is not None
+            assert "a=x-rondevu-session:1 " in core.offer_sdp  # the offer did propose it
+            # ...and aiortc, parsing it, kept nothing of it (unknown attributes go).
+            assert "x-rondevu" not in conn.peer_connection.remoteDescription.sdp
+            raw: list[object] = []
+            conn.data_channel.on("message", raw.append)
+            publisher_side.send("to a plain answerer")
+            assert await conn.receive() == "to a plain answerer"
+            conn.send(b"back")
+            assert await publisher_side.receive() == b"back"
+            # Idle for longer than the heartbeat interval: still nothing extra.
+            idle = anyio.Event()
+            with anyio.move_on_after(1.5):
+                await idle.wait()
+        assert raw == ["to a plain answerer"]
+        await conn.close()
