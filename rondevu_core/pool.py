@@ -97,6 +97,9 @@ from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
 
 __all__ = ["POOL_TRANSITIONS", "OfferPool", "PoolState"]
 
+_RESUMING = frozenset({State.SIGNALING, State.CHECKING, State.CONNECTING})
+"""States of an announced connection that is again in a handshake (`resume_with`)."""
+
 
 class PoolState(Enum):
     """IDLE (not filling), FILLING (publishing and polling), CLOSED (for good)."""
@@ -260,11 +263,14 @@ class OfferPool:
         return self._keeps_answered
 
     def pending_handshakes(self) -> int:
-        """Answered offers whose connection is neither up nor finished."""
+        """Answered offers whose connection is neither up nor finished (a resumed
+        session's handshake counts too: a republish on 0.5.4 would delete its offer)."""
         return sum(
             1
             for c in self._conns.values()
-            if c.answer_applied and not c.terminal and c.connection_id not in self._opened
+            if c.answer_applied
+            and not c.terminal
+            and (c.connection_id not in self._opened or c.state in _RESUMING)
         )
 
     # -- internals -------------------------------------------------------------------

@@ -410,3 +410,23 @@ def test_random_schedules_deliver_exactly_once_through_connection_and_pool(
     assert not [e for e in (*alice.events, *bob.events) if isinstance(e, MessagesUndelivered)]
     check_edges(alice)
     check_edges(bob)
+
+
+def test_a_resumed_handshake_counts_as_pending_so_upstream_republish_waits() -> None:
+    """On a 0.5.4 server a republish deletes answered offers and their candidates, so the
+    pool must not republish while a resumed session's handshake is under way (B8)."""
+    sim, alice, bob, pool, bob_conn = setup(config=ConnectionConfig(), server_mode="upstream")
+    bob.feed(Connect(now=sim.now))
+    assert sim.run_until(is_up(bob_conn), limit_ms=10_000)
+    assert sim.run_until(lambda: bool(offerers(alice)), limit_ms=10_000)
+    (cid,) = offerers(alice)
+    old = pool.connections[cid]
+    sim.network.sever(sim.network.live_pc(bob))
+    seen_pending = False
+    assert sim.run_until(lambda: old.state is not State.CONNECTED, limit_ms=5000)
+    while not (old.state is State.CONNECTED and bob_conn.state is State.CONNECTED):
+        assert sim.step()
+        if old.state in (State.SIGNALING, State.CHECKING, State.CONNECTING):
+            seen_pending = seen_pending or pool.pending_handshakes() == 1
+    assert seen_pending
+    assert offerers(alice) == [cid]

@@ -146,11 +146,17 @@ class Pair:
             self.pump(i)
 
     def settle(self) -> None:
-        """Leave the link up and carry everything until both sides are quiet."""
+        """Leave the link up and carry everything until both sides are quiet.
+
+        Quiet means: after a heartbeat interval each side sent its heartbeat (its latest
+        cumulative ack, which repairs an ack lost earlier), and carrying those produced
+        nothing more."""
         self.connect()
         for _ in range(10_000):
             if not (self.pipes[0] or self.pipes[1]):
-                self.tick(self.config.ack_delay_ms)
+                self.tick(self.config.heartbeat_interval_ms)
+                self.carry(0, 1_000)
+                self.carry(1, 1_000)
                 if not (self.pipes[0] or self.pipes[1]):
                     return
             self.carry(0, 1_000)
