@@ -72,6 +72,11 @@ class ConnectionConfig:
     """Delay before the first reconnection attempt; each next one doubles it."""
     reconnect_backoff_max_ms: int = 30000
     """Longest delay between attempts."""
+    reconnect_probe_interval_ms: int = 0
+    """Ours, off by default: while a reconnection waits longer than this, look the
+    service up (one getService) this often, and attempt at once when it answers with
+    an offer, so a link restored during a long backoff is used within this interval
+    rather than after the rest of the delay.  0: wait out every delay."""
     reconnect_jitter: float = 0.1
     """Each delay varies by up to this fraction, so peers do not retry in lockstep."""
     buffer_enabled: bool = True
@@ -122,6 +127,7 @@ class ConnectionConfig:
             "ice_polling_timeout_ms",
             "close_linger_ms",
             "long_poll_wait_ms",
+            "reconnect_probe_interval_ms",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

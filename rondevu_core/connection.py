@@ -195,9 +195,11 @@ class _Timer(Enum):
     RECONNECT = "reconnect"
     BUFFER = "buffer"
     RESUME = "resume"
+    PROBE = "probe"
 
 
 class _Call(Enum):
+    PROBE = "probe"
     FETCH_OFFER = "getService"
     ANSWER = "answerOffer"
 
@@ -428,6 +430,8 @@ class Connection:
                     self._deferred = _Deferred.ATTEMPT
                 else:
                     self._attempt(now)
+            elif timer is _Timer.PROBE:
+                self._probe()
             elif timer is _Timer.RESUME:
                 self._report_unacked("the peer did not come back in time")
                 self._give_up()
@@ -676,6 +680,7 @@ class Connection:
     def _attempt(self, now: int) -> None:
         """Answerer: start an attempt (the first one, or a reconnection)."""
         self._teardown()
+        self._deadlines.cancel(_Timer.PROBE)
         if self._reconnect_attempt:
             self._emit(ReconnectAttempting, attempt=self._reconnect_attempt)
         self._set_state(State.INITIALIZING)
@@ -734,6 +739,39 @@ class Connection:
         else:
             self._schedule(now)
 
+    def _arm_probe(self, now: int) -> None:
+        """While a long backoff runs, look for the service now and then (the first
+        step of an attempt, alone), so a link restored meanwhile is used at once."""
+        interval = self.config.reconnect_probe_interval_ms
+        due = self._deadlines.next_of(_Timer.RECONNECT)
+        if interval and due is not None and due - now > interval:
+            self._deadlines.set(_Timer.PROBE, now + interval)
+        else:
+            self._deadlines.cancel(_Timer.PROBE)
+
+    def _probe(self) -> None:
+        if self.state is not State.RECONNECTING or self._paused:
+            return
+        self._call(
+            _Call.PROBE,
+            RpcRequest(method=Method.GET_SERVICE, params={"serviceFqn": str(self.service)}),
+        )
+
+    def _on_probed(self, now: int, outcome: Any) -> None:
+        """A probe found the service: attempt now with its offer; else wait on."""
+        if self.state is not State.RECONNECTING or self._paused:
+            return
+        if isinstance(outcome, RpcFailed):
+            self._arm_probe(now)
+            return
+        self._deadlines.cancel(_Timer.RECONNECT)
+        self._teardown()  # a softly dropped link may still hold its peer connection
+        self._emit(ReconnectAttempting, attempt=self._reconnect_attempt)
+        self._set_state(State.INITIALIZING)
+        self._offer_id = None
+        self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
+        self._on_offer_fetched(now, outcome.result)
+
     def _give_up(self) -> None:
         self._terminal = True
         self._deadlines.clear()
@@ -756,6 +794,7 @@ class Connection:
         self._reconnect_attempt = self._backoff.attempt
         self._set_state(State.RECONNECTING)
         self._deadlines.set(_Timer.RECONNECT, now + delay)
+        self._arm_probe(now)
         self._emit(
             ReconnectScheduled,
             attempt=self._reconnect_attempt,
@@ -794,6 +833,7 @@ class Connection:
         self._deadlines.cancel(_Timer.CONNECTION)
         self._deadlines.cancel(_Timer.GATHERING)  # moot once connected
         self._deadlines.cancel(_Timer.RECONNECT)
+        self._deadlines.cancel(_Timer.PROBE)
         self._deferred = None
         self._set_state(State.CONNECTED)
         self._emit(Connected)
@@ -1153,7 +1193,9 @@ class Connection:
             self._session.handle_result(event.call_id, event.outcome, event.now, event.unix_ms)
             return
         outcome = event.outcome
-        if (
+        if purpose is _Call.PROBE:
+            self._on_probed(event.now, outcome)
+        elif (
             isinstance(outcome, RpcFailed)
             and purpose is _Call.ANSWER
             and self.state in (State.CONNECTED, State.DISCONNECTED, State.RECONNECTING)

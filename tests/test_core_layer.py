@@ -34,7 +34,7 @@ from rondevu_core.events import (
     ReconnectScheduled,
     SessionReset,
 )
-from rondevu_core.inputs import Close, Connect, SendMessage, StartFilling
+from rondevu_core.inputs import Close, Connect, SendMessage, StartFilling, StopFilling
 from rondevu_core.pool import OfferPool
 from rondevu_core.rpc import Method
 from tests.fakes.network import Endpoint, Sim
@@ -430,3 +430,29 @@ def test_a_resumed_handshake_counts_as_pending_so_upstream_republish_waits() -> 
             seen_pending = seen_pending or pool.pending_handshakes() == 1
     assert seen_pending
     assert offerers(alice) == [cid]
+
+
+@pytest.mark.parametrize("probe_ms", [0, 1000])
+def test_a_probe_uses_a_restored_service_without_waiting_out_the_backoff(probe_ms: int) -> None:
+    """The publisher is gone long enough for the backoff to reach its cap (30 s), then
+    comes back: with probes the answerer reconnects within about one probe interval."""
+    config = ConnectionConfig(
+        strict_ice_timestamps=True, max_reconnect_attempts=0, reconnect_probe_interval_ms=probe_ms
+    )
+    sim, alice, bob, _pool, bob_conn = layered_pair(config)
+    alice.feed(StopFilling(now=sim.now))  # the service disappears: attempts fail
+    sim.network.sever(sim.network.live_pc(bob))
+    assert sim.run_until(is_down(bob_conn), limit_ms=5000)
+    bob.feed(SendMessage(now=sim.now, data="after the outage"))
+    sim.run_for(120_000)  # 1+2+4+...: the next delays are at the 30 s cap
+    delays = [e.delay for e in bob.events if isinstance(e, ReconnectScheduled)]
+    assert max(delays) >= 27_000
+    restored = sim.now
+    alice.feed(StartFilling(now=sim.now))
+    assert sim.run_until(is_up(bob_conn), limit_ms=60_000)
+    took = sim.now - restored
+    if probe_ms:
+        assert took <= probe_ms + 1000  # one probe interval, then the handshake
+    else:
+        assert took > 2000  # the rest of a capped delay (fixed by the harness seed)
+    assert sim.run_until(lambda: "after the outage" in received(alice), limit_ms=10_000)
