@@ -682,7 +682,8 @@ ice_items = obj({"candidate": candidates, "createdAt": timestamps})
 ignored = {"serviceFqn": json_values}
 answer_sdps = st.text(min_size=1, max_size=200)
 long_poll = obj({"maxWaitMs": st.integers(1, 10**9)})
-server_extensions = obj({}, {"longPoll": long_poll})
+state_extension = obj({"path": texts, "maxLimit": st.integers(1, 10**9)})
+server_extensions = obj({}, {"longPoll": long_poll, "state": state_extension})
 wait_ms = st.none() | st.integers(0, 10**9)
 
 STRATEGIES: dict[Model, st.SearchStrategy[Any]] = {
@@ -699,6 +700,7 @@ STRATEGIES: dict[Model, st.SearchStrategy[Any]] = {
     ),
     rs.ServerExtensions: server_extensions,
     rs.LongPollExtension: long_poll,
+    rs.StateExtension: state_extension,
     rs.HealthStatus: obj({"status": "ok", "timestamp": timestamps, "version": texts}),
     rs.NotFoundBody: obj({"error": rs.NOT_FOUND_ERROR}),
     rs.InvalidRequestBody: obj({"success": False, "error": rs.INVALID_REQUEST_FORMAT_ERROR}),

@@ -48,7 +48,7 @@ def test_routes_and_cors(srv: RunningServer) -> None:
     assert root.content == (  # the 0.5.4 fields, then ours (long-polling.md)
         b'{"version":"unknown","name":"Rondevu","description":'
         b'"WebRTC signaling with RPC interface and Ed25519 authentication",'
-        b'"extensions":{"longPoll":{"maxWaitMs":25000}}}'
+        b'"extensions":{"longPoll":{"maxWaitMs":25000},"state":{"path":"/state","maxLimit":100}}}'
     )
     assert root.headers["content-type"] == "application/json"
     assert root.headers["vary"] == "Origin"

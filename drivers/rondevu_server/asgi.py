@@ -2,8 +2,11 @@
 
 Routes: ``GET /`` (name and version, and our extensions when any is on), ``GET /health``,
 ``POST /rpc``, ``OPTIONS`` on any path (CORS preflight, 204), and 404 with the
-original's JSON body for anything else.
-Every response is compact JSON with ``vary: Origin`` and the CORS headers of §2.
+original's JSON body for anything else.  Ours, each switched off by a setting:
+``GET /state`` (a bounded, read-only overview of the live state, docs/protocol.md §13:
+`StateView`) and the browser client's static files under ``/web/``
+(`rondevu_server.static`).
+Every JSON response is compact with ``vary: Origin`` and the CORS headers of §2.
 
 No framework: the app reads the body itself so it can stop at ``max_body_bytes`` (413)
 without buffering more, and it owns the server's lifetime through the ASGI lifespan
@@ -12,15 +15,40 @@ protocol (storage opened and cleanup started at startup, both closed at shutdown
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from rondevu_schemas.http import NOT_FOUND_ERROR, SERVER_DESCRIPTION, SERVER_NAME
 from rondevu_server.config import ServerConfig
+from rondevu_server.messages import RATE_LIMITED
 from rondevu_server.server import RondevuServer, dumps, system_clock
+from rondevu_server.static import PREFIX as WEB_PREFIX
+from rondevu_server.static import WebFiles
 
-__all__ = ["RondevuApp", "redact_db_url", "server_info"]
+__all__ = [
+    "STATE_DEFAULT_LIMIT",
+    "STATE_MAX_LIMIT",
+    "STATE_MAX_OFFSET",
+    "STATE_PATH",
+    "STATE_REFRESH_MS",
+    "RondevuApp",
+    "StateView",
+    "redact_db_url",
+    "server_info",
+]
+
+STATE_PATH = "/state"
+STATE_DEFAULT_LIMIT = 50
+STATE_MAX_LIMIT = 100
+"""Largest page of ``GET /state`` (services, and answered offers, each)."""
+STATE_MAX_OFFSET = 1_000
+"""Deepest ``offset``: like discovery, only the newest rows are ever paged through."""
+STATE_REFRESH_MS = 250
+"""A page of ``GET /state`` is read from the database at most this often; viewers in
+between share the last reading, so many open pages cost the database no more."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -62,6 +90,8 @@ class RondevuApp:
         self._any_origin = "*" in config.cors_origins
         self._origins = tuple(o.encode("latin-1") for o in config.cors_origins)
         self._info = dumps(server_info(config))
+        self._web = WebFiles.load() if config.web_client else None
+        self._state = StateView(clock) if config.public_state else None
 
     def release_waiters(self) -> None:
         """Answer every held call now (see `RondevuServer.release_waiters`): ``rondevu
@@ -117,6 +147,9 @@ class RondevuApp:
             )
             await send({"type": "http.response.body", "body": b""})
             return
+        web = self._web is not None and method in ("GET", "HEAD") and path.startswith("/web")
+        if web and await self._static(method, path, headers, send):
+            return
         reply = await self._route(method, path, scope, receive)
         if reply is None:  # the client left mid-request: nobody to answer
             return
@@ -143,10 +176,39 @@ class RondevuApp:
             )
         if method == "GET" and path == "/":
             return 200, self._info
+        if method == "GET" and path == STATE_PATH and self._state is not None and server:
+            if server.is_rate_limited(self._client_key(scope), self._clock()):
+                return 429, dumps({"success": False, "error": RATE_LIMITED})
+            return await self._state.reply(server, scope.get("query_string", b""))
         if method == "GET" and path == "/health":
             health = {"status": "ok", "timestamp": self._clock(), "version": self.config.version}
             return 200, dumps(health)
         return 404, dumps({"error": NOT_FOUND_ERROR})
+
+    async def _static(self, method: str, path: str, headers: list[Header], send: Send) -> bool:
+        """Answer with a file of the browser client (304 when the browser's copy is
+        current), or redirect ``/web`` to ``/web/``; False: no such file (the caller's
+        404)."""
+        assert self._web is not None
+        found = self._web.get(path)
+        if found is None:
+            if path != WEB_PREFIX.rstrip("/"):
+                return False
+            location = (b"location", WEB_PREFIX.encode())
+            start = {"status": 308, "headers": [location, (b"content-length", b"0")]}
+            await send({"type": "http.response.start", **start})
+            await send({"type": "http.response.body", "body": b""})
+            return True
+        known = next((value for name, value in headers if name == b"if-none-match"), None)
+        if known is not None and found.etag in (tag.strip() for tag in known.split(b",")):
+            await send({"type": "http.response.start", "status": 304, "headers": found.headers()})
+            await send({"type": "http.response.body", "body": b""})
+            return True
+        length = (b"content-length", b"%d" % len(found.body))
+        start = {"status": 200, "headers": [*found.headers(), length]}
+        await send({"type": "http.response.start", **start})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else found.body})
+        return True
 
     async def _read_body(
         self, server: RondevuServer, scope: Scope, receive: Receive
@@ -208,6 +270,86 @@ async def _disconnect(receive: Receive) -> None:
         pass
 
 
+class StateView:
+    """``GET /state``: one bounded page of `Storage.overview`, as compact JSON.
+
+    Query: ``limit`` (1..`STATE_MAX_LIMIT`, default `STATE_DEFAULT_LIMIT`) and
+    ``offset`` (0..`STATE_MAX_OFFSET`); anything unreadable takes the default.  Each
+    distinct page is read at most every `STATE_REFRESH_MS` (concurrent viewers wait on
+    the same reading).  The body has names, times and counts only.
+    """
+
+    def __init__(self, clock: Callable[[], int]) -> None:
+        self._clock = clock
+        self._pages: dict[tuple[int, int], tuple[int, bytes]] = {}
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def page(query: bytes) -> tuple[int, int]:
+        """``(limit, offset)`` from a query string, clamped."""
+        try:
+            fields = urllib.parse.parse_qs(query.decode("latin-1")[:256], max_num_fields=4)
+        except ValueError:  # more fields than that: not a query of ours
+            fields = {}
+
+        def number(name: str, default: int, low: int, high: int) -> int:
+            try:
+                return max(low, min(high, int(fields[name][0])))
+            except (KeyError, ValueError):
+                return default
+
+        limit = number("limit", STATE_DEFAULT_LIMIT, 1, STATE_MAX_LIMIT)
+        return limit, number("offset", 0, 0, STATE_MAX_OFFSET)
+
+    async def reply(self, server: RondevuServer, query: bytes) -> tuple[int, bytes]:
+        """The status and body for one request."""
+        key = self.page(query)
+        async with self._lock:
+            now = self._clock()
+            cached = self._pages.get(key)
+            if cached is not None and 0 <= now - cached[0] < STATE_REFRESH_MS:
+                return 200, cached[1]
+            try:
+                view = await server.storage.overview(key[0], key[1], now)
+            except Exception:
+                log.exception("state overview failed")
+                return 500, dumps({"success": False, "error": "Internal server error"})
+            body = dumps(
+                {
+                    "timestamp": now,
+                    "limit": key[0],
+                    "offset": key[1],
+                    "totals": {"services": view.total_services, "offers": view.total_offers},
+                    "services": [
+                        {
+                            "serviceFqn": s.service_fqn,
+                            "username": s.username,
+                            "createdAt": s.created_at,
+                            "expiresAt": s.expires_at,
+                            "availableOffers": s.available_offers,
+                            "answeredOffers": s.answered_offers,
+                        }
+                        for s in view.services
+                    ],
+                    "handshakes": [
+                        {
+                            "offerRef": h.offer_ref,
+                            "serviceFqn": h.service_fqn,
+                            "offerer": h.offerer,
+                            "answerer": h.answerer,
+                            "answeredAt": h.answered_at,
+                            "expiresAt": h.expires_at,
+                        }
+                        for h in view.handshakes
+                    ],
+                }
+            )
+            if len(self._pages) >= 16:  # a few pages are looked at; forget the rest
+                self._pages.clear()
+            self._pages[key] = (now, body)
+            return 200, body
+
+
 def server_info(config: ServerConfig) -> dict[str, Any]:
     """The ``GET /`` body: the 0.5.4 fields, then ``extensions`` (ours) when one is on.
 
@@ -219,8 +361,13 @@ def server_info(config: ServerConfig) -> dict[str, Any]:
         "name": SERVER_NAME,
         "description": SERVER_DESCRIPTION,
     }
+    extensions: dict[str, Any] = {}
     if config.long_poll_max_wait_ms > 0:
-        info["extensions"] = {"longPoll": {"maxWaitMs": config.long_poll_max_wait_ms}}
+        extensions["longPoll"] = {"maxWaitMs": config.long_poll_max_wait_ms}
+    if config.public_state:
+        extensions["state"] = {"path": STATE_PATH, "maxLimit": STATE_MAX_LIMIT}
+    if extensions:
+        info["extensions"] = extensions
     return info
 
 

@@ -233,6 +233,20 @@ def add_serve_command(commands: Any) -> None:
         help="text (lines for people), json (one object per line), or auto (default: "
         "text on a terminal, json otherwise)",
     )
+    parser.add_argument(
+        "--no-web-client",
+        dest="web_client",
+        action="store_false",
+        default=None,
+        help="do not serve the browser client and live page under /web/",
+    )
+    parser.add_argument(
+        "--no-public-state",
+        dest="public_state",
+        action="store_false",
+        default=None,
+        help="do not answer GET /state (live service names, usernames and counts)",
+    )
     parser.set_defaults(run=_run)
 
 
@@ -248,6 +262,8 @@ def _run(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level=args.log_level,
             log_format=args.log_format,
+            web_client=args.web_client,
+            public_state=args.public_state,
             # The original reports its VERSION variable or "unknown"; a deployment is
             # easier to check when /health names the release it runs.
             version=None if "RONDEVU_VERSION" in os.environ else package_version(),

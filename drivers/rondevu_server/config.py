@@ -124,6 +124,14 @@ class ServerConfig:
     long_poll_max_waiting_per_user: int = 32
     """Calls one username may have held at once; a call past it is answered at once."""
 
+    web_client: bool = True
+    """Serve the browser client and the live page under ``/web/`` (static files that
+    ship with the package; docs/live-page.md)."""
+    public_state: bool = True
+    """Answer ``GET /state``: live service names, their owners' usernames, offer counts
+    and answered offers (who answered whom, when); never an SDP, a candidate or a key.
+    Off hides what is published from anyone who does not know its name."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ServerConfig:
         """Defaults, then ``RONDEVU_*`` variables, then ``overrides`` (None is ignored).

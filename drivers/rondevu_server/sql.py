@@ -42,12 +42,15 @@ from rondevu_server.storage import (
     AnswerRecord,
     ClaimOutcome,
     CleanupCounts,
+    HandshakeSummary,
     IceRecord,
     OfferRecord,
     Publication,
     PublishedOffer,
     Rejected,
     ServiceOffer,
+    ServiceSummary,
+    StateOverview,
     UserRecord,
 )
 
@@ -368,6 +371,29 @@ _GET_ICE = _sql(
     " ORDER BY c.created_at, c.id"
 )
 _COUNT_LIVE = _sql("SELECT COUNT(*) FROM offers WHERE expires_at > $1")
+_COUNT_SERVICES = _sql("SELECT COUNT(*) FROM services WHERE expires_at > $1")
+# The overview reads names, times and counts only: never an SDP, a candidate or a key.
+# The page of rows is chosen first and only then counted and joined: in the outer
+# select, the counts (or the join) would run for every live row before the sort.
+_OVERVIEW_SERVICES = _sql(
+    "SELECT s.service_fqn, s.username, s.created_at, s.expires_at,"
+    " (SELECT COUNT(*) FROM offers o WHERE o.service_id = s.id AND o.expires_at > $1"
+    "  AND o.answerer_username IS NULL),"
+    " (SELECT COUNT(*) FROM offers o WHERE o.service_id = s.id AND o.expires_at > $1"
+    "  AND o.answerer_username IS NOT NULL)"
+    " FROM (SELECT id, service_fqn, username, created_at, expires_at, seq FROM services"
+    "  WHERE expires_at > $1 ORDER BY created_at DESC, seq DESC LIMIT $2 OFFSET $3) s"
+    " ORDER BY s.created_at DESC, s.seq DESC"
+)
+_OVERVIEW_HANDSHAKES = _sql(
+    "SELECT substr(o.id, 1, 12), s.service_fqn, o.username, o.answerer_username,"
+    " o.answered_at, o.expires_at"
+    " FROM (SELECT id, service_id, username, answerer_username, answered_at, expires_at, seq"
+    "  FROM offers WHERE answerer_username IS NOT NULL AND expires_at > $1"
+    "  ORDER BY answered_at DESC, seq DESC LIMIT $2 OFFSET $3) o"
+    " JOIN services s ON s.id = o.service_id"
+    " ORDER BY o.answered_at DESC, o.seq DESC"
+)
 _EXPIRED = (
     _sql("DELETE FROM offers WHERE expires_at <= $1"),
     _sql("DELETE FROM services WHERE expires_at <= $1"),
@@ -694,6 +720,40 @@ def _count_live(now: int) -> Plan[int]:
     return int(count)
 
 
+def _overview(limit: int, offset: int, now: int) -> Plan[StateOverview]:
+    """See `Storage.overview`."""
+    services = yield _OVERVIEW_SERVICES, Fetch.ALL, (now, limit, offset)
+    handshakes = yield _OVERVIEW_HANDSHAKES, Fetch.ALL, (now, limit, offset)
+    total_services = yield _COUNT_SERVICES, Fetch.VALUE, (now,)
+    total_offers = yield _COUNT_LIVE, Fetch.VALUE, (now,)
+    return StateOverview(
+        services=tuple(
+            ServiceSummary(
+                service_fqn=row[0],
+                username=row[1],
+                created_at=int(row[2]),
+                expires_at=int(row[3]),
+                available_offers=int(row[4]),
+                answered_offers=int(row[5]),
+            )
+            for row in services
+        ),
+        handshakes=tuple(
+            HandshakeSummary(
+                offer_ref=row[0],
+                service_fqn=row[1],
+                offerer=row[2],
+                answerer=row[3],
+                answered_at=int(row[4]),
+                expires_at=int(row[5]),
+            )
+            for row in handshakes
+        ),
+        total_services=int(total_services),
+        total_offers=int(total_offers),
+    )
+
+
 def _cleanup(now: int) -> Plan[CleanupCounts]:
     """See `Storage.cleanup`."""
     offers = yield _EXPIRED[0], Fetch.COUNT, (now,)
@@ -789,6 +849,10 @@ class PlanStorage:
     async def count_live_offers(self, now: int) -> int:
         """See `Storage.count_live_offers`."""
         return await self._run(_count_live(now))
+
+    async def overview(self, limit: int, offset: int, now: int) -> StateOverview:
+        """See `Storage.overview`."""
+        return await self._run(_overview(limit, offset, now))
 
     async def cleanup(self, now: int) -> CleanupCounts:
         """See `Storage.cleanup`."""

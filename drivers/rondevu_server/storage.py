@@ -41,12 +41,15 @@ __all__ = [
     "AnswerRecord",
     "ClaimOutcome",
     "CleanupCounts",
+    "HandshakeSummary",
     "IceRecord",
     "OfferRecord",
     "Publication",
     "PublishedOffer",
     "Rejected",
     "ServiceOffer",
+    "ServiceSummary",
+    "StateOverview",
     "Storage",
     "UserRecord",
 ]
@@ -153,6 +156,41 @@ class IceRecord(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSummary:
+    """A live service as the state overview shows it: names, times and counts only."""
+
+    service_fqn: str
+    username: str
+    created_at: int
+    expires_at: int
+    available_offers: int
+    answered_offers: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeSummary:
+    """An answered live offer (a connection made or being made), without SDP or keys."""
+
+    offer_ref: str
+    """The first 12 hex digits of the offer id: enough to tell connections apart."""
+    service_fqn: str
+    offerer: str
+    answerer: str
+    answered_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateOverview:
+    """A bounded page of the live state (`Storage.overview`)."""
+
+    services: tuple[ServiceSummary, ...]
+    handshakes: tuple[HandshakeSummary, ...]
+    total_services: int
+    total_offers: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CleanupCounts:
     """Rows one cleanup pass removed."""
 
@@ -255,6 +293,10 @@ class Storage(Protocol):
         self, offer_id: str, username: str, since: int, now: int
     ) -> list[tuple[str, int]]:
         """``(candidate JSON, createdAt)`` pairs ``username`` may read, after ``since``."""
+
+    async def overview(self, limit: int, offset: int, now: int) -> StateOverview:
+        """Up to ``limit`` live services (newest first) and answered offers (newest
+        answer first), each list from ``offset`` on, and the live totals."""
 
     async def count_live_offers(self, now: int) -> int:
         """Live offers in the whole deployment (for the capacity bound)."""

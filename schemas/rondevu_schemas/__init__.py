@@ -54,6 +54,7 @@ from rondevu_schemas.http import (
     NotFoundBody,
     ServerExtensions,
     ServerInfo,
+    StateExtension,
 )
 from rondevu_schemas.methods import (
     MAX_ANSWER_SDP_LENGTH,
@@ -138,6 +139,7 @@ __all__ = [
     "ServerInfo",
     "ServiceEntry",
     "ServicePage",
+    "StateExtension",
     "WireModel",
     "WireRootModel",
     "fail",

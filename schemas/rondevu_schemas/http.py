@@ -31,6 +31,7 @@ __all__ = [
     "NotFoundBody",
     "ServerExtensions",
     "ServerInfo",
+    "StateExtension",
 ]
 
 SERVER_NAME: Final = "Rondevu"
@@ -52,11 +53,22 @@ class LongPollExtension(WireModel):
     """The longest this server holds a call; a longer ``waitMs`` is held this long."""
 
 
+class StateExtension(WireModel):
+    """``extensions.state`` of ``GET /`` (ours): a read-only overview of the live
+    services and answered offers, with names, times and counts only (docs/live-page.md)."""
+
+    path: str
+    """Where the overview is served (``GET``), e.g. ``/state``."""
+    max_limit: Annotated[int, Field(ge=1)]
+    """The largest page (``limit``) the server returns."""
+
+
 class ServerExtensions(WireModel):
     """``extensions`` of ``GET /`` (ours): each extension the server has on, by name.
     A name a client does not know is ignored, like any unknown field."""
 
     long_poll: LongPollExtension | None = None
+    state: StateExtension | None = None
 
 
 class ServerInfo(WireModel):
