@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rondevu_core.backoff import BackoffPolicy
+from rondevu_core.delivery.config import DEFAULT_SESSION, SessionConfig
 from rondevu_core.fqn import ServiceFqn
 from rondevu_core.ice import DEFAULT_ICE_CONFIGURATION, IceConfiguration
 
@@ -77,6 +78,11 @@ class ConnectionConfig:
     """Delay before the first reconnection attempt; each next one doubles it."""
     reconnect_backoff_max_ms: int = 30000
     """Longest delay between attempts."""
+    reconnect_probe_interval_ms: int = 0
+    """Ours, off by default: while a reconnection waits longer than this, look the
+    service up (one getService) this often, and attempt at once when it answers with
+    an offer, so a link restored during a long backoff is used within this interval
+    rather than after the rest of the delay.  0: wait out every delay."""
     reconnect_jitter: float = 0.1
     """Each delay varies by up to this fraction, so peers do not retry in lockstep."""
     buffer_enabled: bool = True
@@ -101,6 +107,11 @@ class ConnectionConfig:
     """The label of the data channel the offerer creates."""
     data_channel: DataChannelOptions = DataChannelOptions()
     """The reliability options of the data channel the offerer creates."""
+    session: SessionConfig | None = DEFAULT_SESSION
+    """The session layer (docs/session-layer.md), used when the peer speaks it too:
+    exactly-once delivery across reconnections and a heartbeat that notices a silent
+    peer within ``heartbeat_timeout_ms``.  None: never offer or accept it (plain
+    messages only, as with a peer that does not speak it)."""
     strict_ice_timestamps: bool = False
     """True when the server keeps candidate ``createdAt`` strictly increasing per offer
     (ours does): the cursor then advances to the largest ``createdAt`` seen.  False (the
@@ -123,6 +134,7 @@ class ConnectionConfig:
             "ice_polling_timeout_ms",
             "close_linger_ms",
             "long_poll_wait_ms",
+            "reconnect_probe_interval_ms",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

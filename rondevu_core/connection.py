@@ -49,6 +49,19 @@ from short outages).
 
 Messages sent while not CONNECTED are buffered (bounded, aged) and replayed in order on
 (re)connection; every message that leaves the buffer undelivered is reported.
+
+The session layer.  When both descriptions carry the session attribute
+(`rondevu_core.delivery.negotiation`), the data channel carries the frames of a
+`DeliverySession` instead of plain messages: it outlives the peer connection, numbers,
+acknowledges and retransmits messages (exactly once, in order, across reconnections)
+and owns the heartbeat whose silence ends the current attempt like any other failure.
+Once a session exists, sends go into its bounded window (no age limit) instead of the
+buffer.  The answerer draws the session id and keeps it across its attempts; the
+offerer learns it from the answer.  An offerer with a session does not give up when
+its link is lost: it waits in RECONNECTING (``resume_timeout_ms``) for its pool to hand
+it the peer connection of a new offer that the same session answered (`resume_with`).
+An answerer whose fetched offer comes from another process (another epoch, or no
+attribute at all) ends the old session with ``session:reset``.
 """
 
 from __future__ import annotations
@@ -71,6 +84,26 @@ from rondevu_core.actions import (
 from rondevu_core.backoff import Backoff
 from rondevu_core.buffer import MessageBuffer, Payload
 from rondevu_core.config import ConnectionConfig
+from rondevu_core.delivery.machine import (
+    Acknowledged,
+    ChannelDown,
+    ChannelUp,
+    Delivered,
+    DeliverySession,
+    FrameReceived,
+    FrameRejected,
+    PeerReset,
+    PeerSilent,
+    SendPayload,
+    Transmit,
+    WindowFullError,
+)
+from rondevu_core.delivery.negotiation import (
+    add_session_attribute,
+    looks_like_sdp,
+    read_session_attribute,
+    remote_max_message_size,
+)
 from rondevu_core.error_kinds import classify, is_permanent
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
@@ -96,7 +129,9 @@ from rondevu_core.events import (
     MessageBufferExpired,
     MessageBufferOverflow,
     MessageReplayed,
+    MessagesAcked,
     MessageSent,
+    MessagesUndelivered,
     OfferFetched,
     PeerConnectionState,
     PermanentError,
@@ -106,6 +141,7 @@ from rondevu_core.events import (
     ReconnectFailed,
     ReconnectScheduled,
     ReconnectSuccess,
+    SessionReset,
     SignalingError,
     StateChanged,
 )
@@ -162,9 +198,12 @@ class _Timer(Enum):
     GATHERING = "gathering"
     RECONNECT = "reconnect"
     BUFFER = "buffer"
+    RESUME = "resume"
+    PROBE = "probe"
 
 
 class _Call(Enum):
+    PROBE = "probe"
     FETCH_OFFER = "getService"
     ANSWER = "answerOffer"
 
@@ -190,6 +229,8 @@ EDGES: frozenset[tuple[State, State]] = frozenset(
     | {(S.RECONNECTING, S.INITIALIZING), (S.DISCONNECTED, S.FAILED)}
     | {(a, S.FAILED) for a in _HANDSHAKE | {S.INITIALIZING, S.RECONNECTING}}
     | {(S.FAILED, S.RECONNECTING)}
+    # An offerer resuming its session on a new peer connection (`resume_with`).
+    | {(a, S.SIGNALING) for a in (S.CHECKING, S.CONNECTING, S.DISCONNECTED, S.RECONNECTING)}
     | {(a, S.CLOSED) for a in _LIVE}
 )
 """Every state change a handler may make."""
@@ -213,20 +254,29 @@ class Connection:
         "_closing_pc",
         "_deadlines",
         "_deferred",
+        "_delivery",
+        "_epoch",
+        "_held",
         "_ice_ok",
+        "_layered",
         "_local_sdp",
         "_offer_id",
         "_outbox",
         "_paused",
         "_pc",
+        "_peer_token",
         "_permanent",
+        "_plain_limit",
         "_random",
         "_reconnect_attempt",
         "_session",
+        "_session_token",
+        "_silent_loss",
         "_stale",
         "_started",
         "_terminal",
         "answer_applied",
+        "answerer_id",
         "config",
         "connection_id",
         "role",
@@ -242,6 +292,7 @@ class Connection:
         config: ConnectionConfig,
         unit_random: Callable[[], float],
         outbox: Outbox | None = None,
+        session_epoch: Callable[[], str] | None = None,
     ) -> None:
         self.role = role
         self.service = service
@@ -273,6 +324,19 @@ class Connection:
         # A permanent error (error_kinds) ends the connection: no reconnection can help.
         self._permanent = False
         self.answer_applied = False
+        self.answerer_id: str | None = None
+        """Offerer: the username that answered (from the first applied answer on)."""
+        # The session layer (see the module docstring).
+        self._delivery: DeliverySession | None = None
+        self._layered = False  # the current peer connection carries session frames
+        self._epoch = session_epoch if config.session is not None else None
+        self._session_token: str | None = None
+        self._peer_token: str | None = None
+        # Sent into the session while down: reported as replayed once a channel is up.
+        self._held: list[tuple[Payload, int]] = []
+        # The largest plain message the current peer accepts (None: no limit).
+        self._plain_limit: int | None = None
+        self._silent_loss = False  # the loss being handled is a heartbeat timeout
 
     @classmethod
     def answerer(
@@ -305,14 +369,19 @@ class Connection:
         config: ConnectionConfig,
         unit_random: Callable[[], float],
         outbox: Outbox,
+        session_epoch: Callable[[], str] | None = None,
     ) -> Connection:
-        """A connection for one pool offer (used by `OfferPool`)."""
+        """A connection for one pool offer (used by `OfferPool`).
+
+        ``session_epoch`` names the offering process in the session attribute of the
+        offer; without it the offer does not propose the session layer."""
         return cls(
             role=Role.OFFERER,
             service=service,
             config=config,
             unit_random=unit_random,
             outbox=outbox,
+            session_epoch=session_epoch,
         )
 
     # -- driver interface ------------------------------------------------------------
@@ -341,13 +410,12 @@ class Connection:
 
     def get_timer(self) -> int | None:
         """The next deadline (monotonic ms, the clock of ``now``), or None if none."""
-        mine = self._deadlines.next()
-        if self._session is None:
-            return mine
-        theirs = self._session.get_timer()
-        if theirs is None:
-            return mine
-        return theirs if mine is None or theirs < mine else mine
+        best = self._deadlines.next()
+        for machine in (self._session, self._delivery):
+            theirs = None if machine is None else machine.get_timer()
+            if theirs is not None and (best is None or theirs < best):
+                best = theirs
+        return best
 
     def handle_timer(self, now: int) -> None:
         """Run every deadline due at ``now``."""
@@ -372,10 +440,18 @@ class Connection:
                     self._deferred = _Deferred.ATTEMPT
                 else:
                     self._attempt(now)
+            elif timer is _Timer.PROBE:
+                self._probe()
+            elif timer is _Timer.RESUME:
+                self._report_unacked("the peer did not come back in time")
+                self._give_up()
             else:
                 self._expire_buffer(now)
         if self._session is not None and not self._is_closed():
             self._session.handle_timer(now)
+        if self._delivery is not None and not self._is_closed():
+            self._delivery.handle_timer(now)
+            self._pump(now)
 
     def _is_closed(self) -> bool:
         # A method, not an inline test: handlers change ``state`` behind mypy's narrowing.
@@ -419,6 +495,21 @@ class Connection:
         """How many messages wait in the buffer."""
         return len(self._buffer)
 
+    @property
+    def delivery(self) -> DeliverySession | None:
+        """The session layer's machine, once a session exists (read-only use)."""
+        return self._delivery
+
+    @property
+    def session_token(self) -> str | None:
+        """The id of this connection's session, once one is negotiated."""
+        return self._session_token
+
+    def can_send(self, size: int) -> bool:
+        """Whether a message of ``size`` bytes would be accepted without waiting:
+        always outside the session layer, else when the window has room."""
+        return self._delivery is None or self._delivery.has_room(size)
+
     # -- offerer interface (used by the pool) -------------------------------------------
 
     def start_offer(self, now: int) -> None:
@@ -457,6 +548,12 @@ class Connection:
         assert self._session is not None
         assert self._offer_id is not None
         self.answer_applied = True
+        self.answerer_id = answerer_id
+        remote = None if self._epoch is None else read_session_attribute(sdp)
+        self._layered = remote is not None
+        self._plain_limit = remote_max_message_size(sdp)
+        if remote is not None:
+            self._session_token = remote.token
         self._outbox.act(SetRemoteDescription(pc_id=self._pc, type="answer", sdp=sdp))
         self._outbox.emit(
             AnswerProcessed(
@@ -467,6 +564,35 @@ class Connection:
         self._arm_handshake(now)
         self._session.start_polling(now, sdp)
         return True
+
+    def resume_with(self, fresh: Connection, now: int) -> None:
+        """Offerer: the peer of this session answered ``fresh``'s offer: take over its
+        peer connection and signaling, drop ours if any, and close ``fresh``.
+
+        The pool calls it before `apply_answer`, when the answer names this
+        connection's session.  What this session had not delivered is retransmitted
+        once the new data channel opens."""
+        if self.state is State.CLOSED or fresh._pc is None or fresh is self:
+            raise UsageError("resume_with: needs a live connection and a fresh offer")
+        if self.state is State.CONNECTED:
+            self._set_state(State.DISCONNECTED, "The peer reconnected")
+            self._emit(Disconnected, reason="The peer reconnected")
+        self._teardown()
+        self._deadlines.cancel(_Timer.RESUME)
+        self._terminal = False
+        self._pc, fresh._pc = fresh._pc, None
+        self._session, fresh._session = fresh._session, None
+        if self._session is not None:
+            self._session.connection_id = self.connection_id
+        self._offer_id, fresh._offer_id = fresh._offer_id, None
+        self._local_sdp = fresh._local_sdp
+        self._stale.update(fresh._stale)
+        self._ice_ok = self._channel_open = False
+        self.answer_applied = False
+        self._set_state(State.SIGNALING, "Resuming the session")
+        fresh._deadlines.clear()
+        fresh._set_state(State.CLOSED, "Resumed an earlier session")
+        fresh._emit(Closed, reason="Resumed an earlier session")
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -565,6 +691,7 @@ class Connection:
             self._pc = None
         self._ice_ok = False
         self._channel_open = False
+        self._channel_down(0)
         self._emit(CleanupComplete)
 
     # -- attempts, failure, reconnection ---------------------------------------------
@@ -572,6 +699,7 @@ class Connection:
     def _attempt(self, now: int) -> None:
         """Answerer: start an attempt (the first one, or a reconnection)."""
         self._teardown()
+        self._deadlines.cancel(_Timer.PROBE)
         if self._reconnect_attempt:
             self._emit(ReconnectAttempting, attempt=self._reconnect_attempt)
         self._set_state(State.INITIALIZING)
@@ -609,16 +737,20 @@ class Connection:
 
     def _loss_is_final(self) -> bool:
         """Whether `_after_loss` will give up: the ``failed`` event says so in advance."""
-        return (
-            self.role is Role.OFFERER
-            or not self.config.reconnect_enabled
-            or self._permanent
-            or self._backoff.exhausted
-        )
+        if self._permanent:
+            return True
+        if self.role is Role.OFFERER:
+            return self._delivery is None
+        return not self.config.reconnect_enabled or self._backoff.exhausted
 
     def _after_loss(self, now: int) -> None:
         """After a failure or drop: schedule a reconnection, defer it, or give up."""
-        if self.role is Role.OFFERER or not self.config.reconnect_enabled or self._permanent:
+        if self.role is Role.OFFERER and self._delivery is not None and not self._permanent:
+            # The peer comes back through a new offer of our pool (`resume_with`).
+            assert self.config.session is not None
+            self._set_state(State.RECONNECTING, "Waiting for the peer to resume")
+            self._deadlines.set(_Timer.RESUME, now + self.config.session.resume_timeout_ms)
+        elif self.role is Role.OFFERER or not self.config.reconnect_enabled or self._permanent:
             self._give_up()
         elif self._backoff.exhausted:
             self._emit(ReconnectExhausted, attempts=self._backoff.attempt)
@@ -628,10 +760,44 @@ class Connection:
         else:
             self._schedule(now)
 
+    def _arm_probe(self, now: int) -> None:
+        """While a long backoff runs, look for the service now and then (the first
+        step of an attempt, alone), so a link restored meanwhile is used at once."""
+        interval = self.config.reconnect_probe_interval_ms
+        due = self._deadlines.next_of(_Timer.RECONNECT)
+        if interval and due is not None and due - now > interval:
+            self._deadlines.set(_Timer.PROBE, now + interval)
+        else:
+            self._deadlines.cancel(_Timer.PROBE)
+
+    def _probe(self) -> None:
+        if self.state is not State.RECONNECTING or self._paused:
+            return
+        self._call(
+            _Call.PROBE,
+            RpcRequest(method=Method.GET_SERVICE, params={"serviceFqn": str(self.service)}),
+        )
+
+    def _on_probed(self, now: int, outcome: Any) -> None:
+        """A probe found the service: attempt now with its offer; else wait on."""
+        if self.state is not State.RECONNECTING or self._paused:
+            return
+        if isinstance(outcome, RpcFailed):
+            self._arm_probe(now)
+            return
+        self._deadlines.cancel(_Timer.RECONNECT)
+        self._teardown()  # a softly dropped link may still hold its peer connection
+        self._emit(ReconnectAttempting, attempt=self._reconnect_attempt)
+        self._set_state(State.INITIALIZING)
+        self._offer_id = None
+        self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
+        self._on_offer_fetched(now, outcome.result)
+
     def _give_up(self) -> None:
         self._terminal = True
         self._deadlines.clear()
         if not self.config.preserve_buffer_on_close:
+            self._report_unacked("the connection failed for good")
             self._drop_buffer()
         # Otherwise the buffer waits, unexpired, for `Close` to hand it back as ``unsent``.
         if self.state is not State.FAILED:
@@ -641,9 +807,15 @@ class Connection:
     def _schedule(self, now: int) -> None:
         delay = self._backoff.next_delay(self._random())
         assert delay is not None  # exhaustion is checked by the caller
+        if self._silent_loss and self._backoff.attempt == 1:
+            # The heartbeat already waited out its timeout: the first attempt goes at
+            # once (later ones back off as usual, if the network is really gone).
+            delay = 0
+        self._silent_loss = False
         self._reconnect_attempt = self._backoff.attempt
         self._set_state(State.RECONNECTING)
         self._deadlines.set(_Timer.RECONNECT, now + delay)
+        self._arm_probe(now)
         self._emit(
             ReconnectScheduled,
             attempt=self._reconnect_attempt,
@@ -654,6 +826,7 @@ class Connection:
     def _soft_drop(self, now: int, reason: str) -> None:
         """ICE disconnected on an established link: keep the pc, arm the reconnection."""
         self._ice_ok = False
+        self._channel_down(now)
         self._set_state(State.DISCONNECTED, reason)
         self._emit(Disconnected, reason=reason)
         if self.role is Role.ANSWERER and self.config.reconnect_enabled:
@@ -682,6 +855,7 @@ class Connection:
         self._deadlines.cancel(_Timer.HANDSHAKE)
         self._deadlines.cancel(_Timer.GATHERING)  # moot once connected
         self._deadlines.cancel(_Timer.RECONNECT)
+        self._deadlines.cancel(_Timer.PROBE)
         self._deferred = None
         self._set_state(State.CONNECTED)
         self._emit(Connected)
@@ -689,6 +863,15 @@ class Connection:
             self._emit(ReconnectSuccess, attempt=self._reconnect_attempt)
         self._reconnect_attempt = 0
         self._backoff.reset()
+        if self._layered:
+            assert self.config.session is not None
+            if self._delivery is None:
+                self._delivery = DeliverySession(self.config.session, peer_limit=self._plain_limit)
+            self._delivery.handle(ChannelUp(now=now))
+            self._pump(now)
+            held, self._held = self._held, []
+            for data, at in held:
+                self._emit(MessageReplayed, data=data, buffered_at=at)
         self._replay(now)
 
     # -- buffer ----------------------------------------------------------------------
@@ -701,7 +884,23 @@ class Connection:
         pc = self._pc
         assert pc is not None
         for message in fresh:
-            self._outbox.act(SendData(pc_id=pc, data=message.data))
+            if self._delivery is None and self._too_big(message.data):
+                self._emit(
+                    MessagesUndelivered,
+                    messages=(message.data,),
+                    reason="larger than the peer accepts",
+                )
+                continue
+            if self._delivery is not None:
+                if not self._delivery.has_room(_size(message.data)):
+                    self._emit(
+                        MessagesUndelivered, messages=(message.data,), reason="send window full"
+                    )
+                    continue
+                self._delivery.handle(SendPayload(now=now, data=message.data))
+                self._pump(now)
+            else:
+                self._outbox.act(SendData(pc_id=pc, data=message.data))
             self._emit(MessageReplayed, data=message.data, buffered_at=message.buffered_at)
 
     def _arm_buffer_timer(self) -> None:
@@ -720,6 +919,127 @@ class Connection:
         self._buffer.clear()
         self._deadlines.cancel(_Timer.BUFFER)
 
+    # -- session layer -----------------------------------------------------------------
+
+    def _pump(self, now: int) -> None:
+        """Turn what the session machine produced into actions and events."""
+        while (delivery := self._delivery) is not None:
+            while (action := delivery.next_action()) is not None:
+                assert isinstance(action, Transmit)
+                if self._pc is not None:
+                    self._outbox.act(SendData(pc_id=self._pc, data=action.data))
+            while (event := delivery.next_event()) is not None:
+                if isinstance(event, Delivered):
+                    self._emit(Message, data=event.data)
+                elif isinstance(event, Acknowledged):
+                    self._emit(MessagesAcked, count=event.count)
+                elif isinstance(event, FrameRejected):
+                    self._outbox.emit(
+                        ProtocolViolation(connection_id=self.connection_id, error=event.error)
+                    )
+                elif isinstance(event, PeerReset):
+                    self._restart_session(now, delivery)
+                    break  # the new session's output, on the next round
+                elif isinstance(event, PeerSilent) and self.state is State.CONNECTED:
+                    self._silent_loss = True
+                    self._fail(now, "Heartbeat timeout: nothing heard from the peer")
+                    self._silent_loss = False
+            if self._delivery is delivery:
+                return
+
+    def _restart_session(self, now: int, old: DeliverySession) -> None:
+        """The peer lost our session (it gave it up, or its pool started again): end
+        ours as for a new process, and go on with a new one on the same channel."""
+        assert self.config.session is not None
+        reason = "the peer lost the session"
+        unacked = list(old.unacked())
+        data = tuple(u.data for u in unacked)
+        resend = self.config.session.on_peer_reset == "resend"
+        self._emit(SessionReset, unacked=data, resent=resend, reason=reason)
+        fresh = DeliverySession(self.config.session, peer_limit=self._plain_limit)
+        self._delivery = fresh
+        self._held = []
+        if self._channel_open:
+            fresh.handle(ChannelUp(now=now))
+        if not resend:
+            if data:
+                maybe = any(u.transmitted for u in unacked)
+                self._emit(MessagesUndelivered, messages=data, reason=reason, maybe_delivered=maybe)
+            return
+        for item in data:
+            if fresh.has_room(_size(item)):
+                fresh.handle(SendPayload(now=now, data=item))
+            else:  # cannot happen with one config for both, kept for safety
+                self._emit(MessagesUndelivered, messages=(item,), reason="send window full")
+
+    def _channel_down(self, now: int) -> None:
+        if self._delivery is not None and self._delivery.channel_up:
+            self._delivery.handle(ChannelDown(now=now))
+
+    def _too_big(self, data: Payload) -> bool:
+        return self._plain_limit is not None and _size(data) > self._plain_limit
+
+    def _new_token(self) -> str:
+        # 104 bits from the injected source: unique enough for ids nobody guesses at.
+        return "".join(f"{int(self._random() * 2**52):013x}" for _ in range(2))
+
+    def _report_unacked(self, reason: str) -> None:
+        """Report everything held (buffer and session window) as undelivered."""
+        held = [m.data for m in self._buffer]
+        self._drop_buffer()
+        maybe = False
+        if self._delivery is not None:
+            unacked = list(self._delivery.unacked())
+            held = [u.data for u in unacked] + held
+            maybe = any(u.transmitted for u in unacked)
+            self._delivery = None
+            self._held = []
+        if held:
+            self._emit(
+                MessagesUndelivered, messages=tuple(held), reason=reason, maybe_delivered=maybe
+            )
+
+    def _negotiate(self, now: int, offer_sdp: str) -> None:
+        """Answerer: decide from the fetched offer whether this attempt uses the layer,
+        and end the old session when the offer comes from another process."""
+        remote = None if self.config.session is None else read_session_attribute(offer_sdp)
+        old = self._delivery
+        if old is not None and (remote is None or remote.token != self._peer_token):
+            reason = (
+                "the peer no longer speaks the session layer"
+                if remote is None
+                else "the peer is a new process"
+            )
+            assert self.config.session is not None
+            resend = self.config.session.on_peer_reset == "resend"
+            unacked = list(old.unacked())
+            data = tuple(u.data for u in unacked)
+            self._delivery = None
+            self._held = []
+            self._session_token = None
+            self._emit(SessionReset, unacked=data, resent=resend, reason=reason)
+            if resend:
+                # Ahead of anything buffered since: they were sent first.
+                held = list(self._buffer.clear())
+                for item in (*data, *(m.data for m in held)):
+                    _, evicted = self._buffer.add(item, now)
+                    for message in evicted:
+                        self._emit(MessageBufferOverflow, data=message.data)
+                self._arm_buffer_timer()
+            elif data:
+                self._emit(
+                    MessagesUndelivered,
+                    messages=data,
+                    reason=reason,
+                    maybe_delivered=any(u.transmitted for u in unacked),
+                )
+        self._layered = remote is not None
+        self._plain_limit = remote_max_message_size(offer_sdp)
+        if remote is not None:
+            self._peer_token = remote.token
+            if self._session_token is None:
+                self._session_token = self._new_token()
+
     # -- command handlers ------------------------------------------------------------
 
     def _on_connect(self, event: Input) -> None:
@@ -730,8 +1050,17 @@ class Connection:
 
     def _on_send(self, event: SendMessage) -> None:
         data = event.data
+        if self._delivery is not None:
+            self._send_in_session(self._delivery, event)
+            return
         if self.state is State.CONNECTED:
             assert self._pc is not None
+            if self._too_big(data):
+                # aiortc would refuse it inside the driver and fail the whole link.
+                raise UsageError(
+                    f"send: a message of {_size(data)} bytes is larger than the peer "
+                    f"accepts ({self._plain_limit} bytes); only the session layer chunks"
+                )
             self._outbox.act(SendData(pc_id=self._pc, data=data))
             self._emit(MessageSent, data=data, buffered=False)
             return
@@ -749,13 +1078,41 @@ class Connection:
         if _Timer.BUFFER not in self._deadlines:
             self._arm_buffer_timer()
 
+    def _send_in_session(self, delivery: DeliverySession, event: SendMessage) -> None:
+        data = event.data
+        if self._terminal:
+            raise UsageError("send: the connection has failed for good")
+        if self.state is not State.CONNECTED and not self.config.buffer_enabled:
+            raise UsageError("send: not connected and buffering is disabled")
+        assert self.config.session is not None
+        if not delivery.has_room(_size(data)):
+            if self.config.session.on_window_full == "raise":
+                raise WindowFullError(
+                    f"send window full ({delivery.unacked_messages} messages, "
+                    f"{delivery.unacked_bytes} bytes unacknowledged)"
+                )
+            self._emit(MessagesUndelivered, messages=(data,), reason="send window full")
+            return
+        delivery.handle(SendPayload(now=event.now, data=data))
+        self._pump(event.now)
+        held = self.state is not State.CONNECTED
+        if held:
+            self._held.append((data, event.now))
+            self._emit(MessageBuffered, data=data)
+        self._emit(MessageSent, data=data, buffered=held)
+
     def _on_close(self, event: Any) -> None:
         # Only an open channel can hold messages on their way out.
         self._teardown(self.config.close_linger_ms if self._channel_open else 0)
         self._deadlines.clear()
         unsent: tuple[Payload, ...] = ()
         if self.config.preserve_buffer_on_close:
-            unsent = tuple(m.data for m in self._buffer.clear())
+            unacked = () if self._delivery is None else tuple(self._delivery.unacked())
+            unsent = tuple(u.data for u in unacked) + tuple(m.data for m in self._buffer.clear())
+            self._delivery = None
+            self._held = []
+        else:
+            self._report_unacked("closed before delivery was confirmed")
         self._buffer.clear()
         self._set_state(State.CLOSED, event.reason)
         self._emit(Closed, reason=event.reason, unsent=unsent)
@@ -780,11 +1137,16 @@ class Connection:
         assert self._session is not None
         assert self._pc is not None
         self._local_sdp = event.sdp
+        if self.role is Role.OFFERER and self._epoch is not None and looks_like_sdp(event.sdp):
+            self._local_sdp = add_session_attribute(event.sdp, self._epoch())
         self._session.note_local_sdp(event.sdp)
         if event.complete:
             self._deadlines.cancel(_Timer.GATHERING)
         if self.role is Role.ANSWERER:
             assert self._offer_id is not None
+            sdp = event.sdp
+            if self._layered and self._session_token is not None:
+                sdp = add_session_attribute(sdp, self._session_token)
             self._call(
                 _Call.ANSWER,
                 RpcRequest(
@@ -792,7 +1154,7 @@ class Connection:
                     params={
                         "serviceFqn": str(self.service),
                         "offerId": self._offer_id,
-                        "sdp": event.sdp,
+                        "sdp": sdp,
                     },
                     urgency=Urgency.URGENT,  # the offerer waits for it
                 ),
@@ -860,6 +1222,10 @@ class Connection:
         if not self._channel_open:
             self._violation("message on a data channel that is not open")
             return
+        if self._layered and self._delivery is not None:
+            self._delivery.handle(FrameReceived(now=event.now, data=event.data))
+            self._pump(event.now)
+            return
         self._emit(Message, data=event.data)
 
     def _on_channel_error(self, event: ChannelError) -> None:
@@ -877,7 +1243,9 @@ class Connection:
             self._session.handle_result(event.call_id, event.outcome, event.now, event.unix_ms)
             return
         outcome = event.outcome
-        if (
+        if purpose is _Call.PROBE:
+            self._on_probed(event.now, outcome)
+        elif (
             isinstance(outcome, RpcFailed)
             and purpose is _Call.ANSWER
             and self.state in (State.CONNECTED, State.DISCONNECTED, State.RECONNECTING)
@@ -911,6 +1279,7 @@ class Connection:
             self.service = self.service.with_username(offer.username)
         self._offer_id = offer.offer_id
         self._emit(OfferFetched, offer_id=offer.offer_id, username=self.service.username)
+        self._negotiate(now, offer.sdp)
         pc = self._new_pc(now, offer_id=offer.offer_id)
         self._outbox.act(SetRemoteDescription(pc_id=pc, type="offer", sdp=offer.sdp))
         self._outbox.act(CreateAnswer(pc_id=pc))
@@ -946,3 +1315,7 @@ def _table() -> dict[tuple[State, InputKind], Handler]:
 
 TRANSITIONS: dict[tuple[State, InputKind], Handler] = _table()
 """Every accepted ``(state, input kind)`` and its handler; anything else is an error."""
+
+
+def _size(data: Payload) -> int:
+    return len(data.encode()) if isinstance(data, str) else len(data)

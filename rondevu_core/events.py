@@ -51,6 +51,8 @@ __all__ = [
     "MessageBuffered",
     "MessageReplayed",
     "MessageSent",
+    "MessagesAcked",
+    "MessagesUndelivered",
     "OfferCreated",
     "OfferFetched",
     "OffersPublished",
@@ -64,6 +66,7 @@ __all__ = [
     "ReconnectScheduled",
     "ReconnectSuccess",
     "ServiceRepublished",
+    "SessionReset",
     "SignalingError",
     "StateChanged",
 ]
@@ -130,8 +133,9 @@ class Failed(Event):
 class Closed(Event):
     """``closed``: the final event of a connection.
 
-    ``unsent`` holds the messages still buffered when ``preserve_buffer_on_close`` is
-    set; otherwise they were dropped and ``unsent`` is empty.
+    ``unsent`` holds the messages still buffered (and, with the session layer, those
+    not acknowledged) when ``preserve_buffer_on_close`` is set; otherwise ``unsent`` is
+    empty and a ``message:undelivered`` event just before this one listed them.
     """
 
     name: ClassVar[str] = "closed"
@@ -281,6 +285,47 @@ class MessageBufferExpired(Event):
 
     name: ClassVar[str] = "message:buffer:expired"
     data: Payload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessagesUndelivered(Event):
+    """``message:undelivered`` (ours): these messages will not be delivered by us.
+
+    Every way a message can be given up ends here or in one of the two buffer events
+    above: a full send window (``on_window_full="report"``), a close or a final failure
+    with messages unsent or unacknowledged, a session dropped after its peer did not
+    come back or came back as a new process (``on_peer_reset="drop"``).
+    ``maybe_delivered`` is True when some of them went out on a channel and only their
+    acknowledgement is missing: the peer may have them.
+    """
+
+    name: ClassVar[str] = "message:undelivered"
+    messages: tuple[Payload, ...]
+    reason: str
+    maybe_delivered: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessagesAcked(Event):
+    """``message:acked`` (ours, session layer): the peer confirmed ``count`` more
+    messages, so the send window has room for as many."""
+
+    name: ClassVar[str] = "message:acked"
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionReset(Event):
+    """``session:reset`` (ours, session layer): the other end is a new process (or no
+    longer speaks the layer), so the old session ended.  ``unacked`` lists what it had
+    not acknowledged; ``resent`` says whether they were queued again for the new peer
+    (``on_peer_reset="resend"``, at-least-once) or dropped (then also reported by
+    ``message:undelivered``)."""
+
+    name: ClassVar[str] = "session:reset"
+    unacked: tuple[Payload, ...]
+    resent: bool
+    reason: str
 
 
 # -- ICE and data channel ----------------------------------------------------------------
@@ -476,6 +521,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     MessageReplayed,
     MessageBufferOverflow,
     MessageBufferExpired,
+    MessagesUndelivered,
+    MessagesAcked,
+    SessionReset,
     IceCandidateLocal,
     IceCandidateRemote,
     IceConnectionState,

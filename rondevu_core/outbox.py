@@ -93,6 +93,10 @@ class Deadlines(Generic[K]):
         """When ``name`` fires, or None when it is not armed."""
         return self._due.get(name)
 
+    def next_of(self, name: K) -> int | None:
+        """When ``name`` is due, or None when it is not armed."""
+        return self._due.get(name)
+
     def next(self) -> int | None:
         """The earliest deadline, or None when nothing is armed."""
         return min(self._due.values()) if self._due else None

@@ -50,13 +50,18 @@ Rules (each fixes a bug of the original; docs/compatibility.md):
   it: a poll only reads, so the next one, with the same cursor, loses nothing.
 - **Failed connections are closed, then replaced** (B14): a connection that fails
   closes its peer connection, the pool closes the connection and creates a new offer.
+- **Sessions resume.**  With the session layer on, every offer names this pool's epoch
+  (drawn once, on first use) and an answer names its session.  An answer naming the
+  session of a connection the pool still holds (waiting for its peer, or not yet aware
+  that the link died) is handed to *that* connection (`Connection.resume_with`): the
+  application keeps one connection object and the session retransmits what it had not
+  delivered.  The answered offer's own connection closes without ever being announced.
 - **Offers gone behind its back are published again** (`rondevu_core.republish`): once
   per poll interval (every `LOOK_INTERVAL_HELD_MS` while polls are held, and at once
   when a poll succeeds after failing) the pool looks its own service up; when its
   offers are gone (server restart, expiry, another process with the same identity) it
-  republishes at once and
-  says so with ``service:republished``; a look that gets no answer is reported as
-  ``signaling:error`` (pool-wide: ``connection_id`` 0).
+  republishes at once and says so with ``service:republished``; a look that gets no
+  answer is reported as ``signaling:error`` (pool-wide: ``connection_id`` 0).
 - **A permanent publish failure stops the pool** (`rondevu_core.error_kinds`): a name
   held by another key or a malformed call fails the same way every time, so the pool
   reports ``error:permanent`` and goes back to IDLE instead of retrying for ever.
@@ -74,6 +79,7 @@ from rondevu_core.actions import Action, CancelRpc, SendRpc
 from rondevu_core.backoff import Backoff, BackoffPolicy
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection, State
+from rondevu_core.delivery.negotiation import read_session_attribute
 from rondevu_core.error_kinds import classify, is_permanent
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
@@ -104,6 +110,9 @@ from rondevu_core.server_info import LONG_POLL_MIN_MS
 from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
 
 __all__ = ["LOOK_INTERVAL_HELD_MS", "POOL_TRANSITIONS", "OfferPool", "PoolState"]
+
+_RESUMING = frozenset({State.SIGNALING, State.CHECKING, State.CONNECTING})
+"""States of an announced connection that is again in a handshake (`resume_with`)."""
 
 
 class PoolState(Enum):
@@ -142,6 +151,7 @@ class OfferPool:
         "_cursor",
         "_deadlines",
         "_duplicates",
+        "_epoch",
         "_generation",
         "_keeps_answered",
         "_newest",
@@ -206,6 +216,7 @@ class OfferPool:
         self._check_generation = 0
         self._republish_reason: str | None = None
         self._server_trouble = False  # a poll got no answer since the last one that did
+        self._epoch: str | None = None
 
     # -- driver interface ------------------------------------------------------------
 
@@ -286,11 +297,14 @@ class OfferPool:
         return self._keeps_answered
 
     def pending_handshakes(self) -> int:
-        """Answered offers whose connection is neither up nor finished."""
+        """Answered offers whose connection is neither up nor finished (a resumed
+        session's handshake counts too: a republish on 0.5.4 would delete its offer)."""
         return sum(
             1
             for c in self._conns.values()
-            if c.answer_applied and not c.terminal and c.connection_id not in self._opened
+            if c.answer_applied
+            and not c.terminal
+            and (c.connection_id not in self._opened or c.state in _RESUMING)
         )
 
     # -- internals -------------------------------------------------------------------
@@ -309,12 +323,52 @@ class OfferPool:
                 config=self.config.connection,
                 unit_random=self._random,
                 outbox=self._outbox,
+                session_epoch=self._session_epoch,
             )
             self._conns[conn.connection_id] = conn
             conn.start_offer(now)
             assert conn.pc_id is not None
             self._by_pc[conn.pc_id] = conn
         self._maybe_publish(now)
+
+    def _session_epoch(self) -> str:
+        """This pool's epoch: drawn on first use, so a pool that never offers the session
+        layer consumes no randomness for it."""
+        if self._epoch is None:
+            self._epoch = "".join(f"{int(self._random() * 2**52):013x}" for _ in range(2))
+        return self._epoch
+
+    def _resumed(self, conn: Connection, sdp: str, answerer: str, now: int) -> Connection:
+        """The connection that takes ``sdp``, the answer to ``conn``'s offer: an older
+        one whose session the answer names, or ``conn`` itself.  Only the user who
+        answered for that session may resume it: a session id seen by someone else
+        (the server stores answers) does not let them take over its messages."""
+        remote = read_session_attribute(sdp) if self._epoch is not None else None
+        if remote is None:
+            return conn
+        old = next(
+            (
+                c
+                for c in self._conns.values()
+                if c is not conn
+                and c.session_token == remote.token
+                and c.answerer_id == answerer
+                and c.state is not State.CLOSED
+            ),
+            None,
+        )
+        if old is None:
+            return conn
+        pc = conn.pc_id
+        if old.offer_id is not None:
+            self._answered_at.pop(old.offer_id, None)
+            self._duplicates.pop(old.offer_id, None)
+        old.resume_with(conn, now)
+        self._forget(conn)
+        self._by_pc = {p: c for p, c in self._by_pc.items() if c is not old}
+        if pc is not None:
+            self._by_pc[pc] = old
+        return old
 
     def _maybe_publish(self, now: int) -> None:
         if (
@@ -627,6 +681,8 @@ class OfferPool:
                         AnswerDuplicate(connection_id=conn.connection_id, offer_id=answer.offer_id)
                     )
                 continue
+            if not conn.answer_applied and conn.state is State.SIGNALING:
+                conn = self._resumed(conn, answer.sdp, answer.answerer_id, now)
             if conn.apply_answer(answer.sdp, answer.answerer_id, now):
                 self._answered_at[answer.offer_id] = answer.answered_at
                 self._settle(conn, now)

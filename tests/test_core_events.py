@@ -97,9 +97,14 @@ def pc_of(actions: list[Action]) -> int:
 
 
 def published_pool(config: ConnectionConfig | None = None) -> tuple[Driver, list[Action]]:
-    """A one-offer pool whose offer is ready and whose publishService is in flight."""
+    """A one-offer pool whose offer is ready and whose publishService is in flight.
+
+    The session layer is off by default here: the scripted replies echo `SDP` as it was
+    fed, and the layer would annotate the published copy (tests/test_core_layer.py)."""
     pool = OfferPool(
-        PoolConfig(service=SERVICE, max_offers=1, connection=config or ConnectionConfig()),
+        PoolConfig(
+            service=SERVICE, max_offers=1, connection=config or ConnectionConfig(session=None)
+        ),
         unit_random=random.Random(3).random,
     )
     d = Driver(pool)

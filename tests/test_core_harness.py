@@ -319,8 +319,9 @@ def test_no_offer_available_fails_then_exhausts() -> None:
 
 
 def test_an_offerers_failure_is_final() -> None:
-    """The pool replaces a failed offerer connection; that connection itself is done."""
-    sim, alice, bob, _, bob_conn = setup()
+    """Without the session layer the pool replaces a failed offerer connection; that
+    connection itself is done (with it, it waits to resume: tests/test_core_layer.py)."""
+    sim, alice, bob, _, bob_conn = setup(config=ConnectionConfig(session=None))
     bob.feed(Connect(now=sim.now))
     assert sim.run_until(lambda: bob_conn.state is State.CONNECTED, limit_ms=10_000)
     bob.feed(Close(now=sim.now))
@@ -334,7 +335,8 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
     for browser in (False, True):
         sim, alice, bob, _, bob_conn = setup(
             trickle=browser,
-            config=ConnectionConfig(max_buffer_size=1, max_buffer_age_ms=1500),
+            # The plain path: with the session layer nothing expires by age.
+            config=ConnectionConfig(max_buffer_size=1, max_buffer_age_ms=1500, session=None),
             max_offers=2,
         )
         bob.feed(Connect(now=sim.now))
@@ -366,6 +368,10 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
         # Provoked in test_core_recovery.py: a permanent server error, offers gone.
         "error:permanent",
         "service:republished",
+        # The session layer's, in tests/test_core_layer.py.
+        "session:reset",
+        "message:acked",
+        "message:undelivered",
     }
     assert expected - elsewhere <= seen, sorted(expected - elsewhere - seen)
 

@@ -78,7 +78,9 @@ class Pool:
             service=validate_service_fqn("svc:1.0.0@alice"),
             ttl_ms=ttl_ms,
             look_interval_ms=look_interval_ms,
-            connection=ConnectionConfig(long_poll_wait_ms=wait),
+            # The scripted publish reply echoes SDP_DONE as fed; the session layer would
+            # annotate the published copy (tests/test_core_layer.py covers it).
+            connection=ConnectionConfig(long_poll_wait_ms=wait, session=None),
         )
         self.machine = OfferPool(config, unit_random=lambda: 0.5)
         self.machine.handle(StartFilling(now=0))

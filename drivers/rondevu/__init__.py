@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from rondevu.rpc_client import RpcClient
     from rondevu.transport import HttpTransport, InProcessTransport, SignalingTransport
     from rondevu_core.config import ConnectionConfig, DataChannelOptions
+    from rondevu_core.delivery import SessionConfig, WindowFullError
 
 __version__ = "0.1.0"
 
@@ -93,11 +94,13 @@ _LAZY: dict[str, str] = {
     "RpcClient": "rondevu.rpc_client",
     "RpcError": "rondevu.errors",
     "ServiceStatus": "rondevu.client",
+    "SessionConfig": "rondevu_core.delivery",
     "SignalingTransport": "rondevu.transport",
     "TransportError": "rondevu.errors",
     "UsageError": "rondevu.errors",
     "UsernameTakenError": "rondevu.errors",
     "ValidationError": "rondevu.errors",
+    "WindowFullError": "rondevu_core.delivery",
 }
 
 __all__ = [
@@ -119,11 +122,13 @@ __all__ = [
     "RpcClient",
     "RpcError",
     "ServiceStatus",
+    "SessionConfig",
     "SignalingTransport",
     "TransportError",
     "UsageError",
     "UsernameTakenError",
     "ValidationError",
+    "WindowFullError",
     "__version__",
 ]
 

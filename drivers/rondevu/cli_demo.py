@@ -5,8 +5,9 @@ port, SQLite ``:memory:``); alice publishing ``chat:1.0.0``; bob connecting to i
 messages both ways (text and binary); the link cut from alice's side (her raw aiortc peer
 connection is closed behind the machines' back, as a crash or a dead network would);
 bob noticing, scheduling a reconnection and buffering what he sends meanwhile; bob
-reconnecting to a fresh offer of the same user; the buffered messages replayed and
-received by alice; then a clean shutdown.
+reconnecting to a fresh offer of the same user (with the session layer, alice keeps the
+same connection and the session resumes); the buffered messages replayed and received
+by alice; then a clean shutdown.
 
 Output: the timeline and the final ``rondevu demo: OK in … ms`` go to stdout; a failure
 is one line on stderr, ``rondevu demo: FAILED while <step>: …``, exit 1; Ctrl-C prints
@@ -288,16 +289,22 @@ async def _scenario(t: Timeline, alice: Rondevu, bob: Rondevu, verbose: bool) ->
         link.send(text)
 
     t.step = "reconnecting bob"
+    old_offer = first.offer_id
     reconnected = anyio.Event()
     link.on("reconnect:success", lambda _event: reconnected.set())
     await reconnected.wait()
-    second = await anext(incoming)
-    if second.offer_id == first.offer_id:
+    if first.closed:  # no session layer: the peer comes back as a new connection
+        second = await anext(incoming)
+        how = "peer reconnected"
+    else:  # the session layer: alice's connection resumes the same session
+        second = first
+        await second.wait_connected()
+        how = "same connection, session resumed"
+    if second.offer_id == old_offer:
         raise RondevuError("bob reconnected through the offer he had already used")
     t.say(
         "alice",
-        f"peer reconnected on a fresh offer {(second.offer_id or '?')[:8]} "
-        f"(was {(first.offer_id or '?')[:8]})",
+        f"{how} on a fresh offer {(second.offer_id or '?')[:8]} (was {(old_offer or '?')[:8]})",
     )
 
     t.step = "receiving the replayed messages"

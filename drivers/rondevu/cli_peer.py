@@ -64,6 +64,7 @@ from rondevu.errors import RondevuError, RpcError
 from rondevu.identity import Identity, IdentityError
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
+from rondevu_core.delivery import WindowFullError
 from rondevu_core.rpc import Method
 from rondevu_core.signing import KeyPair
 
@@ -76,6 +77,8 @@ _UNREACHABLE_EVERY_S = 30.0
 """A publisher reports an unreachable server at most this often (it looks every second)."""
 _MAX_LINE_CHARS = 256 * 1024
 """A longer line is sent in pieces of this size (a data channel message has a limit)."""
+_CLOSE_ACK_WAIT = 2.0
+"""Seconds `connect` waits at stdin's end for the peer to confirm the last lines."""
 
 
 # -- arguments -----------------------------------------------------------------------------
@@ -346,6 +349,18 @@ def _narrate(conn: DurableConnection, who: str) -> list[str]:
                 status(f"{who}: gave up after {attempts} reconnection attempts")
             case ev.MessageBuffered():
                 status(f"{who}: not connected, message buffered")
+            case ev.MessageBufferOverflow(data=data):
+                status(f"{who}: buffer full, oldest message dropped: {_text(data)}")
+            case ev.MessageBufferExpired(data=data):
+                status(f"{who}: buffered too long, message dropped: {_text(data)}")
+            case ev.MessagesUndelivered(messages=messages, reason=reason, maybe_delivered=maybe):
+                what = "not confirmed" if maybe else "not delivered"
+                status(f"{who}: {len(messages)} message(s) {what} ({reason})")
+                for data in messages:
+                    status(f"{who}:   {what}: {_text(data)}")
+            case ev.SessionReset(unacked=unacked, resent=resent, reason=reason):
+                then = "sending them again" if resent else "dropped"
+                status(f"{who}: new session ({reason}); {len(unacked)} unconfirmed, {then}")
             case _:
                 pass
 
@@ -430,12 +445,15 @@ async def _serve_peer(
 ) -> None:
     who = conn.peer_username or "peer"
     status(f"{who} connected (offer {(conn.offer_id or '?')[:8]})")
+    _narrate(conn, who)
     try:
         async for data in conn:
             _print_received(who, data, mark)
             if not interactive:
-                conn.send(data)
-    except ConnectionClosedError:
+                # Waits while the window is full: the echo slows the peer down rather
+                # than failing (flow control, docs/session-layer.md).
+                await conn.send_wait(data)
+    except (ConnectionClosedError, ConnectionFailedError):
         pass
     finally:
         if conn in peers:
@@ -455,6 +473,8 @@ async def _broadcast_stdin(peers: list[DurableConnection], scope: anyio.CancelSc
             for conn in list(peers):
                 try:
                     conn.send(line)
+                except WindowFullError as error:
+                    status(f"line not sent: {error}")
                 except RondevuError:  # closed or given up meanwhile: that peer has left
                     peers.remove(conn)
 
@@ -506,9 +526,13 @@ async def _chat(conn: DurableConnection, fqn: str, who: str, mark: bool) -> int:
                 if line is None:
                     break
                 try:
-                    conn.send(line)
+                    # Waits while the session window is full, so stdin is read only as
+                    # fast as the peer confirms (a pipe of any size loses nothing).
+                    await conn.send_wait(line)
                 except (ConnectionFailedError, ConnectionClosedError) as error:
                     raise CliError(f"lost {fqn} for good: {error}") from None
+        with anyio.move_on_after(_CLOSE_ACK_WAIT):
+            await conn.wait_acked()  # so the last lines are confirmed, not reported
         await conn.close("stdin closed")
         group.cancel_scope.cancel()
     return EXIT_OK

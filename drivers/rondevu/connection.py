@@ -13,13 +13,21 @@ the machine's events into what a Python application consumes:
 Messages that arrive before anyone iterates are kept in an inbox, so nothing received
 is lost to a late reader.  The inbox is bounded by ``inbox_size`` messages and
 ``inbox_bytes`` bytes (a peer may send 256 KiB messages as fast as it likes); when full,
-the oldest is dropped with a warning.  An application that listens with
-``on("message")`` and has never called `receive` or iterated gets each message through
-its listeners only: nothing is kept for a reader that never comes.
+the oldest is dropped with a warning and a ``message:undelivered`` event carrying it.
+An application that listens with ``on("message")`` and has never called `receive` or
+iterated gets each message through its listeners only: nothing is kept for a reader
+that never comes.
+
+Flow control: `send` never waits; with the session layer it raises `WindowFullError`
+(or reports ``message:undelivered``, as configured) when the unacknowledged window is
+full.  `send_wait` waits instead: for room in the window, then for the data channel's
+``bufferedAmount`` to fall to its low threshold, so a fast sender holds at most a window
+plus the threshold in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import deque
@@ -53,6 +61,8 @@ EventCallback = Callable[[ev.Event], Any]
 
 DEFAULT_INBOX_SIZE = 10_000
 DEFAULT_INBOX_BYTES = 16 * 1024 * 1024
+SEND_LOW_WATER = 1024 * 1024
+"""`send_wait` waits while the data channel holds more than this many bytes."""
 
 
 class ConnectionClosedError(RondevuError):
@@ -117,6 +127,7 @@ class DurableConnection:
         self._reading = False
         self._inbox_changed = anyio.Event()
         self._state_changed = anyio.Event()
+        self._room_changed = anyio.Event()
         self._closed_reason: str | None = None
         self._gave_up: str | None = None
         self._on_closed = on_closed
@@ -196,6 +207,59 @@ class DurableConnection:
             if self._gave_up is not None:
                 raise ConnectionFailedError(str(exc)) from exc
             raise
+
+    async def send_wait(self, data: Payload, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Send ``data`` once there is room: in the session window and in the channel.
+
+        Waits while the unacknowledged window is full (the peer's acknowledgements make
+        room; a lost link keeps it full until the session resumes) and while the open
+        data channel holds more than ``SEND_LOW_WATER`` bytes.  `TimeoutError` after
+        ``timeout`` seconds; otherwise raises what `send` raises.
+        """
+        if not isinstance(data, str | bytes):
+            raise TypeError("send_wait() takes str or bytes")
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            while True:
+                if self.closed:
+                    raise ConnectionClosedError("send on a closed connection")
+                if self._gave_up is not None:
+                    raise ConnectionFailedError(self._gave_up)
+                core = self._core()
+                if core is None or core.can_send(size):
+                    break
+                await self._room_changed.wait()
+            await self._channel_low()
+            self.send(data)
+
+    async def wait_acked(self) -> None:
+        """Return once the peer acknowledged everything sent (at once without the
+        session layer, which has no acknowledgements), or the connection ended."""
+        while not self.closed and self._gave_up is None:
+            core = self._core()
+            delivery = None if core is None else core.delivery
+            if delivery is None or delivery.unacked_messages == 0:
+                return
+            await self._room_changed.wait()
+
+    async def _channel_low(self) -> None:
+        """Wait until the current data channel's outgoing buffer is at most the low
+        threshold (aiortc's ``bufferedamountlow`` event), or it is gone."""
+        channel = self.data_channel
+        if channel is None or channel.bufferedAmount <= SEND_LOW_WATER:
+            return
+        low = anyio.Event()
+        channel.bufferedAmountLowThreshold = SEND_LOW_WATER
+        channel.once("bufferedamountlow", low.set)
+        channel.once("close", low.set)
+        try:
+            while channel.bufferedAmount > SEND_LOW_WATER and channel.readyState == "open":
+                with anyio.move_on_after(0.25):  # a close may come without the event
+                    await low.wait()
+        finally:
+            for name in ("bufferedamountlow", "close"):
+                with contextlib.suppress(KeyError):
+                    channel.remove_listener(name, low.set)
 
     def pause_reconnect(self) -> None:
         """Hold reconnection: a lost link waits (no attempt scheduled) until
@@ -301,12 +365,11 @@ class DurableConnection:
         """Queue ``data`` for a reader, dropping the oldest while over either bound."""
         self._inbox.append(data)
         self._inbox_used += len(data)
-        dropped = 0
+        dropped: list[Payload] = []
         while len(self._inbox) > 1 and (
             len(self._inbox) > self._inbox_size or self._inbox_used > self._inbox_bytes
         ):
-            self._take()
-            dropped += 1
+            dropped.append(self._take())
         if dropped and not self._inbox_overflowing:
             self._inbox_overflowing = True  # one warning per episode, not one per message
             logger.warning(
@@ -315,6 +378,17 @@ class DurableConnection:
                 self.connection_id,
                 self._inbox_size,
                 self._inbox_bytes,
+            )
+        if dropped:
+            # Received (and, with the session layer, acknowledged) but never read: the
+            # application hears about each one, as for every other message given up.
+            self.dispatch(
+                ev.MessagesUndelivered(
+                    connection_id=self.connection_id,
+                    messages=tuple(dropped),
+                    reason="inbox full: received but not read in time",
+                    maybe_delivered=True,
+                )
             )
         self._notify_inbox()
 
@@ -354,6 +428,8 @@ class DurableConnection:
                 self._closed_reason = reason
                 self._notify_state()
                 self._notify_inbox()
+            case ev.MessagesAcked():
+                self._notify_room()
         for callback in (*self._listeners.get(event.name, ()), *self._listeners.get("*", ())):
             self._call(callback, event)
         for stream in list(self._streams):
@@ -367,6 +443,11 @@ class DurableConnection:
     def _notify_state(self) -> None:
         self._state_changed.set()
         self._state_changed = anyio.Event()
+        self._notify_room()
+
+    def _notify_room(self) -> None:
+        self._room_changed.set()
+        self._room_changed = anyio.Event()
 
     def _notify_inbox(self) -> None:
         self._inbox_changed.set()
