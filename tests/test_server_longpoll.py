@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from rondevu_schemas import LongPollExtension, ServerInfo
-from rondevu_server.longpoll import poll_key
+from rondevu_server.longpoll import Signal, WaitRegistry, end_key, poll_key
 from tests.rondevu_server_testing import BACKENDS, Peer, RunningServer, running_server, unique
 
 LONG = 20_000
@@ -136,6 +136,44 @@ def test_an_answer_wakes_get_ice_candidates_of_both_sides(srv: RunningServer) ->
         assert [c["candidate"] for c in ok(owner.result(BACK))["candidates"]] == [{"from": "bob"}]
         got = ok(answerer.result(BACK))["candidates"]
         assert [c["candidate"] for c in got] == [{"from": "alice"}]
+
+
+@pytest.mark.parametrize("change", ["publishService", "deleteService"])
+def test_a_change_to_the_owners_services_ends_its_held_poll_empty(
+    srv: RunningServer, change: str
+) -> None:
+    """Another process of the same user replaced or withdrew the offers: the held poll
+    is answered at once, empty, so its client looks at its service."""
+    alice = Peer("a")
+    service = unique("svc")
+    srv.publish(alice, service)
+    with sender(srv) as send:
+        held = send(alice.call("poll", {"since": 0, "waitMs": LONG}, now=srv.clock.now))
+        wait_held(srv)
+        assert not held.done()
+        if change == "publishService":
+            srv.publish(alice, service)  # same name, same key: replaces the offers
+        else:
+            srv.ok(alice, "deleteService", {"serviceFqn": f"{service}:1.0.0@{alice.username}"})
+        assert ok(held.result(BACK)) == EMPTY_POLL
+    wait_held(srv, 0)
+
+
+def test_an_end_key_ends_only_the_calls_held_on_its_key() -> None:
+    async def scenario() -> None:
+        registry = WaitRegistry(max_waiting=10, max_waiting_per_user=10)
+        alice, bob = Signal(), Signal()
+        alices = registry.register(poll_key("alice"), "alice", alice)
+        bobs = registry.register(poll_key("bob"), "bob", bob)
+        assert alices is not None
+        assert bobs is not None
+        registry.wake([end_key(poll_key("bob"))])
+        assert (alices.woken, alices.ended) == (False, False)
+        assert (bobs.woken, bobs.ended) == (True, True)
+        registry.wake([poll_key("alice")])  # an ordinary wake: read again, no end
+        assert (alices.woken, alices.ended) == (True, False)
+
+    asyncio.run(scenario())
 
 
 def test_since_is_respected_while_held(srv: RunningServer) -> None:

@@ -30,7 +30,7 @@ import pytest
 
 from rondevu_core.fqn import parse_service_fqn
 from rondevu_server import sql
-from rondevu_server.longpoll import ice_key, poll_key
+from rondevu_server.longpoll import end_key, ice_key, poll_key
 from rondevu_server.postgres_storage import PostgresStorage
 from rondevu_server.sqlite_storage import SqliteStorage
 from rondevu_server.storage import Storage
@@ -122,8 +122,9 @@ async def test_storages_hear_each_others_writes_not_their_own(kind: str, tmp_pat
         offer = await published_offer(one, alice)
         answered = await one.answer_offer(offer, bob, sdp(), NOW + 1)
         assert list(answered) == [poll_key(alice), ice_key(offer, alice), ice_key(offer, bob)]
-        await heard_by_two.until(keys=3)
-        assert heard_by_two.keys == list(answered)
+        await heard_by_two.until(keys=4)
+        # The publish ended alice's held polls (her offers changed), then the answer.
+        assert heard_by_two.keys == [end_key(poll_key(alice)), *answered]
         sent = await two.add_ice_candidates(offer, bob, ["{}"], NOW + 2, 10)
         assert list(sent) == [ice_key(offer, alice), poll_key(alice)]
         await heard_by_one.until(keys=2)
@@ -131,8 +132,8 @@ async def test_storages_hear_each_others_writes_not_their_own(kind: str, tmp_pat
         assert heard_by_one.keys == list(sent)
         replied = await one.add_ice_candidates(offer, alice, ["{}"], NOW + 3, 10)
         assert list(replied) == [ice_key(offer, bob)]
-        await heard_by_two.until(keys=4)
-        assert heard_by_two.keys[3:] == [ice_key(offer, bob)]
+        await heard_by_two.until(keys=5)
+        assert heard_by_two.keys[4:] == [ice_key(offer, bob)]
 
 
 @pytest.mark.anyio

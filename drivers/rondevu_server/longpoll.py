@@ -14,6 +14,13 @@ Keys (built by `poll_key` and `ice_key`, the only place that spells them):
 - ``i:<offerId>:<username>``: that user's ``getIceCandidates`` for that offer (a
   candidate from the other side of that offer).
 
+A key written with `end_key` (``!`` before it) ends the calls held on that key instead:
+they read once more and are answered with that read, news or not.  A user's
+``publishService`` and ``deleteService`` end that user's held polls this way: another
+process of the same user may have replaced or withdrawn the offers a held poll waits on,
+and the poll's answer cannot say so (only a look at the service can), so the waiting
+client is answered early and looks.
+
 Writes return the keys they may have given news to (`rondevu_server.storage`); the
 method that wrote wakes them here at once, and the storage tells the server's other
 processes, whose own registries are woken through `WakeSink`.  A wake only means
@@ -50,6 +57,7 @@ __all__ = [
     "Waiter",
     "WakeSink",
     "begin",
+    "end_key",
     "ice_key",
     "poll_key",
     "settle",
@@ -69,6 +77,11 @@ def poll_key(username: str) -> str:
 def ice_key(offer_id: str, reader: str) -> str:
     """The key a held ``getIceCandidates`` of ``reader`` for ``offer_id`` waits on."""
     return f"i:{offer_id}:{reader}"
+
+
+def end_key(key: str) -> str:
+    """The wake key that *ends* the calls held on ``key`` (see the module docstring)."""
+    return "!" + key
 
 
 class WakeSink(Protocol):
@@ -118,16 +131,18 @@ class Signal:
 class Waiter:
     """One held call's registration: its key, its user, and whether it was woken."""
 
-    __slots__ = ("key", "signal", "user", "woken")
+    __slots__ = ("ended", "key", "signal", "user", "woken")
 
     def __init__(self, key: str, user: str, signal: Signal) -> None:
         self.key = key
         self.user = user
         self.signal = signal
         self.woken = False
+        self.ended = False
 
-    def wake(self) -> None:
+    def wake(self, *, end: bool = False) -> None:
         self.woken = True
+        self.ended = self.ended or end
         self.signal.set()
 
 
@@ -198,10 +213,11 @@ class WaitRegistry:
             await self._changed.wait()
 
     def wake(self, keys: Iterable[str]) -> None:
-        """Wake every call held on one of ``keys``."""
+        """Wake every call held on one of ``keys``; an `end_key` ends those calls."""
         for key in keys:
-            for waiter in self._by_key.get(key, ()):
-                waiter.wake()
+            end = key.startswith("!")
+            for waiter in self._by_key.get(key[1:] if end else key, ()):
+                waiter.wake(end=end)
 
     def wake_all(self) -> None:
         """Wake every held call (each re-reads once)."""
@@ -301,7 +317,7 @@ async def settle(
                 if item.waiter.woken:
                     item.waiter.woken = False
                     found, item.answer = await item.read(clock())
-                    news = news or found
+                    news = news or found or item.waiter.ended
             if news:
                 return
     finally:

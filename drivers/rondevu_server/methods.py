@@ -12,7 +12,8 @@ meets a new error.
 Long polling (our extension, `rondevu_server.longpoll`): ``poll`` and
 ``getIceCandidates`` with ``waitMs`` return a `Wait` instead of their result, which the
 server holds; without it they read and answer as before.  The two writes that can give
-a held call news (answerOffer, addIceCandidates) wake the keys their storage returns.
+a held call news (answerOffer, addIceCandidates) wake the keys their storage returns;
+publishService and deleteService end the caller's held polls (its offers changed).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from rondevu_server import messages
 from rondevu_server.auth import Authenticator, Call
 from rondevu_server.config import ServerConfig
 from rondevu_server.jsonwire import RawJson, dumps
-from rondevu_server.longpoll import Wait, WaitRegistry, ice_key, poll_key
+from rondevu_server.longpoll import Wait, WaitRegistry, end_key, ice_key, poll_key
 from rondevu_server.storage import AnswerRecord, IceRecord, Rejected, ServiceOffer, Storage
 
 __all__ = ["METHODS", "Context", "Handler"]
@@ -188,6 +189,7 @@ async def publish_service(ctx: Context, call: Call, now: int) -> Any:
         max_offers_per_user=config.max_offers_per_user,
     )
     ctx.count_published(len(offers))
+    ctx.waits.wake([end_key(poll_key(username))])  # see `rondevu_server.longpoll`
     return {
         "serviceId": published.service_id,
         "username": published.username,
@@ -236,6 +238,7 @@ async def delete_service(ctx: Context, call: Call, now: int) -> Any:
     except ValidationError:  # no such service can exist; never send it to the database
         raise ValidationError(messages.SERVICE_NOT_FOUND) from None
     await ctx.storage.delete_service(fqn, username, now)
+    ctx.waits.wake([end_key(poll_key(username))])  # see `rondevu_server.longpoll`
     return {"success": True}
 
 

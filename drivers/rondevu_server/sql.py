@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from rondevu_core.fqn import ServiceFqn
 from rondevu_core.server_rules import next_ice_timestamps
 from rondevu_server import messages
-from rondevu_server.longpoll import ice_key, poll_key
+from rondevu_server.longpoll import end_key, ice_key, poll_key
 from rondevu_server.storage import (
     USERNAME_TTL_MS,
     AnswerRecord,
@@ -449,6 +449,7 @@ def _publish(
     now: int,
     expires_at: int,
     max_offers_per_user: int,
+    origin: str,
 ) -> Plan[Publication]:
     """See `Storage.publish_service`.
 
@@ -465,6 +466,9 @@ def _publish(
     yield _LOCK_USER, Fetch.VALUE, (username,)
     old_id = yield _OLD_SERVICE, Fetch.VALUE, (fqn_text,)
     kept: dict[str, PublishedOffer] = {}
+    # The owner's held polls end (at commit): a process of the same user may have
+    # replaced the offers another one is waiting on, and only a look tells it.
+    yield _announce(origin, [end_key(poll_key(username))])
     if old_id is not None:
         yield _DROP_REPLACED, Fetch.COUNT, (old_id, now)
         rows = yield _KEPT_OFFERS, Fetch.ALL, (old_id,)
@@ -563,10 +567,12 @@ def _list_services(
     return [_service_offer(row) for row in rows]
 
 
-def _delete_service(fqn_text: str, username: str, now: int) -> Plan[None]:
-    """See `Storage.delete_service` (one statement when it succeeds)."""
+def _delete_service(fqn_text: str, username: str, now: int, origin: str) -> Plan[None]:
+    """See `Storage.delete_service` (one statement, and the announce, when it succeeds)."""
     deleted = yield _DELETE_OWNED_SERVICE, Fetch.COUNT, (fqn_text, now, username)
     if deleted:
+        # As for a replacement (`_publish`): the owner's held polls end now.
+        yield _announce(origin, [end_key(poll_key(username))])
         return
     owner = yield _SERVICE_OWNER, Fetch.VALUE, (fqn_text, now)
     raise Rejected(messages.SERVICE_NOT_FOUND if owner is None else messages.SERVICE_NOT_OWNED)
@@ -793,7 +799,7 @@ class PlanStorage:
         max_offers_per_user: int,
     ) -> Publication:
         """See `Storage.publish_service`."""
-        plan = _publish(fqn, service_id, offers, now, expires_at, max_offers_per_user)
+        plan = _publish(fqn, service_id, offers, now, expires_at, max_offers_per_user, self.origin)
         return await self._run(plan, write=True)
 
     async def find_service(self, fqn: ServiceFqn, now: int) -> ServiceOffer:
@@ -812,7 +818,7 @@ class PlanStorage:
 
     async def delete_service(self, fqn: ServiceFqn, username: str, now: int) -> None:
         """See `Storage.delete_service`."""
-        await self._run(_delete_service(str(fqn), username, now))
+        await self._run(_delete_service(str(fqn), username, now, self.origin))
 
     async def answer_offer(self, offer_id: str, username: str, sdp: str, now: int) -> list[str]:
         """See `Storage.answer_offer`."""
