@@ -92,6 +92,7 @@ from rondevu_core.delivery.machine import (
     DeliverySession,
     FrameReceived,
     FrameRejected,
+    PeerReset,
     PeerSilent,
     SendPayload,
     Transmit,
@@ -901,26 +902,54 @@ class Connection:
 
     def _pump(self, now: int) -> None:
         """Turn what the session machine produced into actions and events."""
-        delivery = self._delivery
-        if delivery is None:
+        while (delivery := self._delivery) is not None:
+            while (action := delivery.next_action()) is not None:
+                assert isinstance(action, Transmit)
+                if self._pc is not None:
+                    self._outbox.act(SendData(pc_id=self._pc, data=action.data))
+            while (event := delivery.next_event()) is not None:
+                if isinstance(event, Delivered):
+                    self._emit(Message, data=event.data)
+                elif isinstance(event, Acknowledged):
+                    self._emit(MessagesAcked, count=event.count)
+                elif isinstance(event, FrameRejected):
+                    self._outbox.emit(
+                        ProtocolViolation(connection_id=self.connection_id, error=event.error)
+                    )
+                elif isinstance(event, PeerReset):
+                    self._restart_session(now, delivery)
+                    break  # the new session's output, on the next round
+                elif isinstance(event, PeerSilent) and self.state is State.CONNECTED:
+                    self._silent_loss = True
+                    self._fail(now, "Heartbeat timeout: nothing heard from the peer")
+                    self._silent_loss = False
+            if self._delivery is delivery:
+                return
+
+    def _restart_session(self, now: int, old: DeliverySession) -> None:
+        """The peer lost our session (it gave it up, or its pool started again): end
+        ours as for a new process, and go on with a new one on the same channel."""
+        assert self.config.session is not None
+        reason = "the peer lost the session"
+        unacked = list(old.unacked())
+        data = tuple(u.data for u in unacked)
+        resend = self.config.session.on_peer_reset == "resend"
+        self._emit(SessionReset, unacked=data, resent=resend, reason=reason)
+        fresh = DeliverySession(self.config.session, peer_limit=self._plain_limit)
+        self._delivery = fresh
+        self._held = []
+        if self._channel_open:
+            fresh.handle(ChannelUp(now=now))
+        if not resend:
+            if data:
+                maybe = any(u.transmitted for u in unacked)
+                self._emit(MessagesUndelivered, messages=data, reason=reason, maybe_delivered=maybe)
             return
-        while (action := delivery.next_action()) is not None:
-            assert isinstance(action, Transmit)
-            if self._pc is not None:
-                self._outbox.act(SendData(pc_id=self._pc, data=action.data))
-        while (event := delivery.next_event()) is not None:
-            if isinstance(event, Delivered):
-                self._emit(Message, data=event.data)
-            elif isinstance(event, Acknowledged):
-                self._emit(MessagesAcked, count=event.count)
-            elif isinstance(event, FrameRejected):
-                self._outbox.emit(
-                    ProtocolViolation(connection_id=self.connection_id, error=event.error)
-                )
-            elif isinstance(event, PeerSilent) and self.state is State.CONNECTED:
-                self._silent_loss = True
-                self._fail(now, "Heartbeat timeout: nothing heard from the peer")
-                self._silent_loss = False
+        for item in data:
+            if fresh.has_room(_size(item)):
+                fresh.handle(SendPayload(now=now, data=item))
+            else:  # cannot happen with one config for both, kept for safety
+                self._emit(MessagesUndelivered, messages=(item,), reason="send window full")
 
     def _channel_down(self, now: int) -> None:
         if self._delivery is not None and self._delivery.channel_up:

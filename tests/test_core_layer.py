@@ -31,6 +31,7 @@ from rondevu_core.events import (
     Message,
     MessagesAcked,
     MessagesUndelivered,
+    ProtocolViolation,
     ReconnectScheduled,
     SessionReset,
 )
@@ -456,3 +457,39 @@ def test_a_probe_uses_a_restored_service_without_waiting_out_the_backoff(probe_m
     else:
         assert took > 2000  # the rest of a capped delay (fixed by the harness seed)
     assert sim.run_until(lambda: "after the outage" in received(alice), limit_ms=10_000)
+
+
+def test_a_publisher_that_lost_the_session_is_told_by_hello_and_gets_the_resend() -> None:
+    """The publisher's pool stops and starts again (same process, same epoch): its
+    connection with the session is gone, so the answerer's next link meets a fresh one.
+    The HELLO frames show it; the answerer ends the old session and re-sends."""
+    sim, alice, bob, _pool, bob_conn = layered_pair(
+        ConnectionConfig(strict_ice_timestamps=True, reconnect_backoff_base_ms=100)
+    )
+    (cid,) = offerers(alice)
+    bob.feed(SendMessage(now=sim.now, data="before"))
+    assert sim.run_until(lambda: received(alice) == ["before"], limit_ms=5000)
+    delivery = bob_conn.delivery
+    assert delivery is not None
+    # Acknowledged, so the fresh side's HELLO (nothing received) contradicts it.  (Had
+    # the ack been lost with the link, "before" would simply reach the new connection
+    # again: after a lost session delivery is at-least-once.)
+    assert sim.run_until(lambda: delivery.unacked_messages == 0, limit_ms=5000)
+    sim.network.sever(sim.network.live_pc(bob))
+    assert sim.run_until(is_down(bob_conn), limit_ms=5000)
+    bob.feed(SendMessage(now=sim.now, data="while away"))
+    alice.feed(StopFilling(now=sim.now))  # closes the waiting session's connection
+    alice.feed(StartFilling(now=sim.now))
+    assert sim.run_until(lambda: len(offerers(alice)) == 2, limit_ms=60_000)
+    new = offerers(alice)[1]
+    assert new != cid
+    assert sim.run_until(lambda: received(alice, new) == ["while away"], limit_ms=10_000)
+    (reset,) = [e for e in bob.events if isinstance(e, SessionReset)]
+    assert reset.unacked == ("while away",)
+    assert reset.resent
+    # Both go on in the new session.
+    bob.feed(SendMessage(now=sim.now, data="after"))
+    alice.feed(SendMessage(now=sim.now, data="hello again", connection_id=new))
+    assert sim.run_until(lambda: received(alice, new) == ["while away", "after"], limit_ms=5000)
+    assert sim.run_until(lambda: received(bob)[-1:] == ["hello again"], limit_ms=5000)
+    assert not [e for e in alice.events if isinstance(e, ProtocolViolation)]

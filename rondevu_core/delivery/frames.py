@@ -9,9 +9,14 @@ Every frame is one binary data-channel message.  Two kinds (docs/session-layer.m
   bit 1: more chunks of the same message follow in the next ``seq``.
 - ``ACK``: ``u8 kind=2 | u64 ack``.  A batched acknowledgement, and the heartbeat when
   the channel is otherwise idle.
+- ``HELLO``: ``u8 kind=3 | u64 ack | u64 base | u64 sent``.  The first frame on every
+  new channel: what this side has received (``ack``), the first of its frames the other
+  side has not acknowledged (``base``: where its retransmission starts) and how many it
+  has numbered (``sent``), so the other side can tell a peer that lost the session from
+  one that resumes it.
 
 Integers are big-endian.  Decoding is strict: an unknown kind or flag, a short frame or
-trailing bytes after an ACK raise `ProtocolError`, which the machine reports and drops.
+trailing bytes after an ACK or a HELLO raise `ProtocolError`, which the machine reports and drops.
 """
 
 from __future__ import annotations
@@ -27,19 +32,23 @@ __all__ = [
     "AckFrame",
     "DataFrame",
     "Frame",
+    "HelloFrame",
     "decode_frame",
     "encode_ack",
     "encode_data",
+    "encode_hello",
 ]
 
 KIND_DATA = 1
 KIND_ACK = 2
+KIND_HELLO = 3
 FLAG_TEXT = 0x01
 FLAG_MORE = 0x02
 _KNOWN_FLAGS = FLAG_TEXT | FLAG_MORE
 
 _DATA = struct.Struct(">BBQQ")
 _ACK = struct.Struct(">BQ")
+_HELLO = struct.Struct(">BQQQ")
 DATA_HEADER_SIZE = _DATA.size
 """Bytes a DATA frame adds to its payload (18)."""
 ACK_SIZE = _ACK.size
@@ -65,7 +74,16 @@ class AckFrame:
     ack: int
 
 
-Frame = DataFrame | AckFrame
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HelloFrame:
+    """Where this side stands, sent first on every new channel."""
+
+    ack: int
+    base: int
+    sent: int
+
+
+Frame = DataFrame | AckFrame | HelloFrame
 
 
 def encode_data(
@@ -79,6 +97,11 @@ def encode_data(
 def encode_ack(ack: int) -> bytes:
     """The wire bytes of an ACK frame."""
     return _ACK.pack(KIND_ACK, ack)
+
+
+def encode_hello(ack: int, base: int, sent: int) -> bytes:
+    """The wire bytes of a HELLO frame."""
+    return _HELLO.pack(KIND_HELLO, ack, base, sent)
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -103,4 +126,9 @@ def decode_frame(data: bytes) -> Frame:
         if len(data) != _ACK.size:
             raise ProtocolError("ACK frame of the wrong size")
         return AckFrame(ack=_ACK.unpack(data)[1])
+    if kind == KIND_HELLO:
+        if len(data) != _HELLO.size:
+            raise ProtocolError("HELLO frame of the wrong size")
+        _, ack, base, sent = _HELLO.unpack(data)
+        return HelloFrame(ack=ack, base=base, sent=sent)
     raise ProtocolError("unknown session frame kind")

@@ -37,9 +37,11 @@ from rondevu_core.delivery.config import SessionConfig
 from rondevu_core.delivery.frames import (
     DATA_HEADER_SIZE,
     AckFrame,
+    HelloFrame,
     decode_frame,
     encode_ack,
     encode_data,
+    encode_hello,
 )
 from rondevu_core.errors import ProtocolError, UsageError
 
@@ -51,6 +53,7 @@ __all__ = [
     "DeliverySession",
     "FrameReceived",
     "FrameRejected",
+    "PeerReset",
     "PeerSilent",
     "SendPayload",
     "SessionAction",
@@ -137,6 +140,13 @@ class PeerSilent(SessionEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PeerReset(SessionEvent):
+    """The peer's HELLO shows it lost this session (it numbered fewer frames than we
+    received, or received fewer than it had acknowledged): the owner must end this
+    session and start a new one; nothing more is processed here."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FrameRejected(SessionEvent):
     """A received frame broke the protocol; it was dropped."""
 
@@ -185,6 +195,8 @@ class DeliverySession:
         "_ack_sent",
         "_actions",
         "_chunk",
+        "_dead",
+        "_estranged",
         "_events",
         "_expected",
         "_last_rx",
@@ -228,6 +240,12 @@ class DeliverySession:
         self._partial: list[bytes] = []
         self._partial_size = 0
         self._partial_text = False
+        # The peer lost the session (`PeerReset`): this machine is finished.
+        self._dead = False
+        # The peer's HELLO does not fit our state (see `_on_hello`): it holds an older
+        # session with our end, which it will end on our HELLO; until it says hello
+        # again, its frames belong to that session and are ignored.
+        self._estranged = False
         # The current channel.
         self._up = False
         self._last_rx = 0
@@ -280,10 +298,12 @@ class DeliverySession:
                 self._up = True
                 self._last_rx = now
                 self._last_tx = now
-                self._ack_sent = min(self._ack_sent, self._expected)
+                # Where we stand first, so the peer can tell whether we lost anything.
+                hello = encode_hello(self._expected, self._peer_ack, self._next_seq)
+                self._actions.append(Transmit(data=hello))
+                self._ack_sent = self._expected
+                self._ack_due = None
                 self._transmit_from(self._peer_ack, now)
-                if self._expected:  # tell the new channel at once what we already have
-                    self._send_ack(now)
             case ChannelDown():
                 self._up = False
                 self._ack_due = None
@@ -401,6 +421,8 @@ class DeliverySession:
 
     def _on_frame(self, data: Payload, now: int) -> None:
         self._last_rx = now
+        if self._dead:
+            return
         if isinstance(data, str):
             self._reject("text message on a session channel")
             return
@@ -408,6 +430,11 @@ class DeliverySession:
             frame = decode_frame(data)
         except ProtocolError as error:
             self._events.append(FrameRejected(error=error))
+            return
+        if isinstance(frame, HelloFrame):
+            self._on_hello(frame)
+            return
+        if self._estranged:
             return
         self._on_ack(frame.ack)
         if isinstance(frame, AckFrame):
@@ -433,6 +460,19 @@ class DeliverySession:
             if not frame.more:
                 self._deliver()
         self._owe_ack(now, urgent=self._expected - self._ack_sent >= self.config.ack_every)
+
+    def _on_hello(self, hello: HelloFrame) -> None:
+        if hello.ack > self._next_seq or hello.base > self._expected:
+            # It acknowledges frames we never numbered, or believes we have frames we
+            # do not: its session is with an earlier incarnation of our end.
+            self._estranged = True
+            return
+        if hello.sent < self._expected or hello.ack < self._peer_ack:
+            self._dead = True
+            self._events.append(PeerReset())
+            return
+        self._estranged = False
+        self._on_ack(hello.ack)
 
     def _drop_partial(self) -> None:
         self._partial = []
