@@ -147,6 +147,7 @@ async def test_the_browser_publishes_and_a_session_survives_two_cuts(srv: Runnin
             kinds = await session_events(tab)
             assert kinds.count("resumed") == CUTS
             assert "heartbeat" in kinds
+            assert "rejected" not in kinds  # every Python frame made sense to the page
             assert "session resumed: " in await tab.page.inner_text("#log")
             await tab.screenshot("session-browser-publishes")
 
@@ -170,6 +171,7 @@ async def test_the_browser_connects_and_a_session_survives_two_cuts(srv: Running
             kinds = await session_events(tab)
             assert kinds.count("resumed") == CUTS
             assert "heartbeat" in kinds
+            assert "rejected" not in kinds  # every Python frame made sense to the page
             await tab.screenshot("session-browser-connects")
 
 

@@ -222,7 +222,8 @@ let nextId = 1;
  * States: connecting, connected, reconnecting, closed, failed.
  * Events: ``state``, ``message`` (a string or a Uint8Array), ``log``, and with the
  * session layer ``session`` ({kind: "resumed", replayed} | {kind: "heartbeat"} |
- * {kind: "reset", unacked, resent, reason} | {kind: "acked", count}) and
+ * {kind: "reset", unacked, resent, reason} | {kind: "acked", count} |
+ * {kind: "rejected", error}) and
  * ``undelivered`` ({messages, reason, maybeDelivered}).
  */
 export class Connection extends EventTarget {
@@ -432,27 +433,38 @@ export class Connection extends EventTarget {
 
   /** Transmit what the session produced, hand out its events, rearm its timer. */
   _pump() {
-    const delivery = this.delivery;
-    if (delivery === null || this.frozen) return;
-    const channel = this.link?.channel;
-    for (const frame of delivery.takeFrames()) {
-      if (!delivery.up || channel?.readyState !== "open") continue; // resent on the next link
-      try {
-        channel.send(frame);
-      } catch (error) {
-        this._log(`send: ${error.message}`); // the channel is going: the next link resends
+    for (;;) {
+      const delivery = this.delivery;
+      if (delivery === null || this.frozen) return;
+      const channel = this.link?.channel;
+      for (const frame of delivery.takeFrames()) {
+        if (!delivery.up || channel?.readyState !== "open") continue; // resent on the next link
+        try {
+          channel.send(frame);
+        } catch (error) {
+          this._log(`send: ${error.message}`); // the channel is going: the next link resends
+        }
       }
-    }
-    for (const event of delivery.takeEvents()) {
-      if (event.type === "delivered") this._emit("message", event.data);
-      else if (event.type === "acked") this._emit("session", { kind: "acked", count: event.count });
-      else if (event.type === "rejected") this._log(`session frame dropped: ${event.error}`);
-      else if (event.type === "silent" && this.link !== null) {
-        const ms = this.session.heartbeatTimeoutMs;
-        this._log(`heartbeat: nothing heard for ${ms} ms, the link is considered lost`);
-        this._emit("session", { kind: "heartbeat" });
-        this._dropped(this.link, "Heartbeat timeout");
+      let restarted = false;
+      for (const event of delivery.takeEvents()) {
+        if (event.type === "delivered") this._emit("message", event.data);
+        else if (event.type === "acked") this._emit("session", { kind: "acked", count: event.count });
+        else if (event.type === "rejected") {
+          this._log(`session frame dropped: ${event.error}`);
+          this._emit("session", { kind: "rejected", error: event.error });
+        }
+        else if (event.type === "reset") {
+          this._restartSession(delivery);
+          restarted = true;
+          break; // the new session's output, on the next round
+        } else if (event.type === "silent" && this.link !== null) {
+          const ms = this.session.heartbeatTimeoutMs;
+          this._log(`heartbeat: nothing heard for ${ms} ms, the link is considered lost`);
+          this._emit("session", { kind: "heartbeat" });
+          this._dropped(this.link, "Heartbeat timeout");
+        }
       }
+      if (!restarted) break;
     }
     clearTimeout(this._timer);
     this._timer = null;
@@ -463,6 +475,30 @@ export class Connection extends EventTarget {
         this._pump();
       }, Math.max(0, due - performance.now()));
     }
+  }
+
+  /** The peer lost our session although it kept its id (its pool gave it up, or
+   * started again): end ours as for a new process, go on with a new one on the same
+   * link. */
+  _restartSession(old) {
+    const reason = "the peer lost the session";
+    const unacked = old.unacked();
+    const data = unacked.map((u) => u.data);
+    const resent = this.session.onPeerReset === "resend";
+    this._log(`session reset (${reason}): ${data.length} unacknowledged message(s) ${resent ? "sent again" : "dropped"}`);
+    this._emit("session", { kind: "reset", unacked: data, resent, reason });
+    const now = performance.now();
+    this.delivery = new DeliverySession(this.session, { peerLimit: this.peerLimit });
+    this.replayed = 0;
+    if (this.link?.channel?.readyState === "open") this.delivery.channelUp(now);
+    if (!resent) {
+      if (data.length) {
+        const maybeDelivered = unacked.some((u) => u.transmitted);
+        this._emit("undelivered", { messages: data, reason, maybeDelivered });
+      }
+      return;
+    }
+    for (const item of data) this.delivery.send(item, now);
   }
 
   _dropped(link, why) {

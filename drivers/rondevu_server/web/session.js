@@ -7,7 +7,8 @@
 // `channelUp(now)`, `channelDown()`, `frame(bytes, now)`, `send(data, now)` and runs
 // `timer()` / `onTimer(now)`; it answers with frames to transmit (`takeFrames()`) and
 // events (`takeEvents()`): {type: "delivered", data}, {type: "acked", count},
-// {type: "silent"}, {type: "rejected", error}.
+// {type: "silent"}, {type: "rejected", error}, {type: "reset"} (the peer's HELLO shows
+// it lost this session: the owner starts a new one; this machine is finished).
 
 export const ATTRIBUTE = "x-rondevu-session";
 const VERSION = 1;
@@ -16,10 +17,12 @@ const LINE = new RegExp(`^a=${ATTRIBUTE}:(\\d+) (\\S+)\\s*$`, "m");
 
 const KIND_DATA = 1;
 const KIND_ACK = 2;
+const KIND_HELLO = 3;
 const FLAG_TEXT = 0x01;
 const FLAG_MORE = 0x02;
 export const DATA_HEADER_SIZE = 18;
 const ACK_SIZE = 9;
+const HELLO_SIZE = 25;
 const DEFAULT_MAX_MESSAGE_SIZE = 65536;
 
 /** The Python side's defaults (`SessionConfig`), so both ends time out alike. */
@@ -104,6 +107,16 @@ function encodeAck(ack) {
   return frame;
 }
 
+function encodeHello(ack, base, sent) {
+  const frame = new Uint8Array(HELLO_SIZE);
+  const view = new DataView(frame.buffer);
+  view.setUint8(0, KIND_HELLO);
+  view.setBigUint64(1, BigInt(ack));
+  view.setBigUint64(9, BigInt(base));
+  view.setBigUint64(17, BigInt(sent));
+  return frame;
+}
+
 class FrameError extends Error {}
 
 // A u64 beyond what a Number holds exactly can only be a lie (nobody sends 2^53
@@ -133,6 +146,10 @@ export function decodeFrame(bytes) {
   if (kind === KIND_ACK) {
     if (bytes.length !== ACK_SIZE) throw new FrameError("ACK frame of the wrong size");
     return { kind: "ack", ack: u64(view, 1) };
+  }
+  if (kind === KIND_HELLO) {
+    if (bytes.length !== HELLO_SIZE) throw new FrameError("HELLO frame of the wrong size");
+    return { kind: "hello", ack: u64(view, 1), base: u64(view, 9), sent: u64(view, 17) };
   }
   throw new FrameError("unknown session frame kind");
 }
@@ -164,6 +181,12 @@ export class DeliverySession {
     this._partial = [];
     this._partialSize = 0;
     this._partialText = false;
+    // The peer lost the session (a "reset" event): this machine is finished.
+    this._dead = false;
+    // The peer's HELLO does not fit our state (see _onHello): it holds an older session
+    // with our end, which it ends on our HELLO; until it says hello again, its frames
+    // belong to that session and are ignored.
+    this._estranged = false;
     // The current channel.
     this.up = false;
     this._lastRx = 0;
@@ -213,12 +236,14 @@ export class DeliverySession {
     this.up = true;
     this._lastRx = now;
     this._lastTx = now;
-    this._ackSent = Math.min(this._ackSent, this._expected);
+    // Where we stand first, so the peer can tell whether either side lost anything.
+    this._frames.push(encodeHello(this._expected, this._peerAck, this._nextSeq));
+    this._ackSent = this._expected;
+    this._ackDue = null;
     for (const message of this._unacked) {
       const last = message.first + message.frames - 1;
       if (last >= this._peerAck) this._transmitMessage(message, Math.max(this._peerAck, message.first), now);
     }
-    if (this._expected) this._sendAck(now); // tell the new channel at once what we have
   }
 
   channelDown() {
@@ -249,6 +274,7 @@ export class DeliverySession {
 
   frame(data, now) {
     this._lastRx = now;
+    if (this._dead) return;
     if (typeof data === "string") {
       this._reject("text message on a session channel");
       return;
@@ -260,6 +286,11 @@ export class DeliverySession {
       this._reject(error.message);
       return;
     }
+    if (frame.kind === "hello") {
+      this._onHello(frame);
+      return;
+    }
+    if (this._estranged) return;
     this._onAck(frame.ack);
     if (frame.kind === "ack") return;
     if (frame.seq < this._expected) {
@@ -284,6 +315,22 @@ export class DeliverySession {
       if (!frame.more) this._deliver();
     }
     this._oweAck(now, this._expected - this._ackSent >= this.config.ackEvery);
+  }
+
+  _onHello(hello) {
+    if (hello.ack > this._nextSeq || hello.base > this._expected) {
+      // It acknowledges frames we never numbered, or believes we have frames we do
+      // not: its session is with an earlier incarnation of our end.
+      this._estranged = true;
+      return;
+    }
+    if (hello.sent < this._expected || hello.ack < this._peerAck) {
+      this._dead = true; // it starts from nothing: our session is over
+      this._events.push({ type: "reset" });
+      return;
+    }
+    this._estranged = false;
+    this._onAck(hello.ack);
   }
 
   _transmitMessage(message, start, now) {
