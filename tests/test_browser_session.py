@@ -104,25 +104,39 @@ async def crash(cdp: Any) -> None:
         await cdp.send("Page.crash")
 
 
-async def cut_and_recover(conn: DurableConnection) -> None:
-    """Silence the Python side's link; return once the connection is back up."""
-    assert blackhole(conn.peer_connection) > 0
-    await left(conn)
-    await conn.wait_connected()
+async def cut(tab: Tab, page_conn: int, conn: DurableConnection, n: int) -> None:
+    """Cut the link: the first time by silencing the Python side's UDP sockets (nothing
+    closed: only the page's heartbeat can tell), then by closing the page's peer
+    connection without ending its session (the Python side sees the channel close)."""
+    if n == 0:
+        assert blackhole(conn.peer_connection) > 0
+    else:
+        await tab.js("c => rondevuLive.cut(c)", page_conn)
 
 
 async def stream_across_cuts(tab: Tab, page_conn: int, conn: DurableConnection) -> None:
-    """Batches both ways, a cut after each of the first ones (sent into the dead link),
-    then an end marker each way: what arrives before it is exactly what was sent."""
+    """Batches both ways; after the first half of each of the first batches the link is
+    cut and the second half is sent while it is down; then an end marker each way: what
+    arrives before it is exactly what was sent."""
     sent = [f"py {n}" for n in range(BATCH * (CUTS + 1))]
     from_page = [f"page {n}" for n in range(BATCH * (CUTS + 1))]
-    for batch in range(CUTS + 1):
-        part = slice(batch * BATCH, (batch + 1) * BATCH)
+
+    async def both(part: slice) -> None:
         for message in sent[part]:
             conn.send(message)
         await page_sends(tab, page_conn, from_page[part])
+
+    half = BATCH // 2
+    for batch in range(CUTS + 1):
+        start = batch * BATCH
+        await both(slice(start, start + half))
         if batch < CUTS:
-            await cut_and_recover(conn)
+            await cut(tab, page_conn, conn, batch)
+            await left(conn)
+            await both(slice(start + half, start + BATCH))  # into the dead link
+            await conn.wait_connected()
+        else:
+            await both(slice(start + half, start + BATCH))
     conn.send("py end")
     await page_sends(tab, page_conn, ["page end"])
     got = [await conn.receive() for _ in range(len(from_page) + 1)]
