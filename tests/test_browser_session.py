@@ -5,13 +5,16 @@ speak the same frames, so: messages cross both ways exactly once and in order wh
 link is cut twice (the Python side's UDP sockets silenced, nothing closed, as in
 tests/test_session_e2e.py: only a heartbeat can tell), whichever side publishes; the
 Python side notices a tab that stopped (its renderer crashed, no ``pagehide``) within
-the heartbeat bound; and with the layer off on either side both talk plain messages,
-nothing else.  Browser set-up and skipping: tests/test_browser.py.
+the heartbeat bound (so does it of a frozen page); a page whose publisher started
+again ends its session and resends what was not acknowledged; and with the layer off
+on either side both talk plain messages, nothing else.  Browser set-up and skipping:
+tests/test_browser.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +24,7 @@ import pytest
 
 from rondevu import ConnectionConfig, DurableConnection, Rondevu
 from rondevu_core import events as ev
+from rondevu_core.signing import KeyPair
 from tests.rondevu_server_testing import RunningServer, unique
 from tests.session_testing import blackhole
 from tests.test_browser import (
@@ -42,11 +46,17 @@ CUTS = 2
 
 @contextlib.asynccontextmanager
 async def python_peer(
-    srv: RunningServer, name: str, config: ConnectionConfig = FAST
+    srv: RunningServer,
+    name: str,
+    config: ConnectionConfig = FAST,
+    keypair: KeyPair | None = None,
 ) -> AsyncIterator[Rondevu]:
+    """A Python client; with ``keypair``, ``name`` is used as it is (a process that
+    starts again as the same user)."""
     peer = Rondevu.connect(
         srv.url,
-        username=unique(name),
+        username=unique(name) if keypair is None else name,
+        keypair=keypair,
         ice_servers=[],
         host_addresses=["127.0.0.1"],
         connection_config=config,
@@ -290,3 +300,37 @@ async def test_python_peers_without_the_layer_talk_plain_to_a_session_page(
             conn = await first_incoming(alice)
             await conn.wait_connected()
             await plain_exchange(tab, page_id, conn)
+
+
+@pytest.mark.anyio
+async def test_the_browser_resends_to_a_publisher_that_started_again(srv: RunningServer) -> None:
+    """The publishing process dies with messages it received but never acknowledged;
+    the page's next offer comes from a new process (another epoch): its session ends
+    with a reset that lists them, and they go to the new process (at-least-once)."""
+    name, key = unique("alice"), KeyPair.from_seed(os.urandom(32))
+    with anyio.fail_after(TIMEOUT * 2):
+        async with live_tab(srv) as tab:
+            async with python_peer(srv, name, keypair=key) as alice:
+                page_id = await tab.js("f => rondevuLive.connect(f)", await published(alice))
+                first = await first_incoming(alice)
+                await first.wait_connected()
+                await tab.send(page_id, "acknowledged")
+                assert await first.receive() == "acknowledged"
+                idle = "id => rondevuLive._byId(id).delivery.unackedMessages === 0"
+                await tab.until(idle, page_id)
+                assert blackhole(first.peer_connection) > 0  # its acks never leave
+                await page_sends(tab, page_id, ["lost 1", "lost 2"])
+                assert [await first.receive(), await first.receive()] == ["lost 1", "lost 2"]
+            # alice's process is gone; a new one publishes the same service.
+            async with python_peer(srv, name, keypair=key) as again:
+                await published(again)
+                second = await first_incoming(again)
+                assert [await second.receive(), await second.receive()] == ["lost 1", "lost 2"]
+                await tab.until("() => rondevuLive.sessionEvents.some(e => e.kind === 'reset')")
+                [reset] = await tab.js(
+                    "rondevuLive.sessionEvents.filter(e => e.kind === 'reset')"
+                    ".map(e => [e.unacked, e.resent, e.reason])"
+                )
+                assert reset == [["lost 1", "lost 2"], True, "the peer is a new process"]
+                second.send("hello again")
+                assert await tab.received(1) == ["hello again"]
