@@ -223,8 +223,7 @@ let nextId = 1;
  * Events: ``state``, ``message`` (a string or a Uint8Array), ``log``, and with the
  * session layer ``session`` ({kind: "resumed", replayed} | {kind: "heartbeat"} |
  * {kind: "reset", unacked, resent, reason} | {kind: "acked", count} |
- * {kind: "rejected", error}) and
- * ``undelivered`` ({messages, reason, maybeDelivered}).
+ * {kind: "rejected", error}) and ``undelivered`` ({messages, reason, maybeDelivered}).
  */
 export class Connection extends EventTarget {
   constructor(client, { role, fqn, peer = null, reconnect = false, session = undefined }) {
@@ -452,8 +451,7 @@ export class Connection extends EventTarget {
         else if (event.type === "rejected") {
           this._log(`session frame dropped: ${event.error}`);
           this._emit("session", { kind: "rejected", error: event.error });
-        }
-        else if (event.type === "reset") {
+        } else if (event.type === "reset") {
           this._restartSession(delivery);
           restarted = true;
           break; // the new session's output, on the next round
