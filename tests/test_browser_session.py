@@ -197,6 +197,24 @@ async def test_the_browser_connects_and_a_session_survives_two_cuts(srv: Running
             assert "heartbeat" in kinds
             assert "rejected" not in kinds  # every Python frame made sense to the page
             await tab.screenshot("session-browser-connects")
+            # Larger than a frame both ways (browsers and aiortc take 256 KiB): chunked
+            # by one side, reassembled by the other.
+            big = bytes(range(256)) * 2400
+            conn.send(big)
+            whole = await tab.until(
+                """n => {
+                    const m = rondevuLive.messages.at(-1);
+                    return m.direction === 'in' && typeof m.data !== 'string'
+                        && m.data.length === n && m.data.every((b, i) => b === i % 256);
+                }""",
+                len(big),
+            )
+            assert whole is True
+            await tab.js(
+                "([c, n]) => rondevuLive.send(c, Uint8Array.from({length: n}, (_, i) => i % 256))",
+                [page_id, len(big)],
+            )
+            assert await conn.receive() == big
 
 
 @pytest.mark.anyio
