@@ -62,6 +62,12 @@ class ConnectionConfig:
 
     connection_timeout_ms: int = 30000
     """From the start of an attempt until CONNECTED; on expiry the attempt fails."""
+    handshake_timeout_ms: int = 8000
+    """From the moment both sides hold the answer (the answerer's answerOffer succeeded;
+    the offerer applied it) until CONNECTED; on expiry the attempt fails.  Much shorter
+    than the connection timeout, which also covers fetching the offer: an offer whose
+    owner is gone (killed, or its server restarted) fails in seconds, and the next
+    attempt fetches a fresh one.  0 disables it (ours; 0.18.9 has only the 30 s bound)."""
     ice_gathering_timeout_ms: int = 10000
     """Reported as ``ice:gathering:timeout`` when gathering has not completed by then."""
     reconnect_enabled: bool = True
@@ -121,6 +127,7 @@ class ConnectionConfig:
     def __post_init__(self) -> None:
         for name in (
             "connection_timeout_ms",
+            "handshake_timeout_ms",
             "ice_gathering_timeout_ms",
             "max_buffer_size",
             "max_buffer_age_ms",
@@ -158,6 +165,11 @@ class PoolConfig:
     """Spacing of the single-flight ``poll`` loop that collects answers."""
     refresh_margin_ms: int = 30000
     """Republish this long before the offers expire, so discovery never finds nothing."""
+    look_interval_ms: int | None = None
+    """How often the pool looks its own service up to notice offers the server lost
+    (docs/recovery.md).  None: with every plain poll, every 60 s while polls are held
+    (and at once when a poll succeeds after failing); 0: never, so offers lost by the
+    server stay lost until the next refresh."""
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
 
     def __post_init__(self) -> None:
@@ -166,5 +178,7 @@ class PoolConfig:
         if not 1 <= self.max_offers <= 100:
             # 100 is the server's per-publish limit (§7.2), and the pool publishes in one call.
             raise ValueError("max_offers must be within [1, 100]")
+        if self.look_interval_ms is not None and self.look_interval_ms < 0:
+            raise ValueError("look_interval_ms must be >= 0 (0: never look)")
         if self.ttl_ms <= 0 or self.poll_interval_ms <= 0 or self.refresh_margin_ms < 0:
             raise ValueError("ttl_ms and poll_interval_ms must be > 0, refresh_margin_ms >= 0")

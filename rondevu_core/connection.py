@@ -104,6 +104,7 @@ from rondevu_core.delivery.negotiation import (
     read_session_attribute,
     remote_max_message_size,
 )
+from rondevu_core.error_kinds import classify, is_permanent
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
     AnswerProcessed,
@@ -133,6 +134,7 @@ from rondevu_core.events import (
     MessagesUndelivered,
     OfferFetched,
     PeerConnectionState,
+    PermanentError,
     ProtocolViolation,
     ReconnectAttempting,
     ReconnectExhausted,
@@ -192,6 +194,7 @@ class Role(Enum):
 
 class _Timer(Enum):
     CONNECTION = "connection"
+    HANDSHAKE = "handshake"
     GATHERING = "gathering"
     RECONNECT = "reconnect"
     BUFFER = "buffer"
@@ -262,6 +265,7 @@ class Connection:
         "_paused",
         "_pc",
         "_peer_token",
+        "_permanent",
         "_plain_limit",
         "_random",
         "_reconnect_attempt",
@@ -317,6 +321,8 @@ class Connection:
         self._deferred: _Deferred | None = None
         self._reconnect_attempt = 0
         self._terminal = False
+        # A permanent error (error_kinds) ends the connection: no reconnection can help.
+        self._permanent = False
         self.answer_applied = False
         self.answerer_id: str | None = None
         """Offerer: the username that answered (from the first applied answer on)."""
@@ -424,6 +430,9 @@ class Connection:
             if timer is _Timer.CONNECTION:
                 self._emit(ConnectionTimeout)
                 self._fail(now, "Connection timeout")
+            elif timer is _Timer.HANDSHAKE:
+                bound = self.config.handshake_timeout_ms
+                self._fail(now, f"No ICE connection within {bound} ms of the answer")
             elif timer is _Timer.GATHERING:
                 self._emit(IceGatheringTimeout)
             elif timer is _Timer.RECONNECT:
@@ -552,6 +561,7 @@ class Connection:
             )
         )
         self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
+        self._arm_handshake(now)
         self._session.start_polling(now, sdp)
         return True
 
@@ -651,12 +661,20 @@ class Connection:
         self._deadlines.set(_Timer.GATHERING, now + self.config.ice_gathering_timeout_ms)
         return pc
 
+    def _arm_handshake(self, now: int) -> None:
+        """The answer is on both sides: a live peer connects within the handshake bound,
+        so an attempt on a dead offer (its owner gone) fails in seconds, not at the
+        connection timeout."""
+        if self.config.handshake_timeout_ms > 0:
+            self._deadlines.set(_Timer.HANDSHAKE, now + self.config.handshake_timeout_ms)
+
     def _teardown(self, linger_ms: int = 0) -> None:
         """Close the current peer connection and forget everything tied to it;
         ``linger_ms`` lets what was already sent on it leave first."""
         self._stale.update(self._calls)
         self._calls.clear()
         self._deadlines.cancel(_Timer.CONNECTION)
+        self._deadlines.cancel(_Timer.HANDSHAKE)
         self._deadlines.cancel(_Timer.GATHERING)
         if self._pc is None and self._session is None:
             return
@@ -719,18 +737,20 @@ class Connection:
 
     def _loss_is_final(self) -> bool:
         """Whether `_after_loss` will give up: the ``failed`` event says so in advance."""
+        if self._permanent:
+            return True
         if self.role is Role.OFFERER:
             return self._delivery is None
         return not self.config.reconnect_enabled or self._backoff.exhausted
 
     def _after_loss(self, now: int) -> None:
         """After a failure or drop: schedule a reconnection, defer it, or give up."""
-        if self.role is Role.OFFERER and self._delivery is not None:
+        if self.role is Role.OFFERER and self._delivery is not None and not self._permanent:
             # The peer comes back through a new offer of our pool (`resume_with`).
             assert self.config.session is not None
             self._set_state(State.RECONNECTING, "Waiting for the peer to resume")
             self._deadlines.set(_Timer.RESUME, now + self.config.session.resume_timeout_ms)
-        elif self.role is Role.OFFERER or not self.config.reconnect_enabled:
+        elif self.role is Role.OFFERER or not self.config.reconnect_enabled or self._permanent:
             self._give_up()
         elif self._backoff.exhausted:
             self._emit(ReconnectExhausted, attempts=self._backoff.attempt)
@@ -832,6 +852,7 @@ class Connection:
             return
         recovered = self.state in (State.DISCONNECTED, State.RECONNECTING)
         self._deadlines.cancel(_Timer.CONNECTION)
+        self._deadlines.cancel(_Timer.HANDSHAKE)
         self._deadlines.cancel(_Timer.GATHERING)  # moot once connected
         self._deadlines.cancel(_Timer.RECONNECT)
         self._deadlines.cancel(_Timer.PROBE)
@@ -1233,11 +1254,18 @@ class Connection:
             # lost (a transport timeout).  Failing now would tear down a working link.
             self._emit(SignalingError, operation=purpose.value, error=outcome.error)
         elif isinstance(outcome, RpcFailed):
+            if is_permanent(outcome):
+                self._permanent = True
+                kind = classify(outcome.error).value
+                self._emit(PermanentError, operation=purpose.value, error=outcome.error, kind=kind)
             self._fail(event.now, f"{purpose.value} failed: {outcome.error}")
         elif purpose is _Call.FETCH_OFFER:
             self._on_offer_fetched(event.now, outcome.result)
-        elif self._session is not None and self._offer_id is not None:
-            self._session.enable_uploads(self._offer_id)
+        else:
+            if self.state in _HANDSHAKE:
+                self._arm_handshake(event.now)
+            if self._session is not None and self._offer_id is not None:
+                self._session.enable_uploads(self._offer_id)
 
     def _on_offer_fetched(self, now: int, result: object) -> None:
         try:

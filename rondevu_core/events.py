@@ -57,6 +57,7 @@ __all__ = [
     "OfferFetched",
     "OffersPublished",
     "PeerConnectionState",
+    "PermanentError",
     "ProtocolViolation",
     "PublishFailed",
     "ReconnectAttempting",
@@ -64,6 +65,7 @@ __all__ = [
     "ReconnectFailed",
     "ReconnectScheduled",
     "ReconnectSuccess",
+    "ServiceRepublished",
     "SessionReset",
     "SignalingError",
     "StateChanged",
@@ -468,6 +470,33 @@ class PublishFailed(Event):
     error: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PermanentError(Event):
+    """``error:permanent`` (ours): a call failed in a way no retry can fix, so the
+    connection (or, with ``connection_id`` 0, the pool) gives up on it at once.
+
+    ``kind`` is ``"identity"`` when the server refused our username and key pair (a
+    name held by another key: 0.5.4 says only ``Invalid signature``) and
+    ``"permanent"`` for a malformed call (service name, parameter, unknown method);
+    see `rondevu_core.error_kinds`."""
+
+    name: ClassVar[str] = "error:permanent"
+    operation: str
+    error: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceRepublished(Event):
+    """``service:republished`` (pool, ours): the pool found its offers gone from the
+    server (a server restart, expiry, another process with the same identity replacing
+    them) and published them again; ``reason`` says what it saw."""
+
+    name: ClassVar[str] = "service:republished"
+    reason: str
+    offer_ids: tuple[str, ...]
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     StateChanged,
     Connecting,
@@ -512,5 +541,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ConnectionOpened,
     OffersPublished,
     PublishFailed,
+    PermanentError,
+    ServiceRepublished,
 )
 """Every event class, for drivers that map names to emitters and for coverage tests."""

@@ -56,6 +56,15 @@ Rules (each fixes a bug of the original; docs/compatibility.md):
   that the link died) is handed to *that* connection (`Connection.resume_with`): the
   application keeps one connection object and the session retransmits what it had not
   delivered.  The answered offer's own connection closes without ever being announced.
+- **Offers gone behind its back are published again** (`rondevu_core.republish`): once
+  per poll interval (every `LOOK_INTERVAL_HELD_MS` while polls are held, and at once
+  when a poll succeeds after failing) the pool looks its own service up; when its
+  offers are gone (server restart, expiry, another process with the same identity) it
+  republishes at once and says so with ``service:republished``; a look that gets no
+  answer is reported as ``signaling:error`` (pool-wide: ``connection_id`` 0).
+- **A permanent publish failure stops the pool** (`rondevu_core.error_kinds`): a name
+  held by another key or a malformed call fails the same way every time, so the pool
+  reports ``error:permanent`` and goes back to IDLE instead of retrying for ever.
 
 After `Close` (pool-wide) every connection is closed and the pool never acts again.
 """
@@ -71,6 +80,7 @@ from rondevu_core.backoff import Backoff, BackoffPolicy
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection, State
 from rondevu_core.delivery.negotiation import read_session_attribute
+from rondevu_core.error_kinds import classify, is_permanent
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
     AnswerDuplicate,
@@ -78,8 +88,11 @@ from rondevu_core.events import (
     Event,
     OfferCreated,
     OffersPublished,
+    PermanentError,
     ProtocolViolation,
     PublishFailed,
+    ServiceRepublished,
+    SignalingError,
 )
 from rondevu_core.inputs import (
     COMMAND_KINDS,
@@ -91,11 +104,12 @@ from rondevu_core.inputs import (
 )
 from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.replies import parse_poll_answers, parse_published, poll_candidate_times
+from rondevu_core.republish import PresenceRule
 from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest, Urgency
 from rondevu_core.server_info import LONG_POLL_MIN_MS
 from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
 
-__all__ = ["POOL_TRANSITIONS", "OfferPool", "PoolState"]
+__all__ = ["LOOK_INTERVAL_HELD_MS", "POOL_TRANSITIONS", "OfferPool", "PoolState"]
 
 _RESUMING = frozenset({State.SIGNALING, State.CHECKING, State.CONNECTING})
 """States of an announced connection that is again in a handshake (`resume_with`)."""
@@ -113,7 +127,11 @@ class _Timer(Enum):
     POLL = "poll"
     REFRESH = "refresh"
     PUBLISH_RETRY = "publish_retry"
+    CHECK = "check"
 
+
+LOOK_INTERVAL_HELD_MS = 60_000
+"""How often a pool whose polls are held looks its own service up (`OfferPool`)."""
 
 _PUBLISH_RETRY = BackoffPolicy(base_ms=1000, max_ms=30000, jitter=0.1, max_attempts=0)
 
@@ -126,12 +144,15 @@ class OfferPool:
     __slots__ = (
         "_answered_at",
         "_by_pc",
+        "_check_call",
+        "_check_generation",
         "_confirmed",
         "_conns",
         "_cursor",
         "_deadlines",
         "_duplicates",
         "_epoch",
+        "_generation",
         "_keeps_answered",
         "_newest",
         "_opened",
@@ -140,11 +161,14 @@ class OfferPool:
         "_poll_sent_at",
         "_poll_since",
         "_poll_wait",
+        "_presence",
         "_publish_backoff",
         "_publish_call",
         "_publish_sdps",
         "_random",
         "_refresh_due",
+        "_republish_reason",
+        "_server_trouble",
         "_stale",
         "config",
         "state",
@@ -184,6 +208,14 @@ class OfferPool:
         self._refresh_due = False
         self._stale: set[int] = set()
         self._keeps_answered = False
+        self._presence = PresenceRule()
+        self._check_call: int | None = None
+        # Successful publications so far: a look sent before the latest one describes
+        # offers that are no longer ours, and is ignored.
+        self._generation = 0
+        self._check_generation = 0
+        self._republish_reason: str | None = None
+        self._server_trouble = False  # a poll got no answer since the last one that did
         self._epoch: str | None = None
 
     # -- driver interface ------------------------------------------------------------
@@ -227,6 +259,8 @@ class OfferPool:
             elif timer is _Timer.REFRESH:
                 self._refresh_due = True
                 self._maybe_publish(now)
+            elif timer is _Timer.CHECK:
+                self._check(now)
             else:
                 self._maybe_publish(now)
         for conn in list(self._conns.values()):
@@ -372,6 +406,19 @@ class OfferPool:
 
     def _on_published(self, outcome: RpcOutcome, now: int) -> None:
         self._publish_call = None
+        if isinstance(outcome, RpcFailed) and is_permanent(outcome):
+            self._outbox.emit(PublishFailed(connection_id=0, error=outcome.error))
+            self._outbox.emit(
+                PermanentError(
+                    connection_id=0,
+                    operation=Method.PUBLISH_SERVICE.value,
+                    error=outcome.error,
+                    kind=classify(outcome.error).value,
+                )
+            )
+            self._shutdown(now, "Publishing failed for good")
+            self.state = PoolState.IDLE
+            return
         if isinstance(outcome, RpcFailed):
             self._publish_failed(outcome.error, now)
             return
@@ -410,6 +457,13 @@ class OfferPool:
                     )
                 )
         self._outbox.emit(OffersPublished(connection_id=0, offer_ids=tuple(ids)))
+        self._generation += 1
+        self._presence.reset()
+        if self._republish_reason is not None:
+            reason, self._republish_reason = self._republish_reason, None
+            self._outbox.emit(
+                ServiceRepublished(connection_id=0, reason=reason, offer_ids=tuple(ids))
+            )
         refresh_at = now + max(self.config.ttl_ms - self.config.refresh_margin_ms, 1000)
         self._deadlines.set(_Timer.REFRESH, refresh_at)
         if omitted:
@@ -500,12 +554,101 @@ class OfferPool:
             return True
         return self._poll_wait > 0 and self._poll_sent_at + self._poll_wait // 2 <= now
 
+    def _published_ids(self) -> frozenset[str]:
+        return frozenset(c.offer_id for c in self.unanswered() if c.offer_id is not None)
+
+    def _look_interval(self) -> int:
+        """How often the pool looks its own service up: with every plain poll (one more
+        call in the same batch), but only every `LOOK_INTERVAL_HELD_MS` while polls are
+        held, which would otherwise cost a request a second the hold saves; a poll
+        that fails and then succeeds again (the server restarted?) brings the next look
+        forward at once."""
+        if self.config.look_interval_ms is not None:
+            return self.config.look_interval_ms
+        if self.config.connection.long_poll_wait_ms:
+            return max(self.config.poll_interval_ms, LOOK_INTERVAL_HELD_MS)
+        return self.config.poll_interval_ms
+
+    def _set_look(self, at: int) -> None:
+        if self.config.look_interval_ms != 0:
+            self._deadlines.set(_Timer.CHECK, at)
+
+    def _look_by(self, at: int) -> None:
+        """Look no later than ``at`` (an earlier look stays as it is)."""
+        due = self._deadlines.at(_Timer.CHECK)
+        if due is None or at < due:
+            self._set_look(at)
+
+    def _check(self, now: int) -> None:
+        """Look our own service up, to notice offers gone from the server."""
+        self._set_look(now + self._look_interval())
+        if (
+            self._check_call is not None
+            or self._publish_call is not None
+            or self._republish_reason is not None
+            or not self._published_ids()
+        ):
+            return
+        self._check_generation = self._generation
+        self._check_call = self._call(
+            RpcRequest(method=Method.GET_SERVICE, params={"serviceFqn": str(self.config.service)})
+        )
+
+    def _on_checked(self, outcome: RpcOutcome, now: int) -> None:
+        self._check_call = None
+        if isinstance(outcome, RpcFailed) and outcome.transport:
+            # The server cannot be reached: say so (the poll fails silently), and look
+            # again at the poll interval, whatever the look interval, until it answers.
+            self._outbox.emit(
+                SignalingError(
+                    connection_id=0, operation=Method.GET_SERVICE.value, error=outcome.error
+                )
+            )
+            self._set_look(now + self.config.poll_interval_ms)
+        if self._publish_call is not None or self._check_generation != self._generation:
+            return  # the look saw the offers of an earlier publication
+        reason = self._presence.judge(outcome, self._published_ids())
+        if self._presence.strikes:  # an ambiguous absence: the next look settles it soon
+            self._set_look(now + self.config.poll_interval_ms)
+        if reason is not None:
+            self._republish_reason = reason
+            self._refresh_due = True
+            self._maybe_publish(now)
+
+    def _held_poll_ended_early(self, result: object, now: int) -> bool:
+        """A held poll came back before half its hold with nothing in it."""
+        if not self._poll_wait or now >= self._poll_sent_at + self._poll_wait // 2:
+            return False
+        try:
+            return not parse_poll_answers(result) and not poll_candidate_times(result)
+        except ProtocolError:
+            return False
+
     def _on_polled(self, outcome: RpcOutcome, now: int, unix_ms: int) -> None:
         self._poll_call = None
         answers: list[Any] = []
         if isinstance(outcome, RpcFailed):
+            if outcome.transport:
+                # The server may be restarting: look at the poll interval until a look
+                # gets an answer (a held poll that succeeds may take a whole hold).
+                self._look_by(now + self.config.poll_interval_ms)
+            if outcome.transport and not self._server_trouble:
+                self._server_trouble = True  # reported once per outage, like a look's
+                self._outbox.emit(
+                    SignalingError(
+                        connection_id=0, operation=Method.POLL.value, error=outcome.error
+                    )
+                )
             self._maybe_publish(now)
         else:
+            if self._server_trouble:  # back after an outage: did it forget our offers?
+                self._server_trouble = False
+                self._look_by(now)
+            elif self._held_poll_ended_early(outcome.result, now):
+                # What a server says as it shuts down; it may be back, with nothing of
+                # ours, by the next poll: that poll's success brings the look forward.
+                self._server_trouble = True
+                self._look_by(now + self.config.poll_interval_ms)
             try:
                 answers = parse_poll_answers(outcome.result)
             except ProtocolError as error:
@@ -580,6 +723,7 @@ class OfferPool:
     def _on_start(self, event: Input) -> None:
         self.state = PoolState.FILLING
         self._deadlines.set(_Timer.POLL, event.now + self.config.poll_interval_ms)
+        self._set_look(event.now + self._look_interval())
         self._refill(event.now)
 
     def _on_stop(self, event: Input) -> None:
@@ -594,11 +738,13 @@ class OfferPool:
             self._forget(conn)
         if self._poll_call is not None and self._poll_wait:
             self._cancel_poll()
-        for call in (self._poll_call, self._publish_call):
+        for call in (self._poll_call, self._publish_call, self._check_call):
             if call is not None:
                 self._stale.add(call)
-        self._poll_call = self._publish_call = None
+        self._poll_call = self._publish_call = self._check_call = None
         self._refresh_due = False
+        self._republish_reason = None
+        self._presence.reset()
         self._answered_at.clear()
         # Take the offers out of discovery; the reply is not needed.
         self._stale.add(
@@ -644,6 +790,8 @@ class OfferPool:
             self._on_published(event.outcome, event.now)
         elif call_id == self._poll_call:
             self._on_polled(event.outcome, event.now, event.unix_ms)
+        elif call_id == self._check_call:
+            self._on_checked(event.outcome, event.now)
         elif call_id in self._stale:
             self._stale.discard(call_id)
         else:

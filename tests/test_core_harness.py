@@ -365,6 +365,9 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
         "reconnect:failed",
         "reconnect:exhausted",
         "connection:timeout",
+        # Provoked in test_core_recovery.py: a permanent server error, offers gone.
+        "error:permanent",
+        "service:republished",
         # The session layer's, in tests/test_core_layer.py.
         "session:reset",
         "message:acked",

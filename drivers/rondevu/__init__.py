@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         RpcError,
         TransportError,
         UsageError,
+        UsernameTakenError,
         ValidationError,
     )
     from rondevu.identity import Identity, IdentityError
@@ -97,6 +98,7 @@ _LAZY: dict[str, str] = {
     "SignalingTransport": "rondevu.transport",
     "TransportError": "rondevu.errors",
     "UsageError": "rondevu.errors",
+    "UsernameTakenError": "rondevu.errors",
     "ValidationError": "rondevu.errors",
     "WindowFullError": "rondevu_core.delivery",
 }
@@ -124,6 +126,7 @@ __all__ = [
     "SignalingTransport",
     "TransportError",
     "UsageError",
+    "UsernameTakenError",
     "ValidationError",
     "WindowFullError",
     "__version__",

@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from rondevu.identity import Identity, IdentityError
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
 from rondevu_core.delivery import WindowFullError
+from rondevu_core.rpc import Method
 from rondevu_core.signing import KeyPair
 
 __all__ = ["add_connect_command", "add_publish_command"]
@@ -71,6 +73,8 @@ __all__ = ["add_connect_command", "add_publish_command"]
 _STDIN_QUEUE = 64
 """Lines read ahead of the sender: beyond it the reader waits (a big file on stdin must
 not be read into memory faster than it is sent)."""
+_UNREACHABLE_EVERY_S = 30.0
+"""A publisher reports an unreachable server at most this often (it looks every second)."""
 _MAX_LINE_CHARS = 256 * 1024
 """A longer line is sent in pieces of this size (a data channel message has a limit)."""
 _CLOSE_ACK_WAIT = 2.0
@@ -214,7 +218,11 @@ class _Stop:
 async def _stoppable() -> AsyncIterator[_Stop]:
     """A block that SIGINT or SIGTERM ends gracefully: its scope is cancelled, so the
     ``async with`` blocks inside close everything.  A second signal, during that
-    cleanup, quits at once."""
+    cleanup, quits at once.
+
+    Enter the client *before* this block (``async with client, _stoppable()``): the
+    cancellation then reaches only the work inside, and the client closes with its
+    tasks alive, so a publisher's withdrawal of its offers still reaches the server."""
     stop = _Stop()
     try:
         async with anyio.create_task_group() as group:
@@ -319,10 +327,14 @@ def _stdin_lines() -> MemoryObjectReceiveStream[str | None]:
     return receive
 
 
-def _narrate(conn: DurableConnection, who: str) -> None:
-    """Status lines for the link events a person cares about."""
+def _narrate(conn: DurableConnection, who: str) -> list[str]:
+    """Status lines for the link events a person cares about; returns a list that holds
+    the latest failed attempt's error (for the line that ends the command)."""
+    last_error: list[str] = []
 
     def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.Failed):
+            last_error[:] = [event.error]
         match event:
             case ev.Disconnected(reason=reason):
                 status(f"{who}: link lost ({reason})")
@@ -353,6 +365,7 @@ def _narrate(conn: DurableConnection, who: str) -> None:
                 pass
 
     conn.on("*", on_event)
+    return last_error
 
 
 # -- publish ---------------------------------------------------------------------------------
@@ -366,7 +379,7 @@ def _run_publish(args: argparse.Namespace) -> int:
 async def _publish(args: argparse.Namespace) -> int:
     client = _client(args)
     mark = show_sender(args.show_sender, sys.stdout)
-    async with _stoppable() as stop, client:
+    async with client, _stoppable() as stop:
         await _check_server(client, args.api_url)
         client.publish_service(args.service, max_offers=args.max_offers)
         try:
@@ -377,14 +390,54 @@ async def _publish(args: argparse.Namespace) -> int:
             raise server_failure(error, args.api_url) from None
         mode = "interactive" if args.interactive else "echo"
         status(f"published {args.service}@{client.username} ({mode}); waiting for peers")
+        refused = _narrate_pool(client, f"{args.service}@{client.username}")
         peers: list[DurableConnection] = []
         async with anyio.create_task_group() as group:
+            group.start_soon(_fail_when_refused, client, refused)
             if args.interactive:
                 group.start_soon(_broadcast_stdin, peers, group.cancel_scope)
             async for conn in client.incoming():
                 peers.append(conn)
                 group.start_soon(_serve_peer, conn, peers, args.interactive, mark)
     return stop.exit_code()
+
+
+def _narrate_pool(client: Rondevu, fqn: str) -> MemoryObjectReceiveStream[str]:
+    """Status lines for what the pool does by itself; returns where a permanent refusal
+    of its publication (the pool has stopped) arrives."""
+    send, receive = anyio.create_memory_object_stream[str](max_buffer_size=1)
+
+    def republished(event: ev.ServiceRepublished) -> None:
+        status(f"republished {fqn}: {event.reason}")
+
+    reported: list[float] = []  # when unreachability was last reported: not every look
+
+    def publish_failed(event: ev.PublishFailed) -> None:
+        status(f"publishing {fqn} failed: {event.error}")
+
+    def signaling_error(event: ev.SignalingError) -> None:
+        now = time.monotonic()
+        if not reported or now - reported[0] >= _UNREACHABLE_EVERY_S:
+            reported[:] = [now]
+            status(f"signaling server unreachable ({event.error}); still trying")
+
+    def permanent(event: ev.PermanentError) -> None:
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+            send.send_nowait(event.error)
+
+    client.on("service:republished", republished)
+    client.on("offers:publish:failed", publish_failed)
+    client.on("signaling:error", signaling_error)
+    client.on("error:permanent", permanent)
+    return receive
+
+
+async def _fail_when_refused(client: Rondevu, refused: MemoryObjectReceiveStream[str]) -> None:
+    """Raise `CliError` once the server refuses the publication for good."""
+    async with refused:
+        async for message in refused:
+            error = await client.explain_refusal(Method.PUBLISH_SERVICE, message)
+            raise CliError(f"publishing stopped for good: {error}", EXIT_FAILED)
 
 
 async def _serve_peer(
@@ -439,18 +492,21 @@ async def _connect(args: argparse.Namespace) -> int:
     mark = show_sender(args.show_sender, sys.stdout)
     fqn: str = args.fqn
     code = EXIT_OK
-    async with _stoppable() as stop, client:
+    async with client, _stoppable() as stop:
         await _check_server(client, args.api_url)
         status(f"connecting to {fqn} as {client.username}")
         config = dataclasses.replace(
             client.connection_config, max_reconnect_attempts=args.reconnect_attempts
         )
         conn = await client.connect_to_service(fqn, connection_config=config)
-        _narrate(conn, fqn)
+        last_error = _narrate(conn, fqn)
         try:
             await conn.wait_connected(args.connect_timeout)
         except TimeoutError:
-            raise CliError(f"no connection to {fqn} within {args.connect_timeout:g} s") from None
+            last = f" (last attempt: {last_error[0]})" if last_error else ""
+            raise CliError(
+                f"no connection to {fqn} within {args.connect_timeout:g} s{last}"
+            ) from None
         except (ConnectionFailedError, ConnectionClosedError) as error:
             raise CliError(f"cannot connect to {fqn}: {error}") from None
         status(f"connected to {fqn}; type lines to send, Ctrl-D to quit")

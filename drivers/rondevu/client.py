@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -42,7 +43,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from rondevu.api import RondevuAPI
 from rondevu.connection import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_SIZE, DurableConnection
-from rondevu.errors import ClientClosedError, RpcError
+from rondevu.errors import ClientClosedError, RondevuError, RpcError, UsernameTakenError
 from rondevu.rpc_client import wall_clock_ms
 from rondevu.runtime import MachineRunner
 from rondevu.transport import HttpTransport, SignalingTransport
@@ -50,6 +51,7 @@ from rondevu_core import events as ev
 from rondevu_core.batcher import BatcherOptions
 from rondevu_core.config import ConnectionConfig, DataChannelOptions, PoolConfig
 from rondevu_core.connection import Connection
+from rondevu_core.error_kinds import ErrorKind
 from rondevu_core.errors import UsageError, ValidationError
 from rondevu_core.fqn import (
     DiscoveryMode,
@@ -71,6 +73,10 @@ __all__ = ["IncomingConnection", "Rondevu", "ServiceStatus"]
 logger = logging.getLogger("rondevu")
 
 DEFAULT_INCOMING_BACKLOG = 64
+
+WITHDRAW_GRACE_S = 2.0
+"""How long closing waits for the published offers to be withdrawn (deleteService), so
+peers stop answering them; a server that does not answer in time is left behind."""
 
 IceServersOption = str | Sequence[IceServer | Mapping[str, object]] | IceConfiguration | None
 
@@ -350,15 +356,25 @@ class Rondevu:
             self._closed = True
             with anyio.CancelScope(shield=True):
                 runners: list[MachineRunner] = []
+                pool_calls: int | None = None
                 if self._pool is not None:
                     self._pool.first_publication.set()  # a waiting start_filling() gives up
+                    pool_calls = self._pool.runner.rpc_calls
                     self._pool.runner.feed(Close(now=self._pool.runner.clock()))
-                    runners.append(self._pool.runner)
                 for _conn, runner in list(self._answerers.values()):
                     runner.feed(Close(now=runner.clock(), reason="Client closed"))
                     runners.append(runner)
-                # Together: each may linger while its sent messages leave (bounded).
+                # Together: each may linger while its sent messages leave (bounded), and
+                # the pool waits (bounded) for its offers to be withdrawn.
                 async with anyio.create_task_group() as closing:
+                    if self._pool is not None:
+                        closing.start_soon(
+                            partial(
+                                self._pool.runner.aclose,
+                                calls_after=pool_calls,
+                                grace=WITHDRAW_GRACE_S,
+                            )
+                        )
                     for runner in runners:
                         closing.start_soon(runner.aclose)
                 self._answerers.clear()
@@ -385,6 +401,8 @@ class Rondevu:
     def on(self, name: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
         """Listen to client-level events: ``connection:opened`` (an `IncomingConnection`),
         ``offer:created``, ``offers:published``, ``offers:publish:failed``,
+        ``service:republished`` (the pool published again offers the server lost),
+        ``error:permanent`` (the pool stopped on a refusal no retry can fix),
         ``protocol:error``.  Returns a function that removes the listener."""
         self._listeners.setdefault(name, []).append(callback)
 
@@ -585,7 +603,22 @@ class Rondevu:
         if self._closed:
             raise ClientClosedError("the client closed before the offers were published")
         if pool.publish_error is not None:
-            raise RpcError(Method.PUBLISH_SERVICE, pool.publish_error)
+            raise await self.explain_refusal(Method.PUBLISH_SERVICE, pool.publish_error)
+
+    async def explain_refusal(self, method: Method, message: str) -> RpcError:
+        """The exception for the server's refusal ``message`` of ``method``: a
+        `UsernameTakenError` when it refused our identity and ``getUser`` confirms the
+        name is held by another key, else an `RpcError` (check its ``permanent``)."""
+        error = RpcError(method, message)
+        if error.kind is not ErrorKind.IDENTITY:
+            return error
+        try:
+            user = await self.api.get_user(self.username)
+        except RondevuError:
+            return error  # cannot confirm: report what the server said
+        if not user.available and getattr(user, "public_key", None) != self.public_key:
+            return UsernameTakenError(method, message, self.username)
+        return error
 
     async def stop_filling(self) -> None:
         """Stop publishing and close every connection the pool made (0.18.9 semantics)."""

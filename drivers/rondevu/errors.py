@@ -5,6 +5,8 @@ Which one a caller sees says who failed:
 - `RpcError`: the server answered the call with ``{"success": false, "error": …}``;
   ``str(err)`` is the server's text unchanged (0.5.4 has no error codes, so callers
   match on it, as the original client does with ``not yet answered``).
+  ``err.permanent`` says whether repeating the call can help (`rondevu_core.error_kinds`).
+  `UsernameTakenError` is the refusal of our identity, confirmed with ``getUser``.
 - `TransportError`: no server answer exists for the call: network failure, timeout,
   non-2xx HTTP status, a reply that is not JSON or not a reply object (or list).
   `ClientClosedError` is the special case of a call cut short by ``aclose()``.
@@ -16,6 +18,7 @@ Which one a caller sees says who failed:
 
 from __future__ import annotations
 
+from rondevu_core.error_kinds import ErrorKind, classify
 from rondevu_core.errors import ProtocolError, RondevuError, UsageError, ValidationError
 from rondevu_core.rpc import Method
 
@@ -26,6 +29,7 @@ __all__ = [
     "RpcError",
     "TransportError",
     "UsageError",
+    "UsernameTakenError",
     "ValidationError",
 ]
 
@@ -39,6 +43,34 @@ class RpcError(RondevuError):
         """The RPC that failed."""
         self.message = message
         """The server's ``error`` text, exactly as sent."""
+
+    @property
+    def kind(self) -> ErrorKind:
+        """Temporary, permanent, or a refusal of our identity (`rondevu_core.error_kinds`)."""
+        return classify(self.message)
+
+    @property
+    def permanent(self) -> bool:
+        """True when repeating the same call cannot succeed: do not retry it."""
+        return self.kind.permanent
+
+
+class UsernameTakenError(RpcError):
+    """The server refused a call because ``username`` belongs to another key.
+
+    Server 0.5.4 says only ``Invalid signature``; the client raises this once ``getUser``
+    confirms that the name is held by a key other than ours."""
+
+    def __init__(self, method: Method, message: str, username: str) -> None:
+        super().__init__(method, message)
+        self.username = username
+        """The name that is taken."""
+
+    def __str__(self) -> str:
+        return (
+            f"username {self.username!r} is taken by another key (the server said: "
+            f"{self.message}); pick another name, or use the key that claimed it"
+        )
 
 
 class TransportError(RondevuError):

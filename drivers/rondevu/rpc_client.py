@@ -254,6 +254,24 @@ class RpcClient:
         assert pending.outcome is not None
         return pending.outcome
 
+    async def send_last(self, request: RpcRequest) -> None:
+        """Send ``request`` on its own, from the calling task, and forget the reply.
+
+        For the calls that must leave even when the client's tasks are gone (a scope
+        around the client was cancelled before it closed): a publisher withdrawing its
+        offers on its way out.  Best effort: a transport failure is logged, not raised;
+        the caller bounds the wait.  Raises `ClientClosedError` once the transport is
+        closed."""
+        if self._transport_closed:
+            raise ClientClosedError("Client is closed")
+        body = envelope(
+            request, username=self.username, keypair=self.keypair, now_ms=self._wall_clock()
+        )
+        try:
+            await self.transport.send(body)
+        except TransportError as error:
+            log.debug("%s (sent last): %s", request.method.value, error)
+
     # -- driving the batcher ---------------------------------------------------------
 
     def _drain(self, *, closing: bool = False) -> None:

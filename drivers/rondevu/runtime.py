@@ -25,6 +25,7 @@ server's timestamps against.  Signatures use the RPC client's own wall clock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -63,7 +64,10 @@ Machine = CoreMachine[inputs.Input, actions.Action, Event]
 
 
 class RpcCaller(Protocol):
-    """Performs one signaling call; never raises for a failed call (returns RpcFailed)."""
+    """Performs one signaling call; never raises for a failed call (returns RpcFailed).
+
+    ``send_last(request)``, when the caller has it (`RpcClient` does), sends a call from
+    the calling task when ``call`` can no longer run it (see `MachineRunner.aclose`)."""
 
     async def call(self, request: RpcRequest) -> RpcOutcome: ...
 
@@ -316,6 +320,11 @@ class MachineRunner:
         self._rpc_scopes: dict[int, anyio.CancelScope] = {}  # calls awaiting their outcome
         self.rpc_calls = 0
         """How many signaling calls this machine has asked for (for benchmarks)."""
+        self._in_flight: dict[int, int] = {}  # call_id -> its number in rpc_calls order
+        self._call_done = anyio.Event()
+        # Calls that never reached the server because the RPC client or this runner's
+        # tasks were gone: (number, request), for `aclose` to send on its way out.
+        self._unsent: list[tuple[int, RpcRequest]] = []
 
     def feed(self, event: inputs.Input) -> None:
         """Give the machine one input, then perform what it asks."""
@@ -333,6 +342,7 @@ class MachineRunner:
         while (action := machine.next_action()) is not None:
             if isinstance(action, actions.SendRpc):
                 self.rpc_calls += 1
+                self._in_flight[action.call_id] = self.rpc_calls
                 scope = self._rpc_scopes[action.call_id] = anyio.CancelScope()
                 self._group.start_soon(self._call, action, scope)
             elif isinstance(action, actions.CancelRpc):
@@ -357,15 +367,29 @@ class MachineRunner:
             self._group.start_soon(func, *args)
 
     async def _call(self, action: actions.SendRpc, scope: anyio.CancelScope) -> None:
+        number = self._in_flight.get(action.call_id, 0)
         outcome: RpcOutcome | None = None
-        with scope:
-            try:
-                outcome = await self._rpc.call(action.request)
-            except ClientClosedError as exc:  # shutting down: expected, not a bug
-                outcome = RpcFailed(error=str(exc), transport=True)
-            except Exception as exc:  # a caller bug; the machine must still hear back
-                logger.exception("rpc caller raised")
-                outcome = RpcFailed(error=f"internal error: {type(exc).__name__}", transport=True)
+        try:
+            with scope:
+                try:
+                    outcome = await self._rpc.call(action.request)
+                except ClientClosedError as exc:  # shutting down: expected, not a bug
+                    self._unsent.append((number, action.request))
+                    outcome = RpcFailed(error=str(exc), transport=True)
+                except Exception as exc:  # a caller bug; the machine must still hear back
+                    logger.exception("rpc caller raised")
+                    outcome = RpcFailed(
+                        error=f"internal error: {type(exc).__name__}", transport=True
+                    )
+        except anyio.get_cancelled_exc_class():
+            # This runner's tasks are being cancelled (CancelRpc's own scope absorbs its
+            # cancellation): the call may never have left.
+            self._unsent.append((number, action.request))
+            raise
+        finally:
+            self._in_flight.pop(action.call_id, None)
+            self._call_done.set()
+            self._call_done = anyio.Event()
         self._rpc_scopes.pop(action.call_id, None)
         if outcome is None or scope.cancel_called:
             return  # CancelRpc: the machine asked never to hear of this call again
@@ -393,12 +417,27 @@ class MachineRunner:
         finally:
             self._closed = True
 
-    async def aclose(self) -> None:
-        """Stop: close every peer connection and cancel the remaining I/O tasks."""
+    async def aclose(self, *, calls_after: int | None = None, grace: float = 0.0) -> None:
+        """Stop: close every peer connection and cancel the remaining I/O tasks.
+
+        With ``calls_after`` (a past value of `rpc_calls`), the calls the machine asked
+        for since then - typically those its close input asked for, such as an offer
+        pool withdrawing its offers - get up to ``grace`` seconds to be answered first.
+        Bounded, so a server that is down cannot hold the exit."""
         if self._group is None or self._closed:
             self._closed = True
             return
-        self._closed = True
         self._timer.stop()
+        if calls_after is not None and grace > 0:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(grace):
+                while any(n > calls_after for n in self._in_flight.values()):
+                    await self._call_done.wait()
+                # A scope around the client was cancelled first: those calls never ran.
+                send_last = getattr(self._rpc, "send_last", None)
+                for number, request in list(self._unsent):
+                    if number > calls_after and send_last is not None:
+                        with contextlib.suppress(ClientClosedError):
+                            await send_last(request)
+        self._closed = True
         await self.peers.aclose()
         self._group.cancel_scope.cancel()
