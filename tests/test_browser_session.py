@@ -6,7 +6,8 @@ link is cut twice (the Python side's UDP sockets silenced, nothing closed, as in
 tests/test_session_e2e.py: only a heartbeat can tell), whichever side publishes; the
 Python side notices a tab that stopped (its renderer crashed, no ``pagehide``) within
 the heartbeat bound (so does it of a frozen page); a page whose publisher started
-again ends its session and resends what was not acknowledged; and with the layer off
+again ends its session and resends what was not acknowledged, and a publishing page
+whose peer never comes back reports what it held; and with the layer off
 on either side both talk plain messages, nothing else.  Browser set-up and skipping:
 tests/test_browser.py.
 """
@@ -352,3 +353,29 @@ async def test_the_browser_resends_to_a_publisher_that_started_again(srv: Runnin
                 assert reset == [["lost 1", "lost 2"], True, "the peer is a new process"]
                 second.send("hello again")
                 assert await tab.received(1) == ["hello again"]
+
+
+@pytest.mark.anyio
+async def test_a_browser_publisher_whose_peer_does_not_come_back_reports_what_it_held(
+    srv: RunningServer,
+) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with live_tab(srv) as tab:
+            await tab.js("rondevuLive.session = { resumeTimeoutMs: 1500 }")
+            fqn = await tab.js("rondevuLive.publish('gone:1.0.0', 1)")
+            async with python_peer(srv, "bob") as bob:
+                conn = await bob.connect_to_service(fqn)
+                await conn.wait_connected()
+                page_conn = await tab.connection()
+                assert blackhole(conn.peer_connection) > 0  # its acks never leave
+                await page_sends(tab, page_conn["id"], ["a", "b"])
+                assert [await conn.receive(), await conn.receive()] == ["a", "b"]
+            # bob is gone for good: the page's session waits 1.5 s, then gives up.
+            closed = await tab.connection("closed")
+            assert closed["id"] == page_conn["id"]
+            [report] = await tab.js("rondevuLive.undelivered")
+            assert (report["messages"], report["reason"], report["maybeDelivered"]) == (
+                ["a", "b"],
+                "the peer did not come back",
+                True,
+            )
