@@ -265,3 +265,48 @@ def test_the_python_side_notices_a_page_that_lost_the_session(js: JsSession) -> 
     for frame in hello:
         py.handle(FrameReceived(now=0, data=frame))
     assert py.reset is True
+
+
+CONFIGS: list[dict[str, Any]] = [
+    {},
+    {"ack_every": 0},
+    {"heartbeat_timeout_ms": 500},
+    {"heartbeat_interval_ms": 3000, "heartbeat_timeout_ms": 4000},
+    {"max_frame_bytes": 18},
+    {"window_bytes": -1},
+    {"on_peer_reset": "keep"},
+    {"resume_timeout_ms": 1500, "on_peer_reset": "drop"},
+]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def test_the_page_refuses_the_settings_the_python_side_refuses() -> None:
+    assert NODE is not None
+    script = """
+    const { sessionConfig } = await import(process.argv[1]);
+    const out = JSON.parse(process.argv[2]).map((c) => {
+      try { sessionConfig(c); return true; } catch { return false; }
+    });
+    console.log(JSON.stringify(out));
+    """
+    camel = [{_camel(k): v for k, v in c.items()} for c in CONFIGS]
+    done = subprocess.run(
+        [NODE, "--input-type=module", "-e", script, SESSION_JS.as_uri(), json.dumps(camel)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    accepted = []
+    for config in CONFIGS:
+        try:
+            SessionConfig(**config)
+        except ValueError:
+            accepted.append(False)
+        else:
+            accepted.append(True)
+    assert json.loads(done.stdout) == accepted

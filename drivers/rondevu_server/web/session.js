@@ -43,6 +43,14 @@ export const DEFAULT_SESSION = Object.freeze({
 export function sessionConfig(options) {
   if (options === null || options === false) return null;
   const config = { ...DEFAULT_SESSION, ...(options === true || options === undefined ? {} : options) };
+  for (const [name, value] of Object.entries(config)) {
+    if (name !== "onPeerReset" && !(Number.isFinite(value) && value > 0)) {
+      throw new Error(`${name} must be a number > 0`);
+    }
+  }
+  if (config.onPeerReset !== "resend" && config.onPeerReset !== "drop") {
+    throw new Error("onPeerReset must be 'resend' or 'drop'");
+  }
   if (config.heartbeatTimeoutMs <= config.heartbeatIntervalMs) {
     throw new Error("heartbeatTimeoutMs must exceed heartbeatIntervalMs");
   }
