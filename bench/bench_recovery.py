@@ -15,8 +15,8 @@ Scenarios:
 - **publisher killed and restarted**: SIGKILL, then the same key file again at once.
   Two figures: a *new* peer reaching the new publisher (the dead offers are gone with
   its first publication), and the *connected* peer's own recovery, from the kill to the
-  echo of a line it sent meanwhile (goal <= 5 s; it needs the link loss to be noticed,
-  which here is aiortc's own consent check: the heartbeat is another issue's work).
+  echo of a line it sent meanwhile (goal <= 5 s; it needs the link loss to be noticed:
+  the session layer's silence detection, or without it aiortc's consent check, ~30 s).
   Its line is sent once it reports ``reconnected``: sent into the dead link before the
   loss is noticed, it would be lost (acknowledgements are the session layer's work).
 - **second process, same identity, exits**: it replaces the first one's offers, then
@@ -246,7 +246,7 @@ def _run(bench: Bench) -> None:
             "publisher killed+restarted: connected peer",
             time.monotonic() - killed,
             baseline,
-            "<= 5 s (needs the heartbeat)",
+            "<= 5 s",
         )
     except (TimeoutError, EOFError) as error:
         print(f"publisher killed+restarted: connected peer           not recovered: {error}")
