@@ -36,6 +36,11 @@ class LivePage {
     this.messages = []; // {connection, direction, data}
     this.known = new Set();
     this.publishers = [];
+    // The session layer for new publications and connections: undefined is its
+    // defaults, null turns it off (the checkbox; scripts may set their own settings).
+    this.session = undefined;
+    this.undelivered = []; // {connection, messages, reason, maybeDelivered}
+    this.sessionEvents = []; // {connection, kind, ...}: resumed, heartbeat, reset
   }
 
   async start() {
@@ -52,6 +57,9 @@ class LivePage {
       e.preventDefault();
       const echo = $("publish-echo").checked;
       this.publish($("publish-service").value.trim(), Number($("publish-pool").value), echo);
+    });
+    $("session-layer").addEventListener("change", (e) => {
+      this.session = e.target.checked ? undefined : null;
     });
     $("connect-form").addEventListener("submit", (e) => {
       e.preventDefault();
@@ -75,7 +83,7 @@ class LivePage {
   async publish(service, poolSize = 2, echo = false) {
     this.log("info", `publishing ${service} with ${poolSize} offers`);
     try {
-      const publisher = await this.client.publish(service, { poolSize });
+      const publisher = await this.client.publish(service, { poolSize, session: this.session });
       publisher.addEventListener("log", (e) => this.log("info", `${publisher.fqn}: ${e.detail}`));
       publisher.addEventListener("connection", (e) => {
         if (echo) e.detail.addEventListener("message", (m) => e.detail.send(m.detail));
@@ -91,7 +99,7 @@ class LivePage {
 
   connect(fqn) {
     this.log("info", `connecting to ${fqn}`);
-    return this.client.connect(fqn).id;
+    return this.client.connect(fqn, { session: this.session }).id;
   }
 
   send(id, data) {
@@ -105,6 +113,19 @@ class LivePage {
     this._byId(id)?.close();
   }
 
+  /** Tests: cut connection ``id``'s link as a dead network would, without ending its
+   * session (the peer connection closes; the session waits for the next link). */
+  cut(id) {
+    const conn = this._byId(id);
+    conn.link.pc.close();
+    conn.link.dispatchEvent(new CustomEvent("drop", { detail: "link cut here" }));
+  }
+
+  /** Tests: connection ``id`` stops answering (see `Connection.freeze`). */
+  freeze(id) {
+    this._byId(id).freeze();
+  }
+
   connections() {
     return [...this.client.connections].map((c) => ({
       id: c.id,
@@ -114,6 +135,8 @@ class LivePage {
       state: c.state,
       offerRef: c.offerId ? c.offerId.slice(0, 12) : null,
       reconnects: c.reconnects,
+      layered: c.layered,
+      session: c.sessionToken,
     }));
   }
 
@@ -130,6 +153,14 @@ class LivePage {
       this._renderConnections();
     });
     conn.addEventListener("log", (e) => this.log("info", `#${conn.id}: ${e.detail}`));
+    conn.addEventListener("undelivered", (e) => {
+      this.undelivered.push({ connection: conn.id, ...e.detail });
+    });
+    conn.addEventListener("session", (e) => {
+      if (e.detail.kind === "acked") return;
+      this.sessionEvents.push({ connection: conn.id, ...e.detail });
+      this._renderConnections();
+    });
     conn.addEventListener("message", (e) => {
       this.messages.push({ connection: conn.id, direction: "in", data: e.detail });
       this.log("in", `from ${who()}: ${describe(e.detail)}`);
@@ -152,7 +183,8 @@ class LivePage {
       const label = document.createElement("span");
       const via = c.role === "offerer" ? "answered my" : "to";
       label.textContent = ` #${c.id} ${c.peer ?? "?"} ${via} ${c.fqn}` +
-        (c.reconnects ? `, ${c.reconnects} reconnect(s)` : "");
+        (c.reconnects ? `, ${c.reconnects} reconnect(s)` : "") +
+        (c.session ? `, session ${c.session.slice(0, 8)}` : c.state === "connected" ? ", plain" : "");
       li.append(badge, label);
       if (c.state !== "closed" && c.state !== "failed") {
         const button = document.createElement("button");

@@ -1,18 +1,29 @@
 // A small Rondevu client for browsers: publish a service with an offer pool, connect
 // to one, trickle ICE both ways, send strings and bytes, reconnect (docs/live-page.md).
 //
-// Plain messages only: what the application sends is one data-channel message, as
-// every Rondevu peer sends it.  `codec` is where a session layer (exactly-once
-// delivery, heartbeats) would sit: it sees every outgoing and incoming message.
+// Messages: with the session layer (docs/session-layer.md, on by default, `session:
+// null` turns it off) and a peer that speaks it too, every message travels in
+// numbered frames, acknowledged, retransmitted on every new data channel of the same
+// session and delivered exactly once, in order; a heartbeat notices a silent peer in
+// 2.5 s.  Otherwise (a plain peer, or the layer off) a message is one data-channel
+// message, as every Rondevu peer sends it.  Both ends learn which from the SDP.
 //
 // Polling: with the server's long-poll extension, `poll` and `getIceCandidates` carry
 // `waitMs` and the server holds them until there is news; otherwise they repeat at a
 // plain interval.  Chromium opens at most six HTTP/1.1 connections per server, so a
 // page holds at most one poll per publisher and one ICE read per connecting link.
 
+import {
+  DeliverySession,
+  addSessionAttribute,
+  newToken,
+  readSessionAttribute,
+  remoteMaxMessageSize,
+  sessionConfig,
+} from "./session.js";
 import { Api, Identity, RpcError } from "./wire.js";
 
-export { Api, Identity, RpcError };
+export { Api, Identity, RpcError, sessionConfig };
 
 const PLAIN_POLL_MS = 1000;
 const ICE_POLL_MS = 500;
@@ -23,12 +34,6 @@ const CHANNEL_LABEL = "default";
 const ANSWER_GATHER_MS = 250;
 const OFFER_GATHER_MS = 1000;
 const OPEN_TIMEOUT_MS = 20000;
-
-/** What goes on the channel as it is: the place for a session layer (issue #10). */
-export const plainCodec = {
-  encode: (data) => data,
-  decode: (data) => data,
-};
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -211,11 +216,17 @@ let nextId = 1;
 /**
  * A connection to a peer that survives drops: the answering side finds a fresh offer
  * of the same service and connects again (``reconnect``); the publishing side's
- * connection ends with its link (the other side comes back through the pool).
+ * connection ends with its link, unless it holds a session: then it waits
+ * (``reconnecting``, up to ``resumeTimeoutMs``) for the same peer to answer a fresh
+ * offer of the pool, and carries on with that link.
  * States: connecting, connected, reconnecting, closed, failed.
+ * Events: ``state``, ``message`` (a string or a Uint8Array), ``log``, and with the
+ * session layer ``session`` ({kind: "resumed", replayed} | {kind: "heartbeat"} |
+ * {kind: "reset", unacked, resent, reason} | {kind: "acked", count} |
+ * {kind: "rejected", error}) and ``undelivered`` ({messages, reason, maybeDelivered}).
  */
 export class Connection extends EventTarget {
-  constructor(client, { role, fqn, peer = null, reconnect = false, codec = plainCodec }) {
+  constructor(client, { role, fqn, peer = null, reconnect = false, session = undefined }) {
     super();
     this.id = nextId++;
     this.client = client;
@@ -223,14 +234,25 @@ export class Connection extends EventTarget {
     this.fqn = fqn;
     this.peer = peer;
     this.reconnect = reconnect;
-    this.codec = codec;
+    this.session = sessionConfig(session); // null: plain messages only
     this.state = "connecting";
     this.link = null;
     this.offerId = null;
+    this.offerIds = []; // every offer this connection's links came from
     this.attempts = 0;
     this.reconnects = 0;
     this.maxAttempts = 20;
     this._buffer = [];
+    // The session layer: negotiated per link, the session itself outlives them.
+    this.layered = false; // the current link carries session frames
+    this.delivery = null; // the DeliverySession, once a layered link opened
+    this.sessionToken = null; // the session's id (drawn by the answering side)
+    this.peerToken = null; // answering side: the offering process's epoch
+    this.peerLimit = null;
+    this.replayed = 0; // messages sent into the session while no link was up
+    this.frozen = false; // a test hook: the tab stops answering (see freeze())
+    this._timer = null;
+    this._resumeTimer = null;
   }
 
   _setState(state, why = "") {
@@ -244,28 +266,119 @@ export class Connection extends EventTarget {
     this.dispatchEvent(new CustomEvent("log", { detail: text }));
   }
 
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
   /** Send a string or bytes (ArrayBuffer, a typed array); kept while not connected. */
   send(data) {
     if (this.state === "closed" || this.state === "failed") throw new Error("connection is closed");
-    const wire = this.codec.encode(data);
+    if (this.delivery !== null) {
+      this.delivery.send(data, performance.now()); // throws when the window is full
+      if (this.state !== "connected") this.replayed += 1;
+      this._pump();
+      return;
+    }
     if (this.state === "connected" && this.link?.channel?.readyState === "open") {
-      this.link.channel.send(wire);
+      this.link.channel.send(data);
     } else {
       if (this._buffer.length >= MAX_BUFFERED) throw new Error("send buffer full");
-      this._buffer.push(wire);
+      this._buffer.push(data);
     }
   }
 
   close() {
     if (this.state === "closed") return;
     this.link?.close();
-    this._buffer = [];
+    this._stopTimers();
+    this._reportHeld("closed before delivery was confirmed");
     this._setState("closed", "closed here");
+  }
+
+  /** A test hook: the connection stops sending, reading and running its timers, as a
+   * tab whose page hangs; the peer connection stays up, so only a heartbeat tells. */
+  freeze() {
+    this.frozen = true;
+    this._stopTimers();
+  }
+
+  _stopTimers() {
+    clearTimeout(this._timer);
+    clearTimeout(this._resumeTimer);
+    this._timer = this._resumeTimer = null;
+  }
+
+  /** Report what will not be delivered any more: the buffer and the session's window. */
+  _reportHeld(reason) {
+    let messages = this._buffer.splice(0);
+    let maybeDelivered = false;
+    if (this.delivery !== null) {
+      const unacked = this.delivery.unacked();
+      messages = unacked.map((u) => u.data).concat(messages);
+      maybeDelivered = unacked.some((u) => u.transmitted);
+      this.delivery = null;
+    }
+    if (messages.length) {
+      this._log(`${messages.length} message(s) undelivered: ${reason}`);
+      this._emit("undelivered", { messages, reason, maybeDelivered });
+    }
+  }
+
+  /** Answering side: decide from a fetched offer whether the next link uses the layer,
+   * and end the session when the offer comes from another process (another epoch, or
+   * no attribute at all). */
+  _negotiate(offerSdp) {
+    const remote = this.session === null ? null : readSessionAttribute(offerSdp);
+    if (this.delivery !== null && remote !== this.peerToken) {
+      const reason = remote === null ? "the peer no longer speaks the session layer" : "the peer is a new process";
+      const unacked = this.delivery.unacked();
+      const data = unacked.map((u) => u.data);
+      const resent = this.session.onPeerReset === "resend";
+      this.delivery = null;
+      this.sessionToken = null;
+      this.replayed = 0;
+      this._log(`session reset (${reason}): ${data.length} unacknowledged message(s) ${resent ? "sent again" : "dropped"}`);
+      this._emit("session", { kind: "reset", unacked: data, resent, reason });
+      if (resent) this._buffer.unshift(...data); // ahead of anything buffered since
+      else if (data.length) {
+        const maybeDelivered = unacked.some((u) => u.transmitted);
+        this._emit("undelivered", { messages: data, reason, maybeDelivered });
+      }
+    }
+    this.layered = remote !== null;
+    this.peerLimit = remoteMaxMessageSize(offerSdp);
+    if (remote !== null) {
+      this.peerToken = remote;
+      this.sessionToken ??= newToken();
+    }
+  }
+
+  /** Publishing side: the link of an answered offer, and what its answer says. */
+  _answeredWith(answerSdp) {
+    const remote = this.session === null ? null : readSessionAttribute(answerSdp);
+    this.layered = remote !== null;
+    this.peerLimit = remoteMaxMessageSize(answerSdp);
+    if (remote !== null) this.sessionToken = remote;
+  }
+
+  /** Publishing side: the peer of this session answered a fresh offer of the pool:
+   * carry on with that offer's link (the old one, if still up, is dropped). */
+  resumeWith(link, answerSdp) {
+    const old = this.link;
+    this._stopTimers();
+    if (this.state === "connected") this._setState("reconnecting", "the peer reconnected");
+    this.delivery?.channelDown();
+    this._answeredWith(answerSdp);
+    this.reconnects += 1;
+    this._log(`resuming the session on offer ${link.offerId.slice(0, 12)}`);
+    this.useLink(link);
+    if (old && old !== link) old.close();
   }
 
   useLink(link) {
     this.link = link;
     this.offerId = link.offerId;
+    if (link.offerId) this.offerIds.push(link.offerId);
     // A link whose channel never opens (ICE finds no path) counts as dropped, so the
     // answering side tries a fresh offer and the publishing side frees its slot.
     const timer = setTimeout(() => {
@@ -280,22 +393,131 @@ export class Connection extends EventTarget {
       if (this.reconnects > 0) this._log(`reconnected (${this.reconnects})`);
       this.attempts = 0;
       this._setState("connected");
-      for (const wire of this._buffer.splice(0)) link.channel.send(wire);
+      if (this.layered) this._sessionUp();
+      else for (const data of this._buffer.splice(0)) link.channel.send(data);
     };
     link.addEventListener("open", opened);
     if (link.channel?.readyState === "open") opened(); // it opened before we listened
     link.addEventListener("data", (e) => {
-      const raw = this.codec.decode(e.detail);
-      const data = typeof raw === "string" ? raw : new Uint8Array(raw);
+      if (this.link !== link || this.frozen) return;
+      if (this.layered && this.delivery !== null) {
+        this.delivery.frame(e.detail, performance.now());
+        this._pump();
+        return;
+      }
+      const data = typeof e.detail === "string" ? e.detail : new Uint8Array(e.detail);
       this.dispatchEvent(new CustomEvent("message", { detail: data }));
     });
     link.addEventListener("drop", (e) => this._dropped(link, e.detail));
   }
 
+  _sessionUp() {
+    const now = performance.now();
+    const resumed = this.delivery !== null;
+    this.delivery ??= new DeliverySession(this.session, { peerLimit: this.peerLimit });
+    const pending = this.delivery.unackedMessages;
+    this.delivery.channelUp(now);
+    // What was sent before the session existed (or queued again after a reset).
+    for (const data of this._buffer.splice(0)) this.delivery.send(data, now);
+    if (resumed) {
+      const down = this.replayed ? ` (${this.replayed} sent while the link was down)` : "";
+      this._log(`session resumed: ${pending} unacknowledged message(s) sent again${down}`);
+      this._emit("session", { kind: "resumed", replayed: pending });
+    } else {
+      this._log(`session ${this.sessionToken.slice(0, 8)} started`);
+    }
+    this.replayed = 0;
+    this._pump();
+  }
+
+  /** Transmit what the session produced, hand out its events, rearm its timer. */
+  _pump() {
+    for (;;) {
+      const delivery = this.delivery;
+      if (delivery === null || this.frozen) return;
+      const channel = this.link?.channel;
+      for (const frame of delivery.takeFrames()) {
+        if (!delivery.up || channel?.readyState !== "open") continue; // resent on the next link
+        try {
+          channel.send(frame);
+        } catch (error) {
+          this._log(`send: ${error.message}`); // the channel is going: the next link resends
+        }
+      }
+      let restarted = false;
+      for (const event of delivery.takeEvents()) {
+        if (event.type === "delivered") this._emit("message", event.data);
+        else if (event.type === "acked") this._emit("session", { kind: "acked", count: event.count });
+        else if (event.type === "rejected") {
+          this._log(`session frame dropped: ${event.error}`);
+          this._emit("session", { kind: "rejected", error: event.error });
+        } else if (event.type === "reset") {
+          this._restartSession(delivery);
+          restarted = true;
+          break; // the new session's output, on the next round
+        } else if (event.type === "silent" && this.link !== null) {
+          const ms = this.session.heartbeatTimeoutMs;
+          this._log(`heartbeat: nothing heard for ${ms} ms, the link is considered lost`);
+          this._emit("session", { kind: "heartbeat" });
+          this._dropped(this.link, "Heartbeat timeout");
+        }
+      }
+      if (!restarted) break;
+    }
+    clearTimeout(this._timer);
+    this._timer = null;
+    const due = this.delivery?.timer() ?? null; // _dropped may have ended the session
+    if (due !== null && !this.frozen) {
+      this._timer = setTimeout(() => {
+        this.delivery?.onTimer(performance.now());
+        this._pump();
+      }, Math.max(0, due - performance.now()));
+    }
+  }
+
+  /** The peer lost our session although it kept its id (its pool gave it up, or
+   * started again): end ours as for a new process, go on with a new one on the same
+   * link. */
+  _restartSession(old) {
+    const reason = "the peer lost the session";
+    const unacked = old.unacked();
+    const data = unacked.map((u) => u.data);
+    const resent = this.session.onPeerReset === "resend";
+    this._log(`session reset (${reason}): ${data.length} unacknowledged message(s) ${resent ? "sent again" : "dropped"}`);
+    this._emit("session", { kind: "reset", unacked: data, resent, reason });
+    const now = performance.now();
+    this.delivery = new DeliverySession(this.session, { peerLimit: this.peerLimit });
+    this.replayed = 0;
+    if (this.link?.channel?.readyState === "open") this.delivery.channelUp(now);
+    if (!resent) {
+      if (data.length) {
+        const maybeDelivered = unacked.some((u) => u.transmitted);
+        this._emit("undelivered", { messages: data, reason, maybeDelivered });
+      }
+      return;
+    }
+    for (const item of data) this.delivery.send(item, now);
+  }
+
   _dropped(link, why) {
     if (this.link !== link || link.ended || this.state === "closed" || this.state === "failed") return;
     link.close();
+    clearTimeout(this._timer);
+    this._timer = null;
+    this.delivery?.channelDown();
+    if (this.role === "offerer" && this.delivery !== null) {
+      // The peer comes back through a fresh offer of our pool (`resumeWith`).
+      this._setState("reconnecting", `${why}; waiting for the peer to resume`);
+      clearTimeout(this._resumeTimer);
+      this._resumeTimer = setTimeout(() => {
+        if (this.state !== "reconnecting") return;
+        this._reportHeld("the peer did not come back");
+        this._setState("closed", "the peer did not come back");
+      }, this.session.resumeTimeoutMs);
+      return;
+    }
     if (!this.reconnect) {
+      this._reportHeld(why);
       this._setState("closed", why);
       return;
     }
@@ -327,9 +549,11 @@ export class RondevuClient extends EventTarget {
     return this.api.identity.username;
   }
 
-  /** Connect to ``name:version@user`` (or any provider of ``name:version``). */
-  connect(fqn, { reconnect = true, codec = plainCodec } = {}) {
-    const conn = new Connection(this, { role: "answerer", fqn, reconnect, codec });
+  /** Connect to ``name:version@user`` (or any provider of ``name:version``).
+   * ``session``: the session layer's settings over `DEFAULT_SESSION`, null for plain
+   * messages only; it is used only when the offer proposes it. */
+  connect(fqn, { reconnect = true, session = undefined } = {}) {
+    const conn = new Connection(this, { role: "answerer", fqn, reconnect, session });
     this._track(conn);
     this._answer(conn);
     return conn;
@@ -357,6 +581,7 @@ export class RondevuClient extends EventTarget {
       try {
         const offer = await this.api.call("getService", { serviceFqn: conn.fqn });
         conn.peer = offer.username;
+        conn._negotiate(offer.sdp);
         link = new Link(this.api, this.iceServers, "answerer");
         link.pc.ondatachannel = (event) => link.attach(event.channel);
         await link.remoteDescription({ type: "offer", sdp: offer.sdp });
@@ -369,11 +594,10 @@ export class RondevuClient extends EventTarget {
           link.close();
           return;
         }
-        await this.api.call("answerOffer", {
-          serviceFqn: offer.serviceFqn,
-          offerId: offer.offerId,
-          sdp: link.pc.localDescription.sdp,
-        });
+        let sdp = link.pc.localDescription.sdp;
+        // Only the text for the server is annotated: the browser's own stays its own.
+        if (conn.layered) sdp = addSessionAttribute(sdp, conn.sessionToken);
+        await this.api.call("answerOffer", { serviceFqn: offer.serviceFqn, offerId: offer.offerId, sdp });
         link.offerKnown(offer.offerId);
         conn.useLink(link);
         conn._log(`answered offer ${offer.offerId.slice(0, 12)} of ${offer.username}`);
@@ -387,9 +611,10 @@ export class RondevuClient extends EventTarget {
   }
 
   /** Keep ``poolSize`` offers of ``name:version`` published; peers arrive as
-   * ``connection`` events on the returned `Publisher`. */
-  async publish(service, { poolSize = 2, ttl = 300000, codec = plainCodec } = {}) {
-    const publisher = new Publisher(this, service, { poolSize, ttl, codec });
+   * ``connection`` events on the returned `Publisher`.  ``session``: as for
+   * `connect`; the offers propose the layer unless it is null. */
+  async publish(service, { poolSize = 2, ttl = 300000, session = undefined } = {}) {
+    const publisher = new Publisher(this, service, { poolSize, ttl, session });
     this.publishers.add(publisher);
     await publisher.start();
     return publisher;
@@ -409,7 +634,7 @@ export class RondevuClient extends EventTarget {
 
 /** A published service and its pool of unanswered offers. */
 export class Publisher extends EventTarget {
-  constructor(client, service, { poolSize, ttl, codec }) {
+  constructor(client, service, { poolSize, ttl, session }) {
     super();
     this.client = client;
     this.api = client.api;
@@ -417,7 +642,10 @@ export class Publisher extends EventTarget {
     this.fqn = `${service}@${client.username}`;
     this.poolSize = poolSize;
     this.ttl = ttl;
-    this.codec = codec;
+    this.session = sessionConfig(session);
+    // Names this publisher (this pool, this page) in its offers: a page opened again
+    // draws another, which tells an answering peer that its old session is gone.
+    this.epoch = this.session === null ? null : newToken();
     this.free = []; // links of unanswered offers
     this.pending = new Map(); // offerId -> link being answered or connected
     this.keepsAnswered = false;
@@ -446,6 +674,7 @@ export class Publisher extends EventTarget {
     // the exact text it was given.
     await link.gathered(OFFER_GATHER_MS);
     link.sdp = link.pc.localDescription.sdp;
+    if (this.epoch !== null) link.sdp = addSessionAttribute(link.sdp, this.epoch);
     return link;
   }
 
@@ -540,24 +769,50 @@ export class Publisher extends EventTarget {
     if (index < 0) return; // an offer of an earlier pool, or of another tab
     const [link] = this.free.splice(index, 1);
     this.pending.set(answer.offerId, link);
-    const conn = new Connection(this.client, {
+    const resumed = this._resumable(answer);
+    if (resumed !== null) {
+      // The peer of a session we hold came back through a fresh offer: the same
+      // connection carries on, and retransmits what the peer has not acknowledged.
+      resumed.resumeWith(link, answer.sdp);
+    }
+    const conn = resumed ?? new Connection(this.client, {
       role: "offerer",
       fqn: this.fqn,
       peer: answer.answererId,
-      codec: this.codec,
+      session: this.session,
     });
-    conn.useLink(link);
-    conn.addEventListener("state", (e) => {
-      if (e.detail.state === "closed") this.pending.delete(answer.offerId);
-    });
+    if (resumed === null) {
+      conn._answeredWith(answer.sdp);
+      conn.useLink(link);
+      conn.addEventListener("state", (e) => {
+        if (e.detail.state !== "closed") return;
+        for (const offerId of conn.offerIds) this.pending.delete(offerId);
+      });
+    }
     try {
       await link.remoteDescription({ type: "answer", sdp: answer.sdp });
     } catch (error) {
       this._log(`answer refused: ${error.message}`);
     }
-    this.client._track(conn);
-    this.dispatchEvent(new CustomEvent("connection", { detail: conn }));
+    if (resumed === null) {
+      this.client._track(conn);
+      this.dispatchEvent(new CustomEvent("connection", { detail: conn }));
+    }
     this.refill().catch((error) => this._log(`refill: ${error.message}`));
+  }
+
+  /** The connection whose session ``answer`` names, if it still waits (or does not
+   * know yet that its link is gone).  Only the user who answered for that session may
+   * resume it: a session id seen by someone else does not hand them its messages. */
+  _resumable(answer) {
+    const token = this.session === null ? null : readSessionAttribute(answer.sdp);
+    if (token === null) return null;
+    for (const conn of this.client.connections) {
+      if (conn.role !== "offerer" || conn.fqn !== this.fqn || conn.sessionToken !== token) continue;
+      if (conn.peer !== answer.answererId || conn.state === "closed" || conn.state === "failed") continue;
+      return conn;
+    }
+    return null;
   }
 
   /** Stop publishing: the service is deleted, its unanswered offers closed. */
