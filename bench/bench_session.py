@@ -39,6 +39,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from bench.bench_aiortc_floor import driver_run as aiortc_floor_run
 from rondevu import ConnectionConfig, DurableConnection, InProcessTransport, Rondevu
 from rondevu_aiortc import AiortcPeer, DataChannelMessage, DataChannelOpened, PeerEvent
 from rondevu_core.delivery import SessionConfig
@@ -191,32 +192,6 @@ async def vanish(config: ConnectionConfig, bound: float) -> tuple[float | None, 
         return detected - start, None
 
 
-async def setup_floor() -> float:
-    """Seconds for a bare aiortc connection set-up (both channels open)."""
-    pending = [2]
-    done = asyncio.Event()
-
-    def on_event(event: PeerEvent) -> None:
-        if isinstance(event, DataChannelOpened):
-            pending[0] -= 1
-            if not pending[0]:
-                done.set()
-
-    start = time.perf_counter()
-    a = AiortcPeer(ice=NO_ICE_SERVERS, on_event=on_event, host_addresses=["127.0.0.1"])
-    b = AiortcPeer(ice=NO_ICE_SERVERS, on_event=on_event, host_addresses=["127.0.0.1"])
-    try:
-        a.create_data_channel("floor")
-        answer = await b.accept_offer(await a.create_offer())
-        assert answer is not None
-        await a.set_remote_answer(answer)
-        await asyncio.wait_for(done.wait(), 10)
-        return time.perf_counter() - start
-    finally:
-        await a.close()
-        await b.close()
-
-
 # -- 4. sender memory ---------------------------------------------------------------------
 
 
@@ -281,7 +256,7 @@ async def main(megabytes: int, bound: float, plain_bytes: int, rounds: int) -> N
         f"{hb.heartbeat_timeout_ms} ms): {_s(layered, bound)} | layer off (baseline, aiortc "
         f"consent): {_s(plain_down, bound)}"
     )
-    floor = await setup_floor()
+    floor = await aiortc_floor_run()
     print("3. loss noticed -> first message sent while down reaches the publisher")
     print(
         f"   session layer, defaults: {_s(replay, bound)} (first attempt at once after a "
