@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 from types import TracebackType
 
-__all__ = ["TestHosts", "unavailable"]
+from tests.cli_testing import Lines, Processes, start_cli
+
+__all__ = ["TestHosts", "serve_on", "unavailable"]
 
 _IP = shutil.which("ip") or "/usr/sbin/ip"
 _TC = shutil.which("tc") or "/usr/sbin/tc"
@@ -124,3 +127,14 @@ class TestHosts:
         for name in reversed(self._made):
             _run(_IP, "netns", "del", name)
         self._made.clear()
+
+
+def serve_on(hosts: TestHosts, host: str, processes: Processes) -> str:
+    """``rondevu serve`` on ``host``'s link address (a free port); its URL, once it
+    listens.  The process joins ``processes``, which stops it."""
+    address = hosts.addresses[host]
+    server = start_cli("serve", "--host", address, "--port", "0", prefix=hosts.exec_prefix(host))
+    processes.append(server)
+    found = re.search(r"listening on (http://\S+)", Lines(server.stderr).wait_for("listening on"))
+    assert found is not None
+    return found.group(1)

@@ -8,7 +8,6 @@ Skips with a reason where namespaces cannot be made (not root); CI runs as root.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ import pytest
 
 from tests import cli_testing, netns_testing
 from tests.cli_testing import DEADLINE_S, Lines, Processes, no_traceback, start_cli
-from tests.netns_testing import TestHosts
+from tests.netns_testing import TestHosts, serve_on
 
 processes = cli_testing.processes
 
@@ -34,11 +33,7 @@ def test_peers_on_two_hosts_talk_and_survive_a_short_cut(
     hosts: TestHosts, processes: Processes
 ) -> None:
     a, b = hosts.addresses["a"], hosts.addresses["b"]
-    server = start_cli("serve", "--host", a, "--port", "0", prefix=hosts.exec_prefix("a"))
-    processes.append(server)
-    found = re.search(r"listening on (http://\S+)", Lines(server.stderr).wait_for("listening on"))
-    assert found is not None
-    url = found.group(1)
+    url = serve_on(hosts, "a", processes)
     username = f"hosta-{os.getpid()}"
     publisher = start_cli(
         "publish", "chat:1.0.0", "--username", username, "--api-url", url,

@@ -11,7 +11,6 @@ made (not root).
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import pytest
 
 from tests import cli_testing, netns_testing
 from tests.cli_testing import Lines, Processes, no_traceback, start_cli
-from tests.netns_testing import TestHosts
+from tests.netns_testing import TestHosts, serve_on
 
 processes = cli_testing.processes
 
@@ -72,11 +71,7 @@ def test_ten_thousand_lines_cross_three_cuts_exactly_once_in_order(
     hosts: TestHosts, processes: Processes
 ) -> None:
     a, b = hosts.addresses["a"], hosts.addresses["b"]
-    server = start_cli("serve", "--host", a, "--port", "0", prefix=hosts.exec_prefix("a"))
-    processes.append(server)
-    found = re.search(r"listening on (http://\S+)", Lines(server.stderr).wait_for("listening on"))
-    assert found is not None
-    url = found.group(1)
+    url = serve_on(hosts, "a", processes)
     username = f"stream-{os.getpid()}"
     publisher = start_cli(
         "publish", "stream:1.0.0", "--username", username, "--api-url", url,
