@@ -170,12 +170,11 @@ async def test_a_connected_answerer_makes_no_more_requests(
                 await bob.__aexit__(None, None, None)
 
 
+@pytest.mark.parametrize("server", ["on"], indirect=True)  # off: it polls as 0.18.9 does
 async def test_an_idle_publisher_makes_one_request_per_hold(
     server: tuple[str, RunningServer],
 ) -> None:
-    mode, running = server
-    if mode == "off":
-        pytest.skip("without the extension the publisher polls every interval, as 0.18.9")
+    _, running = server
     alice, wire = client(running.url, "alice")
     with anyio.fail_after(TIMEOUT):
         async with alice:
@@ -234,15 +233,14 @@ async def test_a_held_call_leaves_room_for_urgent_ones_and_cancelling_it_frees_t
                 assert api.rpc.requests_sent == 2
 
 
+@pytest.mark.parametrize("server", ["on"], indirect=True)  # off: test_client_cursors.py
 async def test_a_held_get_ice_candidates_is_answered_by_a_trickled_candidate(
     server: tuple[str, RunningServer],
 ) -> None:
     """An offer without its candidates (a trickling offerer): the answerer holds
     getIceCandidates, the offerer's candidate answers it, and the next one holds at
     the exact cursor."""
-    mode, running = server
-    if mode == "off":
-        pytest.skip("covered, polling plainly, by test_client_cursors.py")
+    _, running = server
     offerer = Peer("raw")
     pc = RTCPeerConnection()
     try:
