@@ -67,8 +67,7 @@ async def python_peer(
 
 
 def session_of(conn: DurableConnection) -> str | None:
-    core = conn._core()
-    return None if core is None else core.session_token
+    return conn.session_id
 
 
 async def page_sends(tab: Tab, conn: int, items: list[str]) -> None:

@@ -53,6 +53,9 @@ async def test_ten_thousand_messages_survive_three_cuts_exactly_once_in_order(
             conn = await bob.connect_to_service("stream:1.0.0@alice")
             await conn.wait_connected()
             publisher_side = await anext(alice.incoming())
+            session = conn.session_id
+            assert session is not None
+            assert publisher_side.session_id == session  # both ends name one session
             drops = 0
 
             def lost(_: ev.Event) -> None:
@@ -78,8 +81,9 @@ async def test_ten_thousand_messages_survive_three_cuts_exactly_once_in_order(
                 await done.wait()
         assert got == [str(n) for n in range(TOTAL)]
         assert drops >= len(CUTS)
-        # One publisher-side connection carried the whole session.
+        # One publisher-side connection carried the whole session, under one id.
         assert publisher_side.state == "connected"
+        assert conn.session_id == publisher_side.session_id == session
         await conn.close()
 
 
@@ -121,6 +125,8 @@ async def test_a_publisher_without_the_layer_gets_plain_messages(
             conn = await bob.connect_to_service("plain:1.0.0@alice")
             await conn.wait_connected()
             publisher_side = await anext(alice.incoming())
+            assert conn.session_id is None  # nothing agreed: plain messages
+            assert publisher_side.session_id is None
             raw: list[object] = []
             publisher_side.data_channel.on("message", raw.append)
             conn.send("plain text")

@@ -171,6 +171,14 @@ class DurableConnection:
         peer = self._current_peer()
         return None if peer is None else peer.raw_data_channel
 
+    @property
+    def session_id(self) -> str | None:
+        """The id of the session layer's session with the peer (docs/session-layer.md),
+        shared by both ends and kept across reconnections; None while none is agreed (a
+        peer that does not speak the layer, or before the first link)."""
+        core = self._core()
+        return None if core is None else core.session_token
+
     def _core(self) -> Connection | None:
         """The core machine of this connection (its own, or its pool's entry)."""
         machine = self._runner.machine
