@@ -369,7 +369,11 @@ class Schedules(RuleBasedStateMachine):
         history = [f for f in self.pair.history[i] if not isinstance(decode_frame(f), HelloFrame)]
         if self.pair.up and history:
             frame = data.draw(st.sampled_from(history))
-            self.pair.pipes[i].appendleft(frame)
+            pipe = self.pair.pipes[i]
+            # Never ahead of the channel's HELLO: it is the first frame a channel
+            # carries, so nothing, stale or not, can arrive on that channel before it.
+            opened = bool(pipe) and isinstance(decode_frame(pipe[0]), HelloFrame)
+            pipe.insert(1 if opened else 0, frame)
 
     @rule(i=st.integers(0, 1))
     def lose_acks(self, i: int) -> None:
