@@ -27,6 +27,7 @@ from rondevu_core.inputs import (
     PauseReconnect,
     PeerConnectionStateChanged,
     PeerError,
+    RemoteCandidateRejected,
     RemoteDescriptionSet,
     ResumeReconnect,
     RpcResult,
@@ -108,6 +109,9 @@ def arbitrary_input(
         k.CHANNEL_MESSAGE: lambda: ChannelMessage(now=now, pc_id=pc_id, data="hello"),
         k.CHANNEL_ERROR: lambda: ChannelError(now=now, pc_id=pc_id, error="e"),
         k.PEER_ERROR: lambda: PeerError(now=now, pc_id=pc_id, operation="op", error="e"),
+        k.REMOTE_CANDIDATE_REJECTED: lambda: RemoteCandidateRejected(
+            now=now, pc_id=pc_id, reason="bad candidate"
+        ),
     }
     return simple[kind]()
 

@@ -121,6 +121,7 @@ from rondevu_core.events import (
     Event,
     Failed,
     IceCandidateLocal,
+    IceCandidateRejected,
     IceConnectionState,
     IceGatheringState,
     IceGatheringTimeout,
@@ -159,6 +160,7 @@ from rondevu_core.inputs import (
     PeerConnectionStateChanged,
     PeerError,
     PeerInput,
+    RemoteCandidateRejected,
     RpcResult,
     SendMessage,
 )
@@ -1234,6 +1236,11 @@ class Connection:
     def _on_peer_error(self, event: PeerError) -> None:
         self._fail(event.now, f"{event.operation} failed: {event.error}")
 
+    def _on_candidate_rejected(self, event: RemoteCandidateRejected) -> None:
+        # One bad candidate from the other side does not doom the attempt: others may
+        # work, and the connection timeout still bounds it.  Reported, never swallowed.
+        self._emit(IceCandidateRejected, reason=event.reason)
+
     # -- RPC results -----------------------------------------------------------------
 
     def _on_rpc_result(self, event: RpcResult) -> None:
@@ -1308,6 +1315,7 @@ def _table() -> dict[tuple[State, InputKind], Handler]:
         (_PC_ALIVE - {S.GATHERING}, k.CHANNEL_MESSAGE, c._on_channel_message),
         (_PC_ALIVE, k.CHANNEL_ERROR, c._on_channel_error),
         (_PC_ALIVE, k.PEER_ERROR, c._on_peer_error),
+        (_PC_ALIVE, k.REMOTE_CANDIDATE_REJECTED, c._on_candidate_rejected),
         (_LIVE, k.RPC_RESULT, c._on_rpc_result),
     ]
     return {(state, kind): handler for states, kind, handler in rows for state in states}

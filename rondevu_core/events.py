@@ -39,6 +39,7 @@ __all__ = [
     "Event",
     "Failed",
     "IceCandidateLocal",
+    "IceCandidateRejected",
     "IceCandidateRemote",
     "IceConnectionState",
     "IceGatheringState",
@@ -348,6 +349,15 @@ class IceCandidateRemote(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IceCandidateRejected(Event):
+    """``ice:candidate:rejected`` (ours): the peer connection refused one of the other
+    side's candidates; the attempt goes on with the others."""
+
+    name: ClassVar[str] = "ice:candidate:rejected"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IceConnectionState(Event):
     """``ice:connection:state``."""
 
@@ -526,6 +536,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     SessionReset,
     IceCandidateLocal,
     IceCandidateRemote,
+    IceCandidateRejected,
     IceConnectionState,
     IceGatheringState,
     IceGatheringTimeout,

@@ -50,6 +50,7 @@ __all__ = [
     "PeerConnectionStateChanged",
     "PeerError",
     "PeerInput",
+    "RemoteCandidateRejected",
     "RemoteDescriptionSet",
     "ResumeReconnect",
     "RpcResult",
@@ -80,6 +81,7 @@ class InputKind(Enum):
     CHANNEL_MESSAGE = "channel_message"
     CHANNEL_ERROR = "channel_error"
     PEER_ERROR = "peer_error"
+    REMOTE_CANDIDATE_REJECTED = "remote_candidate_rejected"
     RPC_RESULT = "rpc_result"
 
 
@@ -266,6 +268,15 @@ class PeerError(PeerInput):
     kind: ClassVar[InputKind] = InputKind.PEER_ERROR
     operation: str
     error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteCandidateRejected(PeerInput):
+    """The peer connection refused one of the other side's ICE candidates (malformed, or
+    of a kind it cannot use).  Not fatal: other candidates may still connect."""
+
+    kind: ClassVar[InputKind] = InputKind.REMOTE_CANDIDATE_REJECTED
+    reason: str
 
 
 # -- RPC results ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Events the harness scenarios never provoke, each provoked and asserted by name here:
-``answer:duplicate``, ``datachannel:error``, ``ice:gathering:timeout`` and
-``offers:publish:failed``.  The machines are driven by hand, the test playing both the
-WebRTC driver and the server, on an integer clock.
+``answer:duplicate``, ``datachannel:error``, ``ice:candidate:rejected``,
+``ice:gathering:timeout`` and ``offers:publish:failed``.  The machines are driven by
+hand, the test playing both the WebRTC driver and the server, on an integer clock.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from rondevu_core.events import (
     AnswerProcessed,
     ChannelErrorEvent,
     Event,
+    IceCandidateRejected,
     IceGatheringTimeout,
     PublishFailed,
 )
@@ -28,6 +29,7 @@ from rondevu_core.inputs import (
     IceGatheringStateChanged,
     Input,
     LocalDescriptionReady,
+    RemoteCandidateRejected,
     RemoteDescriptionSet,
     RpcResult,
     StartFilling,
@@ -234,3 +236,24 @@ def test_data_channel_error_is_reported_and_is_not_fatal() -> None:
     # A report about a peer connection that is not the current one is stale: no event.
     d.feed(ChannelError(now=d.now, pc_id=pc + 1000, error="stale"))
     assert len(d.named("datachannel:error")) == 1
+
+
+def test_a_rejected_remote_candidate_is_reported_and_the_attempt_goes_on() -> None:
+    """The driver only reports that the peer connection refused a candidate; the core
+    decides it is not fatal, and says so with an event instead of losing it in a log."""
+    d, pc = answering(ConnectionConfig())
+    d.feed(LocalDescriptionReady(now=d.now, pc_id=pc, sdp=SDP, complete=True))
+    conn = d.machine
+    assert isinstance(conn, Connection)
+    before = conn.state
+    d.feed(RemoteCandidateRejected(now=d.now, pc_id=pc, reason="unparsable candidate"))
+    (rejected,) = d.named("ice:candidate:rejected")
+    assert isinstance(rejected, IceCandidateRejected)
+    assert rejected.reason == "unparsable candidate"
+    assert conn.state is before
+    assert d.named("failed") == []
+    d.feed(IceConnectionStateChanged(now=d.now, pc_id=pc, state="connected"))
+    d.feed(ChannelOpen(now=d.now, pc_id=pc))
+    assert conn.state is State.CONNECTED
+    d.feed(RemoteCandidateRejected(now=d.now, pc_id=pc + 1000, reason="stale"))
+    assert len(d.named("ice:candidate:rejected")) == 1

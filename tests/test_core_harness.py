@@ -361,6 +361,7 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
         "offers:publish:failed",
         "answer:duplicate",
         "datachannel:error",
+        "ice:candidate:rejected",
         "ice:gathering:timeout",
         "reconnect:failed",
         "reconnect:exhausted",

@@ -255,8 +255,7 @@ class PeerHost:
                 if slot is not None and channel == slot.channel:
                     self._feed(inputs.ChannelError(now=now, pc_id=pc_id, error=reason))
             case peer_events.RemoteInputRejected(kind="candidate", reason=reason):
-                # One bad remote candidate does not doom the attempt; others may work.
-                logger.debug("pc %d: remote candidate rejected: %s", pc_id, reason)
+                self._feed(inputs.RemoteCandidateRejected(now=now, pc_id=pc_id, reason=reason))
             case peer_events.RemoteInputRejected(kind=kind, reason=reason):
                 self._feed(
                     inputs.PeerError(now=now, pc_id=pc_id, operation=f"remote {kind}", error=reason)
