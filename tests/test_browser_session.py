@@ -274,45 +274,29 @@ async def plain_exchange(tab: Tab, page_id: int, conn: DurableConnection) -> Non
 
 
 @pytest.mark.anyio
-async def test_with_the_layer_off_in_the_browser_python_peers_talk_plain(
-    srv: RunningServer,
+@pytest.mark.parametrize(
+    "plain_side",
+    ["browser", "python"],
+    ids=["layer-off-in-the-browser", "layer-off-in-python"],
+)
+async def test_when_one_side_does_not_speak_the_layer_both_talk_plain(
+    srv: RunningServer, plain_side: str
 ) -> None:
+    """Whichever side leaves the layer out, in either role, the other sees only plain
+    messages: a page offer (publish) and a Python offer (the page answers)."""
+    python_config = PLAIN if plain_side == "python" else FAST
     with anyio.fail_after(TIMEOUT * 2):
-        async with live_tab(srv) as tab, python_peer(srv, "alice") as alice:
-            await tab.js("rondevuLive.session = null")
-            # The page publishes without the attribute: a session-speaking peer stays plain.
-            async with python_peer(srv, "bob") as bob:
+        async with live_tab(srv) as tab, python_peer(srv, "alice", python_config) as alice:
+            if plain_side == "browser":
+                await tab.js("rondevuLive.session = null")
+            async with python_peer(srv, "bob", python_config) as bob:
                 conn = await bob.connect_to_service(
-                    await tab.js("rondevuLive.publish('off:1.0.0', 1)")
+                    await tab.js(f"rondevuLive.publish('{plain_side}:1.0.0', 1)")
                 )
                 await conn.wait_connected()
                 page_conn = await tab.connection()
                 await plain_exchange(tab, page_conn["id"], conn)
                 await conn.close()
-            # The page answers a session offer without it: plain again.
-            await tab.js("rondevuLive.messages.length = 0")
-            page_id = await tab.js("f => rondevuLive.connect(f)", await published(alice))
-            conn = await first_incoming(alice)
-            await conn.wait_connected()
-            await plain_exchange(tab, page_id, conn)
-
-
-@pytest.mark.anyio
-async def test_python_peers_without_the_layer_talk_plain_to_a_session_page(
-    srv: RunningServer,
-) -> None:
-    with anyio.fail_after(TIMEOUT * 2):
-        async with live_tab(srv) as tab, python_peer(srv, "alice", PLAIN) as alice:
-            # The page's offer proposes the layer; a plain answerer ignores it.
-            async with python_peer(srv, "bob", PLAIN) as bob:
-                conn = await bob.connect_to_service(
-                    await tab.js("rondevuLive.publish('mixed:1.0.0', 1)")
-                )
-                await conn.wait_connected()
-                page_conn = await tab.connection()
-                await plain_exchange(tab, page_conn["id"], conn)
-                await conn.close()
-            # A plain offer: the page answers without the attribute.
             await tab.js("rondevuLive.messages.length = 0")
             page_id = await tab.js("f => rondevuLive.connect(f)", await published(alice))
             conn = await first_incoming(alice)
