@@ -15,7 +15,8 @@ the 0.18.9 ``RpcBatcher`` with its two bugs removed:
   makes the queue due.  A ``HELD`` call (one the server may hold, a long poll) goes
   out at once, alone in its own request, and never counts as in flight for that rule:
   sharing a request with it would hold its companions too.
-- A batch takes up to ``max_batch_size`` calls from the head of the queue.  Whatever
+- A batch takes up to ``max_batch_size`` calls from the head of the queue (urgent calls
+  first when an urgent call is what makes it leave).  Whatever
   remains is due on its own schedule, so the timer is re-armed after every flush and no
   call is ever stranded (B10).
 - Each call settles on *its own* item of the reply (B9): a failing sibling, even an
@@ -449,11 +450,30 @@ class RpcBatcher:
             deadline = self.get_timer()
             if deadline is None or deadline > now:
                 return
-            size = min(len(self._queue), self.options.max_batch_size)
-            calls = [self._queue.popleft().call for _ in range(size)]
+            calls = self._take_batch()
             for call in calls:
                 self._forget_urgency(call)
             self._send(calls, now, as_array=True)
+
+    def _take_batch(self) -> list[BatchedCall]:
+        """The calls of the next batch, removed from the queue.
+
+        Normally the head of the queue.  When the batch leaves because an urgent call is
+        due (nothing in flight but held calls), the urgent calls board first: with a small
+        ``max_batch_size`` the head's calls that can wait would otherwise take the seats
+        and leave the urgent call behind the throttle.  Order inside the queue carries no
+        meaning (calls that depend on each other are submitted one after the other's
+        settlement), so this reordering is safe.
+        """
+        size = min(len(self._queue), self.options.max_batch_size)
+        if not (self._urgent_queued and len(self._in_flight) == len(self._held)):
+            return [self._queue.popleft().call for _ in range(size)]
+        urgent = [q for q in self._queue if q.call.request.urgency is Urgency.URGENT]
+        others = [q for q in self._queue if q.call.request.urgency is not Urgency.URGENT]
+        taken = {id(q) for q in (urgent + others)[:size]}
+        chosen = [q for q in self._queue if id(q) in taken]  # seats by urgency, order kept
+        self._queue = deque(q for q in self._queue if id(q) not in taken)
+        return [q.call for q in chosen]
 
     def _forget_urgency(self, call: BatchedCall) -> None:
         """``call`` left the queue (sent, withdrawn, cleared)."""

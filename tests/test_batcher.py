@@ -538,6 +538,23 @@ def test_an_urgent_call_leaves_at_once_when_nothing_is_in_flight() -> None:
     assert len(sends(batcher)) == 1
 
 
+def test_an_urgent_call_takes_the_seat_of_a_call_that_can_wait() -> None:
+    # Found by hypothesis: with one seat per batch the waiting call at the head left
+    # first and the urgent call stayed behind the throttle.
+    batcher = Batcher(BatcherOptions(max_batch_size=1, max_wait_ms=0, throttle_interval_ms=5))
+    batcher.submit(POLL, now=0)
+    [first] = sends(batcher)
+    batcher.batch_sent_result(first.batch_id, BatchReply(body=[ok(1)]), now=0)
+    waiting = batcher.submit(POLL, now=0)  # inside the throttle: queued
+    assert sends(batcher) == []
+    urgent = batcher.submit(URGENT, now=0)
+    [batch] = sends(batcher)
+    assert [c.call_id for c in batch.calls] == [urgent]
+    assert batcher.get_timer() == 5  # the waiting call keeps its own schedule
+    batcher.handle_timer(5)
+    assert [c.call_id for b in sends(batcher) for c in b.calls] == [waiting]
+
+
 def test_an_urgent_call_waits_for_the_request_in_flight_at_most() -> None:
     batcher = Batcher(BatcherOptions(max_wait_ms=50))
     batcher.submit(URGENT, now=0)
