@@ -21,7 +21,7 @@ import statistics
 import time
 
 from rondevu_aiortc import AiortcPeer, DataChannelOpened, PeerEvent
-from rondevu_core.ice import NO_ICE_SERVERS
+from rondevu_core.rules.ice import NO_ICE_SERVERS
 
 
 async def driver_run() -> float:

@@ -17,7 +17,6 @@ from typing import Any
 
 from rondevu_core.actions import CreatePeerConnection, SendRpc
 from rondevu_core.connection import Connection, State
-from rondevu_core.fqn import ServiceFqn
 from rondevu_core.inputs import (
     ChannelMessage,
     ChannelOpen,
@@ -32,6 +31,7 @@ from rondevu_core.inputs import (
     SendMessage,
 )
 from rondevu_core.rpc import Method, RpcOk
+from rondevu_core.rules.fqn import ServiceFqn
 
 SERVICE = ServiceFqn(service="chat", version="1.0.0", username="alice")
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

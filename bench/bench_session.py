@@ -43,8 +43,8 @@ from bench.bench_aiortc_floor import driver_run as aiortc_floor_run
 from rondevu import ConnectionConfig, DurableConnection, InProcessTransport, Rondevu
 from rondevu_aiortc import AiortcPeer, DataChannelMessage, DataChannelOpened, PeerEvent
 from rondevu_core.delivery import SessionConfig
-from rondevu_core.ice import NO_ICE_SERVERS
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.ice import NO_ICE_SERVERS
+from rondevu_core.rules.signing import KeyPair
 from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from rondevu_core.fqn import parse_service_fqn
+from rondevu_core.rules.fqn import parse_service_fqn
 from rondevu_server.sqlite_storage import SqliteStorage
 
 NOW = 1_765_700_000_000

@@ -46,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from rondevu_core.signing import KeyPair, build_message, expected_context, verify_signature
+from rondevu_core.rules.signing import KeyPair, build_message, expected_context, verify_signature
 
 MIX = (
     ["poll"] * 30

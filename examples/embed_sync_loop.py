@@ -27,7 +27,6 @@ from rondevu_core.actions import (
     SetRemoteDescription,
 )
 from rondevu_core.connection import Connection, State
-from rondevu_core.fqn import ServiceFqn
 from rondevu_core.inputs import (
     ChannelOpen,
     Connect,
@@ -39,6 +38,7 @@ from rondevu_core.inputs import (
     SendMessage,
 )
 from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcRequest
+from rondevu_core.rules.fqn import ServiceFqn
 
 WALL_START_MS = 1_765_700_000_000
 OFFER_SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

@@ -19,9 +19,9 @@ from fuzz._runner import run
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection
 from rondevu_core.errors import ProtocolError, UsageError
-from rondevu_core.fqn import ServiceFqn
 from rondevu_core.inputs import COMMAND_KINDS, Connect, InputKind, StartFilling
 from rondevu_core.pool import OfferPool
+from rondevu_core.rules.fqn import ServiceFqn
 
 SERVICE = ServiceFqn(service="chat", version="1.0.0", username="alice")
 KINDS = list(InputKind)

@@ -13,9 +13,9 @@ import sys
 
 from fuzz._runner import run
 from rondevu_core.errors import ValidationError
-from rondevu_core.fqn import parse_service_fqn, validate_service_fqn
-from rondevu_core.offer_id import offer_id_for_sdp
-from rondevu_core.signing import (
+from rondevu_core.rules.fqn import parse_service_fqn, validate_service_fqn
+from rondevu_core.rules.offer_id import offer_id_for_sdp
+from rondevu_core.rules.signing import (
     canonical_public_key,
     check_timestamp,
     decode_base64,
@@ -23,7 +23,7 @@ from rondevu_core.signing import (
     parse_auth_message,
     verify_signature,
 )
-from rondevu_core.usernames import validate_username
+from rondevu_core.rules.usernames import validate_username
 
 
 def test_one_input(data: bytes) -> None:

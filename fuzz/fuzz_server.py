@@ -19,7 +19,7 @@ from typing import Any
 
 from fuzz._runner import run
 from rondevu_core.rpc import Method
-from rondevu_core.signing import KeyPair, build_message, expected_context
+from rondevu_core.rules.signing import KeyPair, build_message, expected_context
 from rondevu_server.config import ServerConfig
 from rondevu_server.messages import INTERNAL_ERROR
 from rondevu_server.server import RondevuServer

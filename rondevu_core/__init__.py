@@ -7,24 +7,31 @@ server's timestamps).  Randomness is an injected function, so every behaviour re
 exactly under test.  Drivers (``rondevu`` and friends, in ``drivers/``) perform the I/O
 the core asks for.
 
-Modules:
-- `errors`: the two error families (local misuse vs. remote misbehaviour).
-- `usernames`, `fqn`, `signing`, `offer_id`: the wire protocol's pure rules (§4-§7).
-- `backoff`, `buffer`: reconnection spacing and the message buffer.
-- `inputs`, `actions`, `events`: the machines' vocabulary (what drivers feed, perform, emit).
-- `connection` (durable connection, 10 states), `session` (ICE exchange), `pool` (offer
-  pool), with `config`, `outbox` (output queues, ids, deadlines) and `replies` (reply shapes).
-  `batcher` (the RPC batcher).  Drive any of these machines through the one contract of
-  `machine` - ``handle(input)``, ``get_timer()``/``handle_timer(now)``, then drain
-  ``next_action()``/``next_event()``; see examples/embed_sync_loop.py.
+The package, in three kinds of module:
+
+- **rules** (`rondevu_core.rules`): the wire protocol's pure functions and value types -
+  names, ids and signatures (§4-§7), ICE candidates in SDP (§9), reply shapes, which
+  failures to retry, backoff, and the checks only a server applies (`rules.server_params`).
+- **vocabulary**: `inputs`, `actions`, `events` (what drivers feed, perform and hand to
+  the application), `rpc` (calls and their outcomes), `errors` (local misuse vs. remote
+  misbehaviour), `config`.
+- **machines**: `connection` (the durable connection, 10 states), `session` (one peer
+  connection's ICE exchange), `pool` (the offer pool), `batcher` (the RPC batcher) and
+  `delivery` (the session layer on the data channel), with their plumbing `buffer`
+  (messages kept while down) and `outbox` (output queues, ids, deadlines).  Drive any of
+  them through the one contract of `machine` - ``handle(input)``,
+  ``get_timer()``/``handle_timer(now)``, then drain ``next_action()``/``next_event()``;
+  see examples/embed_sync_loop.py.
 """
 
-from rondevu_core.backoff import Backoff, BackoffPolicy, backoff_delay
 from rondevu_core.buffer import BufferedMessage, MessageBuffer, Payload
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection, Role, State
 from rondevu_core.errors import ProtocolError, RondevuError, UsageError, ValidationError
-from rondevu_core.fqn import (
+from rondevu_core.outbox import Outbox
+from rondevu_core.pool import OfferPool, PoolState
+from rondevu_core.rules.backoff import Backoff, BackoffPolicy, backoff_delay
+from rondevu_core.rules.fqn import (
     ServiceFqn,
     Version,
     is_version_compatible,
@@ -32,10 +39,8 @@ from rondevu_core.fqn import (
     parse_version,
     validate_service_fqn,
 )
-from rondevu_core.offer_id import offer_id_for_sdp
-from rondevu_core.outbox import Outbox
-from rondevu_core.pool import OfferPool, PoolState
-from rondevu_core.signing import (
+from rondevu_core.rules.offer_id import offer_id_for_sdp
+from rondevu_core.rules.signing import (
     AuthMessage,
     KeyPair,
     build_message,
@@ -45,7 +50,7 @@ from rondevu_core.signing import (
     sign_message,
     verify_signature,
 )
-from rondevu_core.usernames import (
+from rondevu_core.rules.usernames import (
     generate_anonymous_username,
     is_valid_username,
     validate_username,

@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 from rondevu_core.buffer import Payload
 from rondevu_core.config import DataChannelOptions
-from rondevu_core.ice import IceConfiguration
 from rondevu_core.rpc import RpcRequest
+from rondevu_core.rules.ice import IceConfiguration
 
 __all__ = [
     "Action",

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rondevu_core.backoff import BackoffPolicy
 from rondevu_core.delivery.config import DEFAULT_SESSION, SessionConfig
-from rondevu_core.fqn import ServiceFqn
-from rondevu_core.ice import DEFAULT_ICE_CONFIGURATION, IceConfiguration
+from rondevu_core.rules.backoff import BackoffPolicy
+from rondevu_core.rules.fqn import ServiceFqn
+from rondevu_core.rules.ice import DEFAULT_ICE_CONFIGURATION, IceConfiguration
 
 __all__ = ["ConnectionConfig", "DataChannelOptions", "PoolConfig"]
 
@@ -121,7 +121,7 @@ class ConnectionConfig:
     """How long the server may hold a ``poll`` or ``getIceCandidates`` (its ``waitMs``,
     docs/long-polling.md); 0, the default, polls as the original does (server 0.5.4).
     The client sets it from the server's advertised limit
-    (`rondevu_core.server_info.long_poll_wait_ms`); a server that holds calls is ours,
+    (`rondevu_core.rules.server_info.long_poll_wait_ms`); a server that holds calls is ours,
     so it also implies strictly increasing candidate timestamps."""
 
     def __post_init__(self) -> None:

@@ -81,7 +81,6 @@ from rondevu_core.actions import (
     SendRpc,
     SetRemoteDescription,
 )
-from rondevu_core.backoff import Backoff
 from rondevu_core.buffer import MessageBuffer, Payload
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.delivery.machine import (
@@ -104,7 +103,6 @@ from rondevu_core.delivery.negotiation import (
     read_session_attribute,
     remote_max_message_size,
 )
-from rondevu_core.error_kinds import classify, is_permanent
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
     AnswerProcessed,
@@ -146,7 +144,6 @@ from rondevu_core.events import (
     SignalingError,
     StateChanged,
 )
-from rondevu_core.fqn import ServiceFqn
 from rondevu_core.inputs import (
     COMMAND_KINDS,
     ChannelError,
@@ -165,8 +162,11 @@ from rondevu_core.inputs import (
     SendMessage,
 )
 from rondevu_core.outbox import Deadlines, Outbox
-from rondevu_core.replies import parse_fetched_offer
 from rondevu_core.rpc import Method, RpcFailed, RpcRequest, Urgency
+from rondevu_core.rules.backoff import Backoff
+from rondevu_core.rules.error_kinds import classify, is_permanent
+from rondevu_core.rules.fqn import ServiceFqn
+from rondevu_core.rules.replies import parse_fetched_offer
 from rondevu_core.session import SignalingSession
 
 __all__ = ["EDGES", "TRANSITIONS", "Connection", "Role", "State"]

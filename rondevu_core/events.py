@@ -488,7 +488,7 @@ class PermanentError(Event):
     ``kind`` is ``"identity"`` when the server refused our username and key pair (a
     name held by another key: 0.5.4 says only ``Invalid signature``) and
     ``"permanent"`` for a malformed call (service name, parameter, unknown method);
-    see `rondevu_core.error_kinds`."""
+    see `rondevu_core.rules.error_kinds`."""
 
     name: ClassVar[str] = "error:permanent"
     operation: str

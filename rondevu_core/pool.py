@@ -56,13 +56,13 @@ Rules (each fixes a bug of the original; docs/compatibility.md):
   that the link died) is handed to *that* connection (`Connection.resume_with`): the
   application keeps one connection object and the session retransmits what it had not
   delivered.  The answered offer's own connection closes without ever being announced.
-- **Offers gone behind its back are published again** (`rondevu_core.republish`): once
+- **Offers gone behind its back are published again** (`rondevu_core.rules.republish`): once
   per poll interval (every `LOOK_INTERVAL_HELD_MS` while polls are held, and at once
   when a poll succeeds after failing) the pool looks its own service up; when its
   offers are gone (server restart, expiry, another process with the same identity) it
   republishes at once and says so with ``service:republished``; a look that gets no
   answer is reported as ``signaling:error`` (pool-wide: ``connection_id`` 0).
-- **A permanent publish failure stops the pool** (`rondevu_core.error_kinds`): a name
+- **A permanent publish failure stops the pool** (`rondevu_core.rules.error_kinds`): a name
   held by another key or a malformed call fails the same way every time, so the pool
   reports ``error:permanent`` and goes back to IDLE instead of retrying for ever.
 
@@ -76,11 +76,9 @@ from enum import Enum
 from typing import Any
 
 from rondevu_core.actions import Action, CancelRpc, SendRpc
-from rondevu_core.backoff import Backoff, BackoffPolicy
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection, State
 from rondevu_core.delivery.negotiation import read_session_attribute
-from rondevu_core.error_kinds import classify, is_permanent
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
     AnswerDuplicate,
@@ -103,11 +101,13 @@ from rondevu_core.inputs import (
     RpcResult,
 )
 from rondevu_core.outbox import Deadlines, Outbox
-from rondevu_core.replies import parse_poll_answers, parse_published, poll_candidate_times
-from rondevu_core.republish import PresenceRule
 from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest, Urgency
-from rondevu_core.server_info import LONG_POLL_MIN_MS
-from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
+from rondevu_core.rules.backoff import Backoff, BackoffPolicy
+from rondevu_core.rules.error_kinds import classify, is_permanent
+from rondevu_core.rules.replies import parse_poll_answers, parse_published, poll_candidate_times
+from rondevu_core.rules.republish import PresenceRule
+from rondevu_core.rules.server_info import LONG_POLL_MIN_MS
+from rondevu_core.rules.signing import TIMESTAMP_TOLERANCE_MS
 
 __all__ = ["LOOK_INTERVAL_HELD_MS", "POOL_TRANSITIONS", "OfferPool", "PoolState"]
 

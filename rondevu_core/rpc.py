@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from rondevu_core.signing import KeyPair, build_message, expected_context
+from rondevu_core.rules.signing import KeyPair, build_message, expected_context
 
 __all__ = ["Method", "RpcFailed", "RpcOk", "RpcOutcome", "RpcRequest", "Urgency", "envelope"]
 

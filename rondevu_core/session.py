@@ -55,10 +55,10 @@ from rondevu_core.events import (
     SignalingError,
 )
 from rondevu_core.outbox import Deadlines, Outbox
-from rondevu_core.replies import parse_candidates
 from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest, Urgency
-from rondevu_core.sdp import candidates_from_sdp, gathering_complete
-from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
+from rondevu_core.rules.replies import parse_candidates
+from rondevu_core.rules.sdp import candidates_from_sdp, gathering_complete
+from rondevu_core.rules.signing import TIMESTAMP_TOLERANCE_MS
 
 __all__ = ["SignalingSession"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rondevu import InProcessTransport, Rondevu
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.signing import KeyPair
 from rondevu_server.server import RondevuServer
 
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import uvicorn
 
-from rondevu_core.signing import KeyPair, build_message, expected_context
+from rondevu_core.rules.signing import KeyPair, build_message, expected_context
 from rondevu_server.asgi import RondevuApp
 from rondevu_server.cli import uvicorn_config
 from rondevu_server.config import ServerConfig

@@ -35,7 +35,7 @@ from rondevu_aiortc import (
     rtc_configuration,
 )
 from rondevu_aiortc._hosts import check_host_candidates
-from rondevu_core.ice import (
+from rondevu_core.rules.ice import (
     ICE_PRESETS,
     NO_ICE_SERVERS,
     IceConfiguration,
@@ -43,7 +43,7 @@ from rondevu_core.ice import (
     IceTransportPolicy,
     ice_configuration,
 )
-from rondevu_core.sdp import candidates_from_sdp, strip_candidates
+from rondevu_core.rules.sdp import candidates_from_sdp, strip_candidates
 
 LOOPBACK = ["127.0.0.1"]
 TIMEOUT = 10.0

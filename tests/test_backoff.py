@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from rondevu_core.backoff import Backoff, BackoffPolicy, backoff_delay
+from rondevu_core.rules.backoff import Backoff, BackoffPolicy, backoff_delay
 
 policies = st.builds(
     BackoffPolicy,

@@ -25,7 +25,7 @@ import pytest
 
 from rondevu import ConnectionConfig, DurableConnection, Rondevu
 from rondevu_core import events as ev
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.signing import KeyPair
 from tests.rondevu_server_testing import RunningServer, unique
 from tests.session_testing import blackhole
 from tests.test_browser import (

@@ -32,7 +32,7 @@ from rondevu.cli_options import (
     show_sender,
 )
 from rondevu_core.errors import ValidationError
-from rondevu_core.ice import IceConfiguration, IceServer, IceTransportPolicy
+from rondevu_core.rules.ice import IceConfiguration, IceServer, IceTransportPolicy
 from tests.cli_testing import no_traceback, run_cli, stderr_lines
 
 URL = ["--api-url", "http://127.0.0.1:9"]

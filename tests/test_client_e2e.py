@@ -44,9 +44,9 @@ from rondevu.rpc_client import wall_clock_ms
 from rondevu.transport import SignalingTransport
 from rondevu_core import events as ev
 from rondevu_core.config import ConnectionConfig
-from rondevu_core.ice import DEFAULT_ICE_CONFIGURATION, NO_ICE_SERVERS
-from rondevu_core.sdp import candidates_from_sdp
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.ice import DEFAULT_ICE_CONFIGURATION, NO_ICE_SERVERS
+from rondevu_core.rules.sdp import candidates_from_sdp
+from rondevu_core.rules.signing import KeyPair
 from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer
 from tests.rondevu_server_testing import FakeClock, RunningServer, running_server, unique

@@ -24,7 +24,7 @@ from rondevu.api import RondevuAPI
 from rondevu.rpc_client import wall_clock_ms
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.rpc import Method, RpcOk, RpcRequest, Urgency
-from rondevu_core.sdp import strip_candidates
+from rondevu_core.rules.sdp import strip_candidates
 from tests.rondevu_server_testing import FakeClock, Peer, RunningServer, running_server, unique
 
 pytestmark = pytest.mark.anyio

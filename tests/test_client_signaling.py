@@ -36,7 +36,7 @@ from rondevu import (
 )
 from rondevu.transport import ERR_NOT_JSON, decode_reply, encode_body
 from rondevu_core.batcher import BatcherOptions
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.signing import KeyPair
 from rondevu_schemas import ServiceEntry, ServicePage
 from rondevu_server.asgi import RondevuApp
 from rondevu_server.config import ServerConfig

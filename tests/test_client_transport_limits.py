@@ -27,7 +27,7 @@ import pytest
 
 from rondevu import HttpTransport, Rondevu, RondevuAPI, TransportError, ValidationError
 from rondevu_core.config import ConnectionConfig
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.signing import KeyPair
 from rondevu_server.config import ServerConfig
 from rondevu_server.server import RondevuServer
 from tests.client_testing import loopback_client

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 from rondevu_core.actions import SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection, State
-from rondevu_core.fqn import ServiceFqn
 from rondevu_core.inputs import Connect, StartFilling
 from rondevu_core.pool import OfferPool
 from rondevu_core.rpc import Method
-from rondevu_core.signing import TIMESTAMP_TOLERANCE_MS
+from rondevu_core.rules.fqn import ServiceFqn
+from rondevu_core.rules.signing import TIMESTAMP_TOLERANCE_MS
 from tests.fakes.network import Endpoint, Sim
 
 SERVICE = ServiceFqn(service="chat", version="1.0.0", username="alice")

@@ -29,10 +29,10 @@ from rondevu_core.events import (
     OfferFetched,
     StateChanged,
 )
-from rondevu_core.fqn import ServiceFqn, parse_service_fqn
 from rondevu_core.inputs import Close, Connect, SendMessage, StartFilling, StopFilling
 from rondevu_core.pool import OfferPool
 from rondevu_core.rpc import Method
+from rondevu_core.rules.fqn import ServiceFqn, parse_service_fqn
 from tests.fakes.network import Endpoint, Sim
 
 

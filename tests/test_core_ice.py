@@ -1,4 +1,4 @@
-"""ICE server presets and configurations (rondevu_core.ice, B17)."""
+"""ICE server presets and configurations (rondevu_core.rules.ice, B17)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rondevu_core.ice import (
+from rondevu_core.rules.ice import (
     DEFAULT_ICE_CONFIGURATION,
     ICE_PRESETS,
     NO_ICE_SERVERS,

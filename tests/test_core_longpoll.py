@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection
-from rondevu_core.fqn import validate_service_fqn
 from rondevu_core.inputs import (
     Connect,
     IceConnectionStateChanged,
@@ -26,8 +25,9 @@ from rondevu_core.inputs import (
 )
 from rondevu_core.pool import OfferPool
 from rondevu_core.rpc import Method, RpcFailed, RpcOk, Urgency
-from rondevu_core.sdp import gathering_complete
-from rondevu_core.server_info import (
+from rondevu_core.rules.fqn import validate_service_fqn
+from rondevu_core.rules.sdp import gathering_complete
+from rondevu_core.rules.server_info import (
     LONG_POLL_CAP_MS,
     LONG_POLL_MIN_MS,
     LONG_POLL_TIMEOUT_MARGIN_MS,

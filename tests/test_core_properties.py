@@ -56,9 +56,9 @@ from rondevu_core.inputs import (
     SendMessage,
     StartFilling,
 )
-from rondevu_core.offer_id import offer_id_for_sdp
 from rondevu_core.pool import OfferPool, PoolState
 from rondevu_core.rpc import Method, RpcOk, RpcOutcome, RpcRequest
+from rondevu_core.rules.offer_id import offer_id_for_sdp
 from tests.fakes.network import Sim
 from tests.fakes.signaling import FakeSignalingServer
 from tests.test_core_harness import answerer_rpc_budget, fqn

@@ -16,18 +16,18 @@ from fuzz._inputs import SDP as SDP_TEMPLATE
 from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection, State
-from rondevu_core.error_kinds import (
+from rondevu_core.events import Failed, PermanentError, ServiceRepublished
+from rondevu_core.inputs import Connect, LocalDescriptionReady, RpcResult, StartFilling
+from rondevu_core.pool import LOOK_INTERVAL_HELD_MS, OfferPool, PoolState
+from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest, Urgency
+from rondevu_core.rules.error_kinds import (
     IDENTITY_PREFIXES,
     PERMANENT_PREFIXES,
     ErrorKind,
     classify,
     is_permanent,
 )
-from rondevu_core.events import Failed, PermanentError, ServiceRepublished
-from rondevu_core.inputs import Connect, LocalDescriptionReady, RpcResult, StartFilling
-from rondevu_core.pool import LOOK_INTERVAL_HELD_MS, OfferPool, PoolState
-from rondevu_core.republish import REASON_GONE, REASON_REPLACED, PresenceRule
-from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest, Urgency
+from rondevu_core.rules.republish import REASON_GONE, REASON_REPLACED, PresenceRule
 from tests.fakes.signaling import FakeSignalingServer
 from tests.test_core_events import OFFER_ID, SDP, Driver, pc_of, published, published_pool
 from tests.test_core_harness import SERVICE

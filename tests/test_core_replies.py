@@ -1,4 +1,4 @@
-"""`rondevu_core.replies.parse_published`: the offers, and our server's keepsAnsweredOffers."""
+"""`rondevu_core.rules.replies.parse_published`: the offers, and keepsAnsweredOffers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from rondevu_core.errors import ProtocolError
-from rondevu_core.replies import Publication, parse_published
+from rondevu_core.rules.replies import Publication, parse_published
 
 OFFER = {"offerId": "ab" * 32, "sdp": "v=0", "createdAt": 1, "expiresAt": 2}
 

@@ -1,4 +1,4 @@
-"""ICE candidates in SDP and on the wire (rondevu_core.sdp, docs/protocol.md §9)."""
+"""ICE candidates in SDP and on the wire (rondevu_core.rules.sdp, docs/protocol.md §9)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rondevu_core.errors import ProtocolError
-from rondevu_core.sdp import (
+from rondevu_core.rules.sdp import (
     MAX_CANDIDATE_LENGTH,
     Candidate,
     WireCandidate,

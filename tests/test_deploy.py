@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from rondevu.cli_options import ice_servers
-from rondevu_core.ice import IceConfiguration
+from rondevu_core.rules.ice import IceConfiguration
 from rondevu_server.config import ServerConfig
 from tests import cli_testing
 from tests.cli_testing import (

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from rondevu_core.offer_id import offer_id_for_sdp
-from rondevu_core.signing import KeyPair, verify_signature
+from rondevu_core.rules.offer_id import offer_id_for_sdp
+from rondevu_core.rules.signing import KeyPair, verify_signature
 
 PAGE = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
 SEED = bytes(range(1, 33))

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rondevu_core.offer_id import offer_id_for_sdp
 from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcRequest
+from rondevu_core.rules.offer_id import offer_id_for_sdp
 from tests.fakes.signaling import FakeSignalingServer
 
 T0 = 1_765_700_000_000

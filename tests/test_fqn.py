@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.fqn import (
+from rondevu_core.rules.fqn import (
     ServiceFqn,
     connect_target,
     discovery_mode,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import rondevu
 from rondevu import Identity, IdentityError, Rondevu
-from rondevu_core.signing import KeyPair, verify_signature
+from rondevu_core.rules.signing import KeyPair, verify_signature
 
 _names = st.from_regex(r"[a-z0-9][a-z0-9.-]{1,30}[a-z0-9]", fullmatch=True)
 

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rondevu_core.offer_id import offer_id_for_sdp
-from rondevu_core.signing import js_number_to_string, js_parse_int
-from rondevu_core.usernames import js_length, to_base36
+from rondevu_core.rules.offer_id import offer_id_for_sdp
+from rondevu_core.rules.signing import js_number_to_string, js_parse_int
+from rondevu_core.rules.usernames import js_length, to_base36
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed")

@@ -23,11 +23,11 @@ from rondevu_core.batcher import (
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection
 from rondevu_core.events import Event
-from rondevu_core.fqn import ServiceFqn
 from rondevu_core.inputs import Connect, Input, StartFilling
 from rondevu_core.machine import Machine
 from rondevu_core.pool import OfferPool
 from rondevu_core.rpc import Method, RpcRequest
+from rondevu_core.rules.fqn import ServiceFqn
 
 SERVICE = ServiceFqn(service="chat", version="1.0.0", username="alice")
 

@@ -15,7 +15,7 @@ import pytest
 from rondevu.runtime import PeerHost
 from rondevu_core import actions, inputs
 from rondevu_core.config import DataChannelOptions
-from rondevu_core.ice import NO_ICE_SERVERS
+from rondevu_core.rules.ice import NO_ICE_SERVERS
 
 pytestmark = pytest.mark.anyio
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import rondevu_schemas as rs
-from rondevu_core.offer_id import offer_id_for_sdp
 from rondevu_core.rpc import Method
+from rondevu_core.rules.offer_id import offer_id_for_sdp
 from rondevu_schemas import WireModel, WireRootModel
 from rondevu_schemas.export import exported_models
 

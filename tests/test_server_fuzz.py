@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rondevu_core.signing import KeyPair, build_message, expected_context
+from rondevu_core.rules.signing import KeyPair, build_message, expected_context
 from rondevu_server.config import ServerConfig
 from rondevu_server.methods import METHODS as SERVER_METHODS
 from rondevu_server.server import RondevuServer

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rondevu_core.offer_id import offer_id_for_sdp
+from rondevu_core.rules.offer_id import offer_id_for_sdp
 from tests.rondevu_server_testing import (
     BACKENDS,
     START,

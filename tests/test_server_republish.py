@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from rondevu_core.offer_id import offer_id_for_sdp
+from rondevu_core.rules.offer_id import offer_id_for_sdp
 from tests.rondevu_server_testing import BACKENDS, Peer, running_server, sdp, unique
 
 CANDIDATE = {"candidate": "candidate:1 1 udp 1 10.0.0.1 5000 typ host", "sdpMid": "0"}

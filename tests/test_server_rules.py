@@ -1,4 +1,4 @@
-"""The pure server rules of rondevu_core.server_rules, checked with hypothesis."""
+"""The pure server rules of rondevu_core.rules.server_params, checked with hypothesis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.server_rules import (
+from rondevu_core.rules.server_params import (
     ERR_CALL_MISMATCH,
     MAX_SINCE,
     check_call_binding,
@@ -20,7 +20,7 @@ from rondevu_core.server_rules import (
     json_depth,
     next_ice_timestamps,
 )
-from rondevu_core.signing import build_message, expected_context, parse_auth_message
+from rondevu_core.rules.signing import build_message, expected_context, parse_auth_message
 from rondevu_server.methods import METHODS as SERVER_METHODS
 from rondevu_server.ratelimit import RateLimiter
 

@@ -42,7 +42,7 @@ from hypothesis.stateful import (
 )
 
 from rondevu_core.rpc import Method
-from rondevu_core.signing import build_message, expected_context
+from rondevu_core.rules.signing import build_message, expected_context
 from rondevu_server.messages import INTERNAL_ERROR
 from rondevu_server.server import RondevuServer
 from rondevu_server.storage import USERNAME_TTL_MS

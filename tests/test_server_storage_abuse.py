@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rondevu_core.fqn import ServiceFqn, validate_service_fqn
+from rondevu_core.rules.fqn import ServiceFqn, validate_service_fqn
 from rondevu_server import sql
 from rondevu_server.postgres_storage import PostgresStorage
 from rondevu_server.server import open_storage

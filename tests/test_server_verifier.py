@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.signing import KeyPair
 from rondevu_server.verifier import SignatureVerifier
 
 KEYS = [KeyPair.generate(os.urandom) for _ in range(3)]

@@ -28,7 +28,7 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from rondevu_core.fqn import parse_service_fqn
+from rondevu_core.rules.fqn import parse_service_fqn
 from rondevu_server import sql
 from rondevu_server.longpoll import end_key, ice_key, poll_key
 from rondevu_server.postgres_storage import PostgresStorage

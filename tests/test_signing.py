@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from rondevu_core.errors import ValidationError
 from rondevu_core.rpc import Method, RpcRequest, envelope
-from rondevu_core.signing import (
+from rondevu_core.rules.signing import (
     KeyPair,
     build_message,
     canonical_public_key,

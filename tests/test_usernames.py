@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.usernames import (
+from rondevu_core.rules.usernames import (
     generate_anonymous_username,
     is_valid_username,
     to_base36,

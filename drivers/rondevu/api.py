@@ -31,8 +31,8 @@ from rondevu.transport import (
 )
 from rondevu_core.batcher import BatcherOptions
 from rondevu_core.rpc import Method, RpcFailed, RpcRequest
-from rondevu_core.signing import KeyPair
-from rondevu_core.usernames import generate_anonymous_username
+from rondevu_core.rules.signing import KeyPair
+from rondevu_core.rules.usernames import generate_anonymous_username
 from rondevu_schemas import (
     AddIceCandidatesResult,
     GetIceCandidatesResult,

@@ -183,7 +183,7 @@ def host_address(text: str) -> str:
 def username(text: str) -> str:
     """A valid username (the server's rule)."""
     from rondevu_core.errors import RondevuError
-    from rondevu_core.usernames import validate_username
+    from rondevu_core.rules.usernames import validate_username
 
     try:
         return validate_username(text)
@@ -205,7 +205,7 @@ def service_name(text: str) -> str:
 def service_fqn(text: str) -> str:
     """``name:version`` or ``name:version@user``, with no empty part."""
     from rondevu_core.errors import RondevuError
-    from rondevu_core.fqn import validate_service_fqn
+    from rondevu_core.rules.fqn import validate_service_fqn
 
     try:
         fqn = validate_service_fqn(text)
@@ -230,7 +230,7 @@ def ice_servers(text: str) -> Any:
     ``relay``).  It is read and checked now, so a bad file is one line at start-up.
     Returns the value for ``Rondevu.connect(ice_servers=...)``.
     """
-    from rondevu_core.ice import ICE_PRESETS
+    from rondevu_core.rules.ice import ICE_PRESETS
 
     if text == "none":
         return []
@@ -253,7 +253,7 @@ def ice_servers(text: str) -> Any:
 def _ice_file(text: str, raw: bytes) -> Any:
     import json
 
-    from rondevu_core.ice import IceTransportPolicy, ice_configuration
+    from rondevu_core.rules.ice import IceTransportPolicy, ice_configuration
 
     try:
         data = json.loads(raw)
@@ -308,7 +308,7 @@ def add_api_url_option(parser: argparse.ArgumentParser) -> None:
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     """The options of every command that runs a client (``publish``, ``connect``)."""
-    from rondevu_core.ice import ICE_PRESETS
+    from rondevu_core.rules.ice import ICE_PRESETS
 
     add_api_url_option(parser)
     parser.add_argument(

@@ -66,7 +66,7 @@ from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
 from rondevu_core.delivery import WindowFullError
 from rondevu_core.rpc import Method
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.signing import KeyPair
 
 __all__ = ["add_connect_command", "add_publish_command"]
 

@@ -51,21 +51,26 @@ from rondevu_core import events as ev
 from rondevu_core.batcher import BatcherOptions
 from rondevu_core.config import ConnectionConfig, DataChannelOptions, PoolConfig
 from rondevu_core.connection import Connection
-from rondevu_core.error_kinds import ErrorKind
 from rondevu_core.errors import UsageError, ValidationError
-from rondevu_core.fqn import (
+from rondevu_core.inputs import Close, Connect, StartFilling, StopFilling
+from rondevu_core.pool import OfferPool, PoolState
+from rondevu_core.rpc import Method
+from rondevu_core.rules.error_kinds import ErrorKind
+from rondevu_core.rules.fqn import (
     DiscoveryMode,
     connect_target,
     discovery_mode,
     validate_service_fqn,
 )
-from rondevu_core.ice import IceConfiguration, IceServer, IceTransportPolicy, ice_configuration
-from rondevu_core.inputs import Close, Connect, StartFilling, StopFilling
-from rondevu_core.pool import OfferPool, PoolState
-from rondevu_core.rpc import Method
-from rondevu_core.server_info import long_poll_wait_ms
-from rondevu_core.signing import KeyPair
-from rondevu_core.usernames import generate_anonymous_username, validate_username
+from rondevu_core.rules.ice import (
+    IceConfiguration,
+    IceServer,
+    IceTransportPolicy,
+    ice_configuration,
+)
+from rondevu_core.rules.server_info import long_poll_wait_ms
+from rondevu_core.rules.signing import KeyPair
+from rondevu_core.rules.usernames import generate_anonymous_username, validate_username
 from rondevu_schemas.methods import ServiceEntry, ServicePage
 
 __all__ = ["IncomingConnection", "Rondevu", "ServiceStatus"]

@@ -5,7 +5,7 @@ Which one a caller sees says who failed:
 - `RpcError`: the server answered the call with ``{"success": false, "error": …}``;
   ``str(err)`` is the server's text unchanged (0.5.4 has no error codes, so callers
   match on it, as the original client does with ``not yet answered``).
-  ``err.permanent`` says whether repeating the call can help (`rondevu_core.error_kinds`).
+  ``err.permanent`` says whether repeating the call can help (`rondevu_core.rules.error_kinds`).
   `UsernameTakenError` is the refusal of our identity, confirmed with ``getUser``.
 - `TransportError`: no server answer exists for the call: network failure, timeout,
   non-2xx HTTP status, a reply that is not JSON or not a reply object (or list).
@@ -18,9 +18,9 @@ Which one a caller sees says who failed:
 
 from __future__ import annotations
 
-from rondevu_core.error_kinds import ErrorKind, classify
 from rondevu_core.errors import ProtocolError, RondevuError, UsageError, ValidationError
 from rondevu_core.rpc import Method
+from rondevu_core.rules.error_kinds import ErrorKind, classify
 
 __all__ = [
     "ClientClosedError",
@@ -46,7 +46,7 @@ class RpcError(RondevuError):
 
     @property
     def kind(self) -> ErrorKind:
-        """Temporary, permanent, or a refusal of our identity (`rondevu_core.error_kinds`)."""
+        """Temporary, permanent, or a refusal of our identity (`rondevu_core.rules.error_kinds`)."""
         return classify(self.message)
 
     @property

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from rondevu_core.errors import RondevuError
-from rondevu_core.signing import KeyPair
-from rondevu_core.usernames import generate_anonymous_username, validate_username
+from rondevu_core.rules.signing import KeyPair
+from rondevu_core.rules.usernames import generate_anonymous_username, validate_username
 
 __all__ = ["KEY_FILE_MODE", "Identity", "IdentityError"]
 

@@ -64,7 +64,7 @@ from rondevu_core.batcher import (
     WithdrawCall,
 )
 from rondevu_core.rpc import RpcOk, RpcOutcome, RpcRequest, envelope
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.signing import KeyPair
 
 __all__ = ["RpcClient", "loop_clock_ms", "wall_clock_ms"]
 

@@ -9,7 +9,7 @@ decision is made here.
 Modules:
 - `_peer`: `AiortcPeer` and its two local-misuse errors.
 - `_events`: the events.
-- `_config`: `IceConfiguration` (rondevu_core.ice presets) to ``RTCConfiguration``,
+- `_config`: `IceConfiguration` (rondevu_core.rules.ice presets) to ``RTCConfiguration``,
   with the relay policy enforced (B17) and aiortc's hidden default STUN server avoided.
 - `_hosts`: the opt-in ``host_addresses`` restriction (loopback-only peers).
 """

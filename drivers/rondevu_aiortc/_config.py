@@ -1,4 +1,4 @@
-"""`IceConfiguration` (rondevu_core.ice) to aiortc's `RTCConfiguration`.
+"""`IceConfiguration` (rondevu_core.rules.ice) to aiortc's `RTCConfiguration`.
 
 Two aiortc behaviours shape this conversion:
 - ``RTCConfiguration(iceServers=None)`` makes aiortc add ``stun:stun.l.google.com:19302``
@@ -23,7 +23,7 @@ import dataclasses
 from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.rtcicetransport import connection_kwargs
 
-from rondevu_core.ice import IceConfiguration, IceTransportPolicy
+from rondevu_core.rules.ice import IceConfiguration, IceTransportPolicy
 
 __all__ = ["rtc_configuration"]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
-from rondevu_core.sdp import candidates_from_sdp
+from rondevu_core.rules.sdp import candidates_from_sdp
 
 __all__ = ["check_host_candidates", "normalise_host_addresses", "restrict_host_addresses"]
 

@@ -56,8 +56,8 @@ from rondevu_aiortc._hosts import (
 )
 from rondevu_core.buffer import Payload
 from rondevu_core.errors import ProtocolError, RondevuError
-from rondevu_core.ice import IceConfiguration, IceTransportPolicy
-from rondevu_core.sdp import WireCandidate, candidates_from_sdp, parse_wire_candidate
+from rondevu_core.rules.ice import IceConfiguration, IceTransportPolicy
+from rondevu_core.rules.sdp import WireCandidate, candidates_from_sdp, parse_wire_candidate
 
 __all__ = ["AiortcPeer", "EventCallback", "PeerClosedError", "PeerStateError"]
 
@@ -86,8 +86,8 @@ def _reason(exc: BaseException) -> str:
 class AiortcPeer:
     """One WebRTC peer connection (aiortc), driven by explicit operations.
 
-    ``ice`` is the STUN/TURN configuration (`rondevu_core.ice`; use
-    ``rondevu_core.ice.NO_ICE_SERVERS`` for none — never a missing list, see
+    ``ice`` is the STUN/TURN configuration (`rondevu_core.rules.ice`; use
+    ``rondevu_core.rules.ice.NO_ICE_SERVERS`` for none — never a missing list, see
     `rtc_configuration`).  ``host_addresses`` (opt-in) restricts host candidates to the
     given IP addresses, e.g. ``["127.0.0.1"]`` to keep all traffic on loopback, which
     aioice cannot do by itself (see ``rondevu_aiortc._hosts``).  It restricts host

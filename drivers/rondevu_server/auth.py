@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.server_rules import check_call_binding
-from rondevu_core.signing import canonical_public_key, check_timestamp, parse_auth_message
-from rondevu_core.usernames import is_valid_username, validate_username
+from rondevu_core.rules.server_params import check_call_binding
+from rondevu_core.rules.signing import canonical_public_key, check_timestamp, parse_auth_message
+from rondevu_core.rules.usernames import is_valid_username, validate_username
 from rondevu_server import messages
 from rondevu_server.storage import USERNAME_TTL_MS, ClaimOutcome, Storage
 from rondevu_server.verifier import SignatureVerifier

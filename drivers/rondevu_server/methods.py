@@ -23,15 +23,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.fqn import parse_service_fqn, validate_service_fqn
-from rondevu_core.offer_id import offer_id_for_sdp
-from rondevu_core.server_rules import (
+from rondevu_core.rules.fqn import parse_service_fqn, validate_service_fqn
+from rondevu_core.rules.offer_id import offer_id_for_sdp
+from rondevu_core.rules.server_params import (
     clamp_page,
     clamp_ttl,
     coerce_since,
     json_depth,
 )
-from rondevu_core.usernames import is_valid_username, js_length
+from rondevu_core.rules.usernames import is_valid_username, js_length
 from rondevu_server import messages
 from rondevu_server.auth import Authenticator, Call
 from rondevu_server.config import ServerConfig

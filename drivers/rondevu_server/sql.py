@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
-from rondevu_core.fqn import ServiceFqn
-from rondevu_core.server_rules import next_ice_timestamps
+from rondevu_core.rules.fqn import ServiceFqn
+from rondevu_core.rules.server_params import next_ice_timestamps
 from rondevu_server import messages
 from rondevu_server.longpoll import end_key, ice_key, poll_key
 from rondevu_server.storage import (

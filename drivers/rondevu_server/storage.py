@@ -33,7 +33,7 @@ from enum import Enum
 from typing import NamedTuple, Protocol
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.fqn import ServiceFqn
+from rondevu_core.rules.fqn import ServiceFqn
 from rondevu_server.longpoll import WakeSink
 
 __all__ = [

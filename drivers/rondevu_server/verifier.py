@@ -8,7 +8,7 @@ are queued and sent over together as the next batch, so the cost of crossing thr
 future and a wake-up of the loop) is paid once per batch, not once per call; under load
 a batch holds roughly as many checks as there are calls in flight.
 
-Every signature is still checked, each with `rondevu_core.signing.verify_signature`;
+Every signature is still checked, each with `rondevu_core.rules.signing.verify_signature`;
 nothing is cached or skipped.  With ``threads=0`` (the server's default) checks run
 inline on the loop.  Measured with bench/server_bench.py on a 2-core machine shared with
 the load generator, the worker thread gave about the same calls/s: the worker needs the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from rondevu_core.signing import verify_signature
+from rondevu_core.rules.signing import verify_signature
 
 __all__ = ["SignatureVerifier"]
 

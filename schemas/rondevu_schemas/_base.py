@@ -27,8 +27,8 @@ from typing import Annotated, Any, Generic, Self, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from rondevu_core.fqn import validate_service_fqn
-from rondevu_core.usernames import validate_username
+from rondevu_core.rules.fqn import validate_service_fqn
+from rondevu_core.rules.usernames import validate_username
 
 __all__ = [
     "IceCandidate",

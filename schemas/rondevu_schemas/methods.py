@@ -29,9 +29,9 @@ from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from rondevu_core.fqn import parse_service_fqn
 from rondevu_core.rpc import Method
-from rondevu_core.usernames import js_length, validate_username
+from rondevu_core.rules.fqn import parse_service_fqn
+from rondevu_core.rules.usernames import js_length, validate_username
 from rondevu_schemas._base import (
     IceCandidate,
     NonEmptyStr,

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.fqn import validate_service_fqn
-from rondevu_core.offer_id import offer_id_for_sdp
 from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
-from rondevu_core.usernames import js_length, validate_username
+from rondevu_core.rules.fqn import validate_service_fqn
+from rondevu_core.rules.offer_id import offer_id_for_sdp
+from rondevu_core.rules.usernames import js_length, validate_username
 
 __all__ = ["CallRecord", "FakeCandidate", "FakeOffer", "FakeService", "FakeSignalingServer"]
 

@@ -25,7 +25,7 @@ import anyio
 
 from rondevu import DurableConnection, Rondevu
 from rondevu_core import events as ev
-from rondevu_core.signing import KeyPair
+from rondevu_core.rules.signing import KeyPair
 
 
 def report(**fields: Any) -> None:

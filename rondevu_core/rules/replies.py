@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rondevu_core.errors import ProtocolError
-from rondevu_core.sdp import parse_wire_candidate
+from rondevu_core.rules.sdp import parse_wire_candidate
 
 __all__ = [
     "FetchedOffer",

@@ -23,8 +23,8 @@ reports its answer (it then leaves the pool's published set).  Hence:
 from __future__ import annotations
 
 from rondevu_core.errors import ProtocolError
-from rondevu_core.replies import parse_fetched_offer
 from rondevu_core.rpc import RpcFailed, RpcOutcome
+from rondevu_core.rules.replies import parse_fetched_offer
 
 __all__ = ["REASON_GONE", "REASON_NO_OFFERS", "REASON_REPLACED", "PresenceRule"]
 

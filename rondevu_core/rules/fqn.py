@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.usernames import js_length, validate_username
+from rondevu_core.rules.usernames import js_length, validate_username
 
 __all__ = [
     "SERVICE_NAME_MAX_LENGTH",

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping
 
 from rondevu_core.errors import ValidationError
-from rondevu_core.signing import AuthMessage, expected_context
+from rondevu_core.rules.signing import AuthMessage, expected_context
 
 __all__ = [
     "ERR_CALL_MISMATCH",

@@ -61,7 +61,7 @@ PERMANENT_PREFIXES: tuple[str, ...] = (
     "Signed message does not match this call",
     "Username required",
     "Username must be",
-    # Service names (the rules of `rondevu_core.fqn`).
+    # Service names (the rules of `rondevu_core.rules.fqn`).
     "Service FQN",
     "Service name must be",
     "Version must be",
