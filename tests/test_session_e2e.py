@@ -267,3 +267,29 @@ async def test_a_plain_answerer_of_our_offer_sees_only_plain_messages(
                 await idle.wait()
         assert raw == ["to a plain answerer"]
         await conn.close()
+
+
+@pytest.mark.anyio
+async def test_a_frame_the_session_cannot_use_is_logged_not_dropped_silently(
+    inprocess_server: RondevuServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that writes past the layer (a text message on a session channel): the
+    receiving connection drops the frame and says so in the log, without a listener."""
+    async with (
+        loopback_client(inprocess_server, "alice", 1, connection_config=FAST) as alice,
+        loopback_client(inprocess_server, "bob", 2, connection_config=FAST) as bob,
+    ):
+        alice.publish_service("garbled:1.0.0", max_offers=1, poll_interval_ms=50)
+        await alice.start_filling()
+        with anyio.fail_after(20):
+            conn = await bob.connect_to_service("garbled:1.0.0@alice")
+            await conn.wait_connected()
+            publisher_side = await anext(alice.incoming())
+            with caplog.at_level("WARNING", logger="rondevu.connection"):
+                conn.data_channel.send("past the layer")
+                conn.send("through the layer")  # in order on the channel: after it
+                assert await publisher_side.receive() == "through the layer"
+        assert any("text message on a session channel" in r.getMessage() for r in caplog.records), [
+            r.getMessage() for r in caplog.records
+        ]
+        await conn.close()

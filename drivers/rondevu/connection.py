@@ -438,6 +438,10 @@ class DurableConnection:
                 self._notify_inbox()
             case ev.MessagesAcked():
                 self._notify_room()
+            case ev.ProtocolViolation(error=error):
+                # What the peer or the stack sent that the machine could not use (a
+                # frame it dropped, a report out of turn): visible without a listener.
+                logger.warning("connection %d: %s", self.connection_id, error)
         for callback in (*self._listeners.get(event.name, ()), *self._listeners.get("*", ())):
             self._call(callback, event)
         for stream in list(self._streams):
