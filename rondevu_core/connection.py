@@ -222,6 +222,10 @@ _HANDSHAKE = frozenset({S.GATHERING, S.SIGNALING, S.CHECKING, S.CONNECTING})
 _PC_ALIVE = _HANDSHAKE | {S.CONNECTED, S.DISCONNECTED, S.RECONNECTING}
 _LIVE = frozenset(State) - {S.CLOSED}
 
+_EARLY_FRAMES_MAX = 4096
+"""Session frames kept while the link is not yet reported up; a peer that sends more
+before our side sees the link is misbehaving (each frame beyond is a `ProtocolViolation`)."""
+
 EDGES: frozenset[tuple[State, State]] = frozenset(
     {(S.INITIALIZING, S.GATHERING), (S.GATHERING, S.SIGNALING)}
     | {(S.SIGNALING, S.CHECKING), (S.SIGNALING, S.CONNECTING), (S.CHECKING, S.CONNECTING)}
@@ -257,6 +261,7 @@ class Connection:
         "_deadlines",
         "_deferred",
         "_delivery",
+        "_early_frames",
         "_epoch",
         "_held",
         "_ice_ok",
@@ -336,6 +341,10 @@ class Connection:
         self._peer_token: str | None = None
         # Sent into the session while down: reported as replayed once a channel is up.
         self._held: list[tuple[Payload, int]] = []
+        # Session frames that arrived before the link was reported up (ICE and the
+        # channel report separately and in either order): the session gets them, in
+        # order, right after its `ChannelUp`.
+        self._early_frames: list[Payload] = []
         # The largest plain message the current peer accepts (None: no limit).
         self._plain_limit: int | None = None
         self._silent_loss = False  # the loss being handled is a heartbeat timeout
@@ -693,6 +702,7 @@ class Connection:
             self._pc = None
         self._ice_ok = False
         self._channel_open = False
+        self._early_frames = []
         self._channel_down(0)
         self._emit(CleanupComplete)
 
@@ -870,6 +880,9 @@ class Connection:
             if self._delivery is None:
                 self._delivery = DeliverySession(self.config.session, peer_limit=self._plain_limit)
             self._delivery.handle(ChannelUp(now=now))
+            early, self._early_frames = self._early_frames, []
+            for data in early:
+                self._delivery.handle(FrameReceived(now=now, data=data))
             self._pump(now)
             held, self._held = self._held, []
             for data, at in held:
@@ -1211,6 +1224,8 @@ class Connection:
             self._soft_drop(event.now, "Peer connection disconnected")
 
     def _on_channel_open(self, event: Input) -> None:
+        if self._channel_open:
+            return  # a message reported before the open already counted as the open
         self._channel_open = True
         self._emit(ChannelOpened)
         self._maybe_connected(event.now)
@@ -1222,11 +1237,19 @@ class Connection:
 
     def _on_channel_message(self, event: ChannelMessage) -> None:
         if not self._channel_open:
-            self._violation("message on a data channel that is not open")
-            return
-        if self._layered and self._delivery is not None:
-            self._delivery.handle(FrameReceived(now=event.now, data=event.data))
-            self._pump(event.now)
+            # Data arrives only on an open channel: the stack reported the open late
+            # (its reports are not ordered across channel and transport).
+            self._on_channel_open(event)
+        if self._layered:
+            if self._delivery is not None and self._delivery.channel_up:
+                self._delivery.handle(FrameReceived(now=event.now, data=event.data))
+                self._pump(event.now)
+            elif len(self._early_frames) < _EARLY_FRAMES_MAX:
+                # The peer saw the link up before our side did (ICE not yet reported):
+                # these frames are the session's, never messages for the application.
+                self._early_frames.append(event.data)
+            else:
+                self._violation("too many frames before the link was up; frame dropped")
             return
         self._emit(Message, data=event.data)
 

@@ -493,3 +493,37 @@ def test_a_publisher_that_lost_the_session_is_told_by_hello_and_gets_the_resend(
     assert sim.run_until(lambda: received(alice, new) == ["while away", "after"], limit_ms=5000)
     assert sim.run_until(lambda: received(bob)[-1:] == ["hello again"], limit_ms=5000)
     assert not [e for e in alice.events if isinstance(e, ProtocolViolation)]
+
+
+LATE = st.integers(min_value=0, max_value=400)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bob_late=st.tuples(LATE, LATE), alice_late=st.tuples(LATE, LATE))
+def test_frames_that_arrive_before_the_link_is_reported_up_belong_to_the_session(
+    bob_late: tuple[int, int], alice_late: tuple[int, int]
+) -> None:
+    """Each side hears ICE ``connected`` and the channel open late, in either order,
+    while the other side's HELLO and DATA frames already arrive: every message is
+    delivered once, in order, no frame reaches the application as a message, and
+    nothing is reported as a protocol error."""
+    sim, alice, bob, _, bob_conn = setup(config=ConnectionConfig(strict_ice_timestamps=True))
+    bob.late_link_reports_ms = bob_late
+    alice.late_link_reports_ms = alice_late
+    bob.feed(Connect(now=sim.now))
+    for n in range(3):
+        bob.feed(SendMessage(now=sim.now, data=f"bob-{n}"))  # buffered until connected
+    assert sim.run_until(lambda: bool(offerers(alice)), limit_ms=10_000)
+    (cid,) = offerers(alice)
+    for n in range(3):
+        alice.feed(SendMessage(now=sim.now, data=f"alice-{n}", connection_id=cid))
+    assert sim.run_until(lambda: len(received(alice)) >= 3, limit_ms=10_000)
+    assert sim.run_until(lambda: len(received(bob)) >= 3, limit_ms=10_000)
+    sim.run_for(1000)
+    assert received(alice) == ["bob-0", "bob-1", "bob-2"]
+    assert received(bob) == ["alice-0", "alice-1", "alice-2"]
+    violations = [e for e in (*alice.events, *bob.events) if isinstance(e, ProtocolViolation)]
+    assert not violations, violations
+    assert is_up(bob_conn)()
+    check_edges(alice)
+    check_edges(bob)

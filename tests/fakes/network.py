@@ -209,8 +209,9 @@ class FakeNetwork:
         for side in (pc, peer):
             side.connected = True
             self._to(side, IceConnectionStateChanged, ICE_DELAY // 2, state="checking")
-            self._to(side, IceConnectionStateChanged, ICE_DELAY, state="connected")
-            self._to(side, ChannelOpen, ICE_DELAY + 5)
+            ice_late, open_late = side.endpoint.late_link_reports_ms
+            self._to(side, IceConnectionStateChanged, ICE_DELAY + ice_late, state="connected")
+            self._to(side, ChannelOpen, ICE_DELAY + 5 + open_late)
 
     def sever(self, pc: FakePc, *, browser: bool = False) -> None:
         """Cut the link of ``pc`` and its peer, as a vanished peer or a dead network does."""
@@ -247,6 +248,10 @@ class Endpoint:
         self.events: list[Event] = []
         self.actions: list[Action] = []
         self.rpc_count = 0
+        self.late_link_reports_ms = (0, 0)
+        """Extra delay before this side hears ICE ``connected`` and the channel open, as
+        a real stack reports them late and in either order, while the peer's frames may
+        already arrive."""
 
     def closed(self) -> bool:
         m = self.machine
