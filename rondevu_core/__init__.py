@@ -15,8 +15,8 @@ The package, in three kinds of module:
 - **vocabulary**: `inputs`, `actions`, `events` (what drivers feed, perform and hand to
   the application), `rpc` (calls and their outcomes), `errors` (local misuse vs. remote
   misbehaviour), `config`.
-- **machines**: `connection` (the durable connection, 10 states), `session` (one peer
-  connection's ICE exchange), `pool` (the offer pool), `batcher` (the RPC batcher) and
+- **machines**: `connection` (the durable connection, 10 states), `ice_exchange` (one peer
+  connection's candidate exchange), `pool` (the offer pool), `batcher` (the RPC batcher) and
   `delivery` (the session layer on the data channel), with their plumbing `buffer`
   (messages kept while down) and `outbox` (output queues, ids, deadlines).  Drive any of
   them through the one contract of `machine` - ``handle(input)``,

@@ -144,6 +144,14 @@ from rondevu_core.events import (
     SignalingError,
     StateChanged,
 )
+from rondevu_core.ice_exchange import (
+    EnableUploads,
+    EndExchange,
+    IceExchange,
+    ReuploadCandidates,
+    StartPolling,
+    StopPolling,
+)
 from rondevu_core.inputs import (
     COMMAND_KINDS,
     ChannelError,
@@ -158,6 +166,7 @@ from rondevu_core.inputs import (
     PeerError,
     PeerInput,
     RemoteCandidateRejected,
+    RemoteDescriptionSet,
     RpcResult,
     SendMessage,
 )
@@ -167,7 +176,6 @@ from rondevu_core.rules.backoff import Backoff
 from rondevu_core.rules.error_kinds import classify, is_permanent
 from rondevu_core.rules.fqn import ServiceFqn
 from rondevu_core.rules.replies import parse_fetched_offer
-from rondevu_core.session import SignalingSession
 
 __all__ = ["EDGES", "TRANSITIONS", "Connection", "Role", "State"]
 
@@ -263,6 +271,7 @@ class Connection:
         "_delivery",
         "_early_frames",
         "_epoch",
+        "_exchange",
         "_held",
         "_ice_ok",
         "_layered",
@@ -276,7 +285,6 @@ class Connection:
         "_plain_limit",
         "_random",
         "_reconnect_attempt",
-        "_session",
         "_session_token",
         "_silent_loss",
         "_stale",
@@ -318,7 +326,7 @@ class Connection:
         self._stale: set[int] = set()
         self._pc: int | None = None
         self._closing_pc = False
-        self._session: SignalingSession | None = None
+        self._exchange: IceExchange | None = None
         self._ice_ok = False
         self._channel_open = False
         self._local_sdp: str | None = None
@@ -422,7 +430,7 @@ class Connection:
     def get_timer(self) -> int | None:
         """The next deadline (monotonic ms, the clock of ``now``), or None if none."""
         best = self._deadlines.next()
-        for machine in (self._session, self._delivery):
+        for machine in (self._exchange, self._delivery):
             theirs = None if machine is None else machine.get_timer()
             if theirs is not None and (best is None or theirs < best):
                 best = theirs
@@ -458,8 +466,8 @@ class Connection:
                 self._give_up()
             else:
                 self._expire_buffer(now)
-        if self._session is not None and not self._is_closed():
-            self._session.handle_timer(now)
+        if self._exchange is not None and not self._is_closed():
+            self._exchange.handle_timer(now)
         if self._delivery is not None and not self._is_closed():
             self._delivery.handle_timer(now)
             self._pump(now)
@@ -539,24 +547,24 @@ class Connection:
 
     def offer_published(self, offer_id: str, now: int) -> None:
         """Offerer: the offer is on the server as ``offer_id`` (again, after a republish)."""
-        if self._session is None or self.state is State.CLOSED:
+        if self._exchange is None or self.state is State.CLOSED:
             return
         first = self._offer_id is None
         self._offer_id = offer_id
-        self._session.enable_uploads(offer_id)
+        self._exchange.handle(EnableUploads(offer_id=offer_id))
         if first:
             if self.state is State.GATHERING:
                 self._set_state(State.SIGNALING)
                 self._maybe_connected(now)
         else:
-            self._session.reupload()
+            self._exchange.handle(ReuploadCandidates())
 
     def apply_answer(self, sdp: str, answerer_id: str, now: int) -> bool:
         """Offerer: apply the peer's answer; False when it cannot be applied (already
         answered, or the connection is no longer waiting for one)."""
         if self.answer_applied or self.state is not State.SIGNALING or self._pc is None:
             return False
-        assert self._session is not None
+        assert self._exchange is not None
         assert self._offer_id is not None
         self.answer_applied = True
         self.answerer_id = answerer_id
@@ -573,7 +581,7 @@ class Connection:
         )
         self._deadlines.set(_Timer.CONNECTION, now + self.config.connection_timeout_ms)
         self._arm_handshake(now)
-        self._session.start_polling(now, sdp)
+        self._exchange.handle(StartPolling(now=now, remote_sdp=sdp))
         return True
 
     def resume_with(self, fresh: Connection, now: int) -> None:
@@ -592,9 +600,9 @@ class Connection:
         self._deadlines.cancel(_Timer.RESUME)
         self._terminal = False
         self._pc, fresh._pc = fresh._pc, None
-        self._session, fresh._session = fresh._session, None
-        if self._session is not None:
-            self._session.connection_id = self.connection_id
+        self._exchange, fresh._exchange = fresh._exchange, None
+        if self._exchange is not None:
+            self._exchange.connection_id = self.connection_id
         self._offer_id, fresh._offer_id = fresh._offer_id, None
         self._local_sdp = fresh._local_sdp
         self._stale.update(fresh._stale)
@@ -635,14 +643,14 @@ class Connection:
     def outstanding_calls(self) -> set[int]:
         """Every call of this connection whose result has not been fed back yet."""
         calls = set(self._calls) | self._stale
-        if self._session is not None:
-            calls.update(self._session.calls_in_flight())
+        if self._exchange is not None:
+            calls.update(self._exchange.calls_in_flight())
         return calls
 
     def _owns_call(self, call_id: int) -> bool:
         if call_id in self._calls:
             return True
-        return self._session is not None and self._session.owns(call_id)
+        return self._exchange is not None and self._exchange.owns(call_id)
 
     def _call(self, purpose: _Call, request: RpcRequest) -> None:
         call_id = self._outbox.new_id()
@@ -661,7 +669,7 @@ class Connection:
                 ice=self.config.ice,
             )
         )
-        self._session = SignalingSession(
+        self._exchange = IceExchange(
             outbox=self._outbox,
             config=self.config,
             connection_id=self.connection_id,
@@ -687,16 +695,16 @@ class Connection:
         self._deadlines.cancel(_Timer.CONNECTION)
         self._deadlines.cancel(_Timer.HANDSHAKE)
         self._deadlines.cancel(_Timer.GATHERING)
-        if self._pc is None and self._session is None:
+        if self._pc is None and self._exchange is None:
             return
         self._emit(CleanupStarted)
-        if self._session is not None:
+        if self._exchange is not None:
             # Stopped first: a held poll is then cancelled, so it is not left waiting
             # among the stale calls for a result that will never come.
-            self._session.stop_polling()
-            self._stale.update(self._session.calls_in_flight())
-            self._session.close()
-            self._session = None
+            self._exchange.handle(StopPolling())
+            self._stale.update(self._exchange.calls_in_flight())
+            self._exchange.handle(EndExchange())
+            self._exchange = None
         if self._pc is not None:
             self._outbox.act(ClosePeerConnection(pc_id=self._pc, linger_ms=linger_ms))
             self._pc = None
@@ -1149,12 +1157,12 @@ class Connection:
         if self._local_sdp is not None:
             self._violation("local description reported twice")
             return
-        assert self._session is not None
+        assert self._exchange is not None
         assert self._pc is not None
         self._local_sdp = event.sdp
         if self.role is Role.OFFERER and self._epoch is not None and looks_like_sdp(event.sdp):
             self._local_sdp = add_session_attribute(event.sdp, self._epoch())
-        self._session.note_local_sdp(event.sdp)
+        self._exchange.handle(event)
         if event.complete:
             self._deadlines.cancel(_Timer.GATHERING)
         if self.role is Role.ANSWERER:
@@ -1177,14 +1185,14 @@ class Connection:
             self._set_state(State.SIGNALING)
             self._maybe_connected(event.now)
 
-    def _on_remote_description_set(self, event: Input) -> None:
-        assert self._session is not None
-        self._session.remote_description_set()
+    def _on_remote_description_set(self, event: RemoteDescriptionSet) -> None:
+        assert self._exchange is not None
+        self._exchange.handle(event)
 
     def _on_local_candidate(self, event: LocalCandidate) -> None:
-        assert self._session is not None
+        assert self._exchange is not None
         self._emit(IceCandidateLocal, candidate=event.candidate)
-        self._session.add_local(event.candidate, event.now)
+        self._exchange.handle(event)
 
     def _on_gathering_state(self, event: IceGatheringStateChanged) -> None:
         self._emit(IceGatheringState, state=event.state)
@@ -1197,8 +1205,8 @@ class Connection:
         self._emit(IceConnectionState, state=state)
         if state in ("connected", "completed"):
             self._ice_ok = True
-            if self._session is not None:
-                self._session.stop_polling()  # every needed candidate is in (B12)
+            if self._exchange is not None:
+                self._exchange.handle(StopPolling())  # every needed candidate is in (B12)
             self._maybe_connected(event.now)
         elif state == "checking":
             if self.state is State.SIGNALING:
@@ -1269,8 +1277,8 @@ class Connection:
     def _on_rpc_result(self, event: RpcResult) -> None:
         purpose = self._calls.pop(event.call_id, None)
         if purpose is None:
-            assert self._session is not None
-            self._session.handle_result(event.call_id, event.outcome, event.now, event.unix_ms)
+            assert self._exchange is not None
+            self._exchange.handle(event)
             return
         outcome = event.outcome
         if purpose is _Call.PROBE:
@@ -1294,8 +1302,8 @@ class Connection:
         else:
             if self.state in _HANDSHAKE:
                 self._arm_handshake(event.now)
-            if self._session is not None and self._offer_id is not None:
-                self._session.enable_uploads(self._offer_id)
+            if self._exchange is not None and self._offer_id is not None:
+                self._exchange.handle(EnableUploads(offer_id=self._offer_id))
 
     def _on_offer_fetched(self, now: int, result: object) -> None:
         try:
@@ -1314,8 +1322,9 @@ class Connection:
         self._outbox.act(SetRemoteDescription(pc_id=pc, type="offer", sdp=offer.sdp))
         self._outbox.act(CreateAnswer(pc_id=pc))
         self._set_state(State.GATHERING)
-        assert self._session is not None
-        self._session.start_polling(now, offer.sdp)  # as soon as the offer id is known (B1)
+        assert self._exchange is not None
+        # Polling starts as soon as the offer id is known (B1).
+        self._exchange.handle(StartPolling(now=now, remote_sdp=offer.sdp))
 
 
 def _table() -> dict[tuple[State, InputKind], Handler]:

@@ -5,7 +5,9 @@ draws a random number.  A driver (or an owning machine, when machines are layere
 aioquic's ``h3`` sits on ``quic``) runs it with five calls:
 
 - ``handle(input)``: consume one input of the machine's vocabulary (`Input` for the
-  connection and the offer pool, `BatcherInput` for the RPC batcher); returns nothing;
+  connection and the offer pool, `BatcherInput` for the RPC batcher, `SessionInput` for
+  the delivery session, `ExchangeInput` for a connection's ICE exchange); returns
+  nothing;
 - ``get_timer()``: the machine's next deadline, in the driver's monotonic milliseconds,
   or None when nothing is pending;
 - ``handle_timer(now)``: run whatever is due at ``now``;

@@ -2,7 +2,7 @@
 
 An `Outbox` holds the actions and events a machine produced, in order, until the driver
 drains them; machines layered on one another (an offer pool and its connections, a
-connection and its signaling session) share one outbox, so the driver sees a single
+connection and its ICE exchange) share one outbox, so the driver sees a single
 ordered stream per top-level machine.  It also hands out the integer ids that name peer
 connections, RPC calls and connections: sequential, hence deterministic under test, and
 unique within one outbox.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from typing import Any, TypeVar
 
+import pytest
+
 from rondevu_core.actions import Action, SendRpc
 from rondevu_core.batcher import (
     BatcherAction,
@@ -20,11 +22,23 @@ from rondevu_core.batcher import (
     SendBatch,
     SubmitCall,
 )
-from rondevu_core.config import PoolConfig
+from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import Connection
+from rondevu_core.delivery import DeliverySession, SessionConfig
+from rondevu_core.delivery.machine import (
+    ChannelUp,
+    SendPayload,
+    SessionAction,
+    SessionEvent,
+    SessionInput,
+    Transmit,
+)
+from rondevu_core.errors import UsageError
 from rondevu_core.events import Event
-from rondevu_core.inputs import Connect, Input, StartFilling
+from rondevu_core.ice_exchange import EnableUploads, ExchangeInput, IceExchange, StartPolling
+from rondevu_core.inputs import Connect, Input, LocalCandidate, StartFilling
 from rondevu_core.machine import Machine
+from rondevu_core.outbox import Outbox
 from rondevu_core.pool import OfferPool
 from rondevu_core.rpc import Method, RpcRequest
 from rondevu_core.rules.fqn import ServiceFqn
@@ -72,3 +86,38 @@ def test_the_batcher_fits_the_contract() -> None:
     assert isinstance(action, SendBatch)
     assert [c.call_id for c in action.calls] == [1]
     assert batcher.next_event() is None  # settles only with the reply
+
+
+def test_the_ice_exchange_fits_the_contract() -> None:
+    """The layered machine: forwarded core inputs and its owner's commands, through
+    ``handle`` alone; its output lands on the outbox it shares with its owner."""
+    outbox = Outbox()
+    exchange: Machine[ExchangeInput, Action, Event] = IceExchange(
+        outbox=outbox,
+        config=ConnectionConfig(),
+        connection_id=1,
+        pc_id=2,
+        service_fqn=str(SERVICE),
+    )
+    candidate = {"candidate": "candidate:1 1 udp 1 10.0.0.1 5000 typ host", "sdpMid": "0"}
+    exchange.handle(LocalCandidate(now=0, pc_id=2, candidate=candidate))
+    exchange.handle(EnableUploads(offer_id="o" * 16))
+    exchange.handle(StartPolling(now=0))
+    actions, events = drain(exchange)
+    methods = [a.request.method for a in actions if isinstance(a, SendRpc)]
+    assert methods == [Method.ADD_ICE_CANDIDATES, Method.GET_ICE_CANDIDATES]
+    assert [e.name for e in events] == ["ice:polling:started"]
+    assert exchange.get_timer() is not None  # the polling timeout
+    with pytest.raises(UsageError, match="does not take"):
+        exchange.handle(Connect(now=0))  # type: ignore[arg-type]
+
+
+def test_the_delivery_session_fits_the_contract() -> None:
+    session: Machine[SessionInput, SessionAction, SessionEvent] = DeliverySession(SessionConfig())
+    session.handle(ChannelUp(now=0))
+    session.handle(SendPayload(now=0, data="hi"))
+    actions, events = drain(session)
+    assert len(actions) == 2  # HELLO, then the DATA frame
+    assert all(isinstance(a, Transmit) for a in actions)
+    assert events == []
+    assert session.get_timer() is not None  # heartbeat and silence

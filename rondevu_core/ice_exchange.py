@@ -1,8 +1,13 @@
-"""The signaling session: ICE candidate exchange for one peer connection (§9, B1-B5, B12, B20).
+"""`IceExchange`: the ICE candidate exchange for one peer connection (§9, B1-B5, B12, B20).
 
-One `SignalingSession` lives as long as one peer connection attempt.  Its owner (a
-`Connection`) forwards the relevant inputs and RPC results; the session queues
-`SendRpc` / `AddRemoteCandidate` actions and ICE events on the shared `Outbox`.
+One `IceExchange` lives as long as one peer connection attempt.  It is a machine of the
+core's one contract (`rondevu_core.machine`), layered under its owner the way aioquic's
+``h3`` sits on ``quic``: the owning `Connection` forwards the inputs that concern it
+unchanged (`LocalDescriptionReady`, `LocalCandidate`, `RemoteDescriptionSet`, and the
+`RpcResult` of each call it `owns`) and steers it with the commands below
+(`StartPolling`, `StopPolling`, `EnableUploads`, `ReuploadCandidates`, `EndExchange`).
+It queues `SendRpc` / `AddRemoteCandidate` actions and ICE events on the `Outbox` it
+shares with its owner, so ``next_action`` / ``next_event`` drain that shared outbox.
 
 Local side.  Candidates are recorded from the moment the peer connection exists.  Those
 embedded in the local SDP (aiortc puts every candidate there) count as already sent, so
@@ -11,10 +16,10 @@ enabled - the offer id is known (offerer: published; answerer: answer accepted) 
 flushed in one addIceCandidates call (B3).  At most one upload is in flight; candidates
 arriving meanwhile go out together in the next one.
 
-Remote side.  Polling starts as soon as the owner calls `start_polling` (right when the
+Remote side.  Polling starts as soon as the owner sends `StartPolling` (right when the
 offer id is known, B1), runs single-flight (at most one getIceCandidates in flight),
 applies no role filter (the server already returns only the other role's candidates,
-B2), and stops when ICE connects, when the session closes, or after
+B2), and stops when ICE connects, when the exchange ends, or after
 ``ice_polling_timeout_ms`` on the *local* clock (B12).  The cursor is taken only from
 server ``createdAt`` values (B4) and belongs to this stream alone (B20); with
 ``strict_ice_timestamps`` off it stays at 0 because server 0.5.4 timestamps collide (B5).
@@ -32,27 +37,35 @@ gathering is complete (``a=end-of-candidates`` everywhere, as aiortc's are) anno
 that no candidate will follow, so there is nothing to wait for and no poll is made.
 Against a server that does not hold calls, polling is exactly the original's.
 
-Invariants: no action after `close`; at most one poll and one upload in flight; a remote
-candidate string is added at most once; a local candidate string is uploaded at most once
-per publication of the offer (`reupload` starts a new publication after a republish
-deleted the server's copy, §7.2).
+Invariants: no action after `EndExchange`; at most one poll and one upload in flight; a
+remote candidate string is added at most once; a local candidate string is uploaded at
+most once per publication of the offer (`ReuploadCandidates` starts a new publication
+after a republish deleted the server's copy, §7.2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from rondevu_core.actions import AddRemoteCandidate, CancelRpc, SendRpc
+from rondevu_core.actions import Action, AddRemoteCandidate, CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig
-from rondevu_core.errors import ProtocolError
+from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
+    Event,
     IceCandidateRemote,
     IcePollingStarted,
     IcePollingStopped,
     ProtocolViolation,
     SignalingError,
+)
+from rondevu_core.inputs import (
+    LocalCandidate,
+    LocalDescriptionReady,
+    RemoteDescriptionSet,
+    RpcResult,
 )
 from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest, Urgency
@@ -60,7 +73,72 @@ from rondevu_core.rules.replies import parse_candidates
 from rondevu_core.rules.sdp import candidates_from_sdp, gathering_complete
 from rondevu_core.rules.signing import TIMESTAMP_TOLERANCE_MS
 
-__all__ = ["SignalingSession"]
+__all__ = [
+    "EnableUploads",
+    "EndExchange",
+    "ExchangeCommand",
+    "ExchangeInput",
+    "IceExchange",
+    "ReuploadCandidates",
+    "StartPolling",
+    "StopPolling",
+]
+
+
+# -- the owner's commands ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeCommand:
+    """Base of what the owner tells the exchange (its other inputs are forwarded core
+    inputs).  Only a command that starts a deadline carries ``now``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartPolling(ExchangeCommand):
+    """Begin polling the other side's candidates (idempotent; nothing until the offer id
+    is known).  ``remote_sdp``: the other side's description, when known: if the server
+    holds calls and it says gathering is complete, no candidate can follow and nothing
+    is polled (see the module docstring)."""
+
+    now: int
+    remote_sdp: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopPolling(ExchangeCommand):
+    """Stop polling (ICE connected, attempt over); a reply still in flight is ignored."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnableUploads(ExchangeCommand):
+    """The offer id is known and the peer may use our candidates: flush held ones."""
+
+    offer_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReuploadCandidates(ExchangeCommand):
+    """A republish replaced the offer on the server: upload every trickled candidate again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndExchange(ExchangeCommand):
+    """The attempt is over: stop polling, drop held work, never act again."""
+
+
+ExchangeInput = (
+    LocalDescriptionReady
+    | LocalCandidate
+    | RemoteDescriptionSet
+    | RpcResult
+    | StartPolling
+    | StopPolling
+    | EnableUploads
+    | ReuploadCandidates
+    | EndExchange
+)
+"""Everything `IceExchange.handle` accepts."""
 
 
 class _Timer(Enum):
@@ -68,7 +146,7 @@ class _Timer(Enum):
     POLL_TIMEOUT = "poll_timeout"
 
 
-class SignalingSession:
+class IceExchange:
     """ICE exchange for one peer connection; see the module docstring."""
 
     __slots__ = (
@@ -144,32 +222,75 @@ class SignalingSession:
         return self._cursor
 
     def owns(self, call_id: int) -> bool:
-        """True when ``call_id`` is one of this session's calls still unanswered."""
+        """True when ``call_id`` is one of this exchange's calls still unanswered."""
         return (
             call_id == self._poll_call or call_id == self._upload_call or call_id in self._abandoned
         )
 
     def calls_in_flight(self) -> list[int]:
-        """The ids of this session's unanswered calls."""
+        """The ids of this exchange's unanswered calls."""
         live = [c for c in (self._poll_call, self._upload_call) if c is not None]
         return live + list(self._abandoned)
 
+    # -- the Machine contract -----------------------------------------------------------
+
+    def handle(self, input: ExchangeInput, /) -> None:
+        """Consume one input; what it causes waits in the shared outbox."""
+        match input:
+            case RpcResult(call_id=call_id, outcome=outcome, now=now, unix_ms=unix_ms):
+                self._on_result(call_id, outcome, now, unix_ms)
+            case LocalCandidate(candidate=candidate):
+                self._on_local_candidate(candidate)
+            case LocalDescriptionReady(sdp=sdp):
+                self._on_local_sdp(sdp)
+            case RemoteDescriptionSet():
+                self._on_remote_description_set()
+            case StartPolling(now=now, remote_sdp=remote_sdp):
+                self._start_polling(now, remote_sdp)
+            case StopPolling():
+                self._stop_polling()
+            case EnableUploads(offer_id=offer_id):
+                self._enable_uploads(offer_id)
+            case ReuploadCandidates():
+                self._reupload()
+            case EndExchange():
+                self._end()
+            case _:
+                raise UsageError(f"IceExchange does not take {type(input).__name__}")
+
     def get_timer(self) -> int | None:
-        """The session's next deadline (ms), or None."""
+        """The next deadline (monotonic ms), or None."""
         return self._deadlines.next()
+
+    def handle_timer(self, now: int) -> None:
+        """Run every deadline due at ``now``."""
+        for timer in self._deadlines.pop_due(now):
+            if timer is _Timer.POLL_TIMEOUT:
+                self._stop_polling()
+            elif self._polling and self._poll_call is None:
+                self._poll(now)
+                self._flush_uploads()  # retry uploads that failed meanwhile
+
+    def next_action(self) -> Action | None:
+        """The oldest action of the shared outbox (the owner's too), or None."""
+        return self._outbox.next_action()
+
+    def next_event(self) -> Event | None:
+        """The oldest event of the shared outbox (the owner's too), or None."""
+        return self._outbox.next_event()
 
     # -- local candidates ---------------------------------------------------------------
 
-    def note_local_sdp(self, sdp: str) -> None:
-        """The local description is set: its embedded candidates need no upload."""
+    def _on_local_sdp(self, sdp: str) -> None:
+        # The local description is set: its embedded candidates need no upload.
         try:
             embedded = candidates_from_sdp(sdp)
         except ProtocolError:
             return  # our own stack's SDP: a line we cannot parse is simply not matched
         self._sent_local.update(c.candidate for c in embedded)
 
-    def add_local(self, candidate: Mapping[str, Any], now: int) -> None:
-        """A trickled local candidate; uploaded once uploads are enabled."""
+    def _on_local_candidate(self, candidate: Mapping[str, Any]) -> None:
+        # A trickled local candidate; uploaded once uploads are enabled.
         if self._closed:
             return
         text = candidate.get("candidate")
@@ -181,16 +302,14 @@ class SignalingSession:
         self._pending_local.append(candidate)
         self._flush_uploads()
 
-    def enable_uploads(self, offer_id: str) -> None:
-        """The offer id is known and the peer may use our candidates: flush held ones."""
+    def _enable_uploads(self, offer_id: str) -> None:
         if self._closed:
             return
         self.offer_id = offer_id
         self._uploads_enabled = True
         self._flush_uploads()
 
-    def reupload(self) -> None:
-        """A republish replaced the offer on the server: upload every trickled candidate again."""
+    def _reupload(self) -> None:
         if self._closed:
             return
         held = {id(c) for c in self._pending_local}
@@ -221,12 +340,7 @@ class SignalingSession:
 
     # -- remote candidates --------------------------------------------------------------
 
-    def start_polling(self, now: int, remote_sdp: str | None = None) -> None:
-        """Begin polling the other side's candidates now (idempotent).
-
-        ``remote_sdp`` is the other side's description, when known: if the server holds
-        calls and it says gathering is complete, no candidate can follow and nothing is
-        polled (see the module docstring)."""
+    def _start_polling(self, now: int, remote_sdp: str | None) -> None:
         if self._closed or self._polling or self.offer_id is None:
             return
         if self._config.long_poll_wait_ms and remote_sdp and gathering_complete(remote_sdp):
@@ -236,8 +350,7 @@ class SignalingSession:
         self._deadlines.set(_Timer.POLL_TIMEOUT, now + self._config.ice_polling_timeout_ms)
         self._poll(now)
 
-    def stop_polling(self) -> None:
-        """Stop polling (ICE connected, attempt over); a reply still in flight is ignored."""
+    def _stop_polling(self) -> None:
         if not self._polling:
             return
         self._polling = False
@@ -251,8 +364,8 @@ class SignalingSession:
         self._deadlines.clear()
         self._outbox.emit(IcePollingStopped(connection_id=self.connection_id))
 
-    def remote_description_set(self) -> None:
-        """Remote candidates may now be added: hand over the held ones."""
+    def _on_remote_description_set(self) -> None:
+        # Remote candidates may now be added: hand over the held ones.
         if self._closed:
             return
         self._remote_ready = True
@@ -288,12 +401,10 @@ class SignalingSession:
 
     # -- results and timers --------------------------------------------------------------
 
-    def handle_result(self, call_id: int, outcome: RpcOutcome, now: int, unix_ms: int) -> None:
-        """Feed the outcome of one of this session's calls (see `owns`).
-
-        ``now`` is the monotonic clock (deadlines); ``unix_ms`` the wall clock when the
-        reply arrived, against which the server's ``createdAt`` stamps are checked.
-        """
+    def _on_result(self, call_id: int, outcome: RpcOutcome, now: int, unix_ms: int) -> None:
+        # One of our calls (see `owns`).  ``now`` is the monotonic clock (deadlines);
+        # ``unix_ms`` the wall clock when the reply arrived, against which the server's
+        # ``createdAt`` stamps are checked.
         if call_id == self._upload_call:
             self._upload_call = None
             batch, self._upload_batch = self._upload_batch, []
@@ -309,7 +420,7 @@ class SignalingSession:
             self._flush_uploads()
             return
         if call_id != self._poll_call:
-            self._abandoned.discard(call_id)  # a poll abandoned by stop_polling
+            self._abandoned.discard(call_id)  # a poll abandoned by _stop_polling
             return
         self._poll_call = None
         cursor_before, seen_before = self._cursor, len(self._seen_remote)
@@ -318,7 +429,7 @@ class SignalingSession:
             self._report("getIceCandidates", outcome.error)
             if "Offer not found" in outcome.error:
                 # The offer is gone (republished, expired, deleted): nothing more will come.
-                self.stop_polling()
+                self._stop_polling()
                 return
         else:
             try:
@@ -359,18 +470,8 @@ class SignalingSession:
         else:
             self._deadlines.set(_Timer.POLL, now + self._config.ice_polling_interval_ms)
 
-    def handle_timer(self, now: int) -> None:
-        """Run every deadline due at ``now``."""
-        for timer in self._deadlines.pop_due(now):
-            if timer is _Timer.POLL_TIMEOUT:
-                self.stop_polling()
-            elif self._polling and self._poll_call is None:
-                self._poll(now)
-                self._flush_uploads()  # retry uploads that failed meanwhile
-
-    def close(self) -> None:
-        """End the session: stop polling, drop held work, never act again."""
-        self.stop_polling()
+    def _end(self) -> None:
+        self._stop_polling()
         self._closed = True
         self._deadlines.clear()
         self._pending_local.clear()

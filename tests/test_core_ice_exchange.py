@@ -1,8 +1,10 @@
-"""Unit and property tests of `SignalingSession` alone (docs/protocol.md §9, B1-B6, B12, B20).
+"""Unit and property tests of `IceExchange` alone (docs/protocol.md §9, B1-B6, B12, B20).
 
-The session is driven directly: the test plays the owning connection (`enable_uploads`,
-`start_polling`, `remote_description_set`, `close`) and the server (it answers each
-`SendRpc` with a crafted `RpcOutcome`, or with `FakeSignalingServer` for the B5 case).
+The exchange is driven through the machine contract only: the test plays the owning
+connection (it forwards `LocalCandidate`, `LocalDescriptionReady`, `RemoteDescriptionSet`
+and sends the commands `EnableUploads`, `StartPolling`, `StopPolling`, `EndExchange`)
+and the server (it answers each `SendRpc` with an `RpcResult` holding a crafted
+`RpcOutcome`, or with `FakeSignalingServer` for the B5 case).
 Time is an integer the test advances; nothing sleeps.
 """
 
@@ -18,12 +20,26 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from rondevu_core.actions import Action, AddRemoteCandidate, SendRpc
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.events import Event
+from rondevu_core.ice_exchange import (
+    EnableUploads,
+    EndExchange,
+    IceExchange,
+    ReuploadCandidates,
+    StartPolling,
+    StopPolling,
+)
+from rondevu_core.inputs import (
+    LocalCandidate,
+    LocalDescriptionReady,
+    RemoteDescriptionSet,
+    RpcResult,
+)
 from rondevu_core.outbox import Outbox
 from rondevu_core.rpc import Method, RpcFailed, RpcOk, RpcOutcome, RpcRequest
-from rondevu_core.session import SignalingSession
 from tests.fakes.signaling import FakeSignalingServer
 
 FQN = "chat:1.0.0@alice"
+PC = 2
 OFFER = "o" * 16
 T0 = 1_765_700_000_000
 
@@ -48,12 +64,12 @@ def found(*items: tuple[int, int], **extra: Any) -> RpcOk:
 
 
 class Rig:
-    """One session on its own outbox, with everything it produced kept in order."""
+    """One exchange on its own outbox, with everything it produced kept in order."""
 
     def __init__(self, *, strict: bool = False, offer_id: str | None = None) -> None:
         self.config = ConnectionConfig(strict_ice_timestamps=strict)
         self.outbox = Outbox()
-        self.session = SignalingSession(
+        self.exchange = IceExchange(
             outbox=self.outbox,
             config=self.config,
             connection_id=1,
@@ -89,14 +105,16 @@ class Rig:
         return [e.name for e in self.events]
 
     def answer(self, call: SendRpc, outcome: RpcOutcome) -> list[Action]:
-        self.session.handle_result(call.call_id, outcome, self.now, self.now)
+        self.exchange.handle(
+            RpcResult(now=self.now, call_id=call.call_id, outcome=outcome, unix_ms=self.now)
+        )
         return self.drain()
 
     def advance(self, ms: int) -> list[Action]:
         self.now += ms
-        at = self.session.get_timer()
+        at = self.exchange.get_timer()
         if at is not None and at <= self.now:
-            self.session.handle_timer(self.now)
+            self.exchange.handle_timer(self.now)
         return self.drain()
 
     def only_poll(self, actions: list[Action]) -> SendRpc:
@@ -115,10 +133,10 @@ def uploaded(call: SendRpc) -> list[str]:
 def test_local_candidates_are_held_until_the_offer_id_is_known_then_sent_together() -> None:
     """B3: candidates trickled before the offer id exists are not lost, nor sent early."""
     rig = Rig()
-    rig.session.add_local(cand(1), rig.now)
-    rig.session.add_local(cand(2), rig.now)
+    rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(1)))
+    rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(2)))
     assert rig.drain() == []
-    rig.session.enable_uploads(OFFER)
+    rig.exchange.handle(EnableUploads(offer_id=OFFER))
     (upload,) = rig.rpcs(Method.ADD_ICE_CANDIDATES, rig.drain())
     assert upload.request.params["offerId"] == OFFER
     assert upload.request.params["serviceFqn"] == FQN
@@ -127,13 +145,15 @@ def test_local_candidates_are_held_until_the_offer_id_is_known_then_sent_togethe
 
 def test_one_upload_in_flight_and_every_candidate_uploaded_once() -> None:
     rig = Rig(offer_id=OFFER)
-    rig.session.enable_uploads(OFFER)
-    rig.session.add_local(cand(1), rig.now)
+    rig.exchange.handle(EnableUploads(offer_id=OFFER))
+    rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(1)))
     (first,) = rig.drain()
     assert isinstance(first, SendRpc)
-    rig.session.add_local(cand(2), rig.now)
-    rig.session.add_local(cand(3), rig.now)
-    rig.session.add_local(cand(1), rig.now)  # reported again: not uploaded again
+    rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(2)))
+    rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(3)))
+    rig.exchange.handle(
+        LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(1))
+    )  # reported again: not uploaded again
     assert rig.drain() == []  # the first upload is still in flight
     (second,) = rig.answer(first, RpcOk(result={"count": 1, "offerId": OFFER}))
     assert isinstance(second, SendRpc)
@@ -145,8 +165,12 @@ def test_one_upload_in_flight_and_every_candidate_uploaded_once() -> None:
 
 def test_end_of_candidates_marker_is_never_uploaded() -> None:
     rig = Rig()
-    rig.session.enable_uploads(OFFER)
-    rig.session.add_local({"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0}, rig.now)
+    rig.exchange.handle(EnableUploads(offer_id=OFFER))
+    rig.exchange.handle(
+        LocalCandidate(
+            now=rig.now, pc_id=PC, candidate={"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0}
+        )
+    )
     assert rig.drain() == []
 
 
@@ -158,19 +182,19 @@ def test_candidates_embedded_in_the_local_sdp_are_never_uploaded() -> None:
         "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n"
         f"a={cand(1)['candidate']}\r\na={cand(2)['candidate']}\r\n"
     )
-    rig.session.note_local_sdp(sdp)
+    rig.exchange.handle(LocalDescriptionReady(now=rig.now, pc_id=PC, sdp=sdp, complete=True))
     for n in (1, 2, 3):
-        rig.session.add_local(cand(n), rig.now)
-    rig.session.enable_uploads(OFFER)
+        rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(n)))
+    rig.exchange.handle(EnableUploads(offer_id=OFFER))
     (upload,) = rig.rpcs(Method.ADD_ICE_CANDIDATES, rig.drain())
     assert uploaded(upload) == [cand(3)["candidate"]]
 
 
 def test_a_failed_upload_is_retried_only_after_a_transport_failure() -> None:
     rig = Rig()
-    rig.session.enable_uploads(OFFER)
-    rig.session.start_polling(rig.now)
-    rig.session.add_local(cand(1), rig.now)
+    rig.exchange.handle(EnableUploads(offer_id=OFFER))
+    rig.exchange.handle(StartPolling(now=rig.now))
+    rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(1)))
     actions = rig.drain()
     poll = rig.only_poll(actions)
     (upload,) = rig.rpcs(Method.ADD_ICE_CANDIDATES, actions)
@@ -192,23 +216,23 @@ def test_a_failed_upload_is_retried_only_after_a_transport_failure() -> None:
 def test_polling_starts_as_soon_as_the_offer_id_is_known_with_since_zero() -> None:
     """B1 (no waiting for ICE checking) and B4 (no client clock in the cursor)."""
     rig = Rig()
-    rig.session.start_polling(rig.now)  # offer id unknown: nothing to poll yet
+    rig.exchange.handle(StartPolling(now=rig.now))  # offer id unknown: nothing to poll yet
     assert rig.drain() == []
-    assert not rig.session.polling
+    assert not rig.exchange.polling
     rig = Rig(offer_id=OFFER)
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(StartPolling(now=rig.now))
     poll = rig.only_poll(rig.drain())
     assert poll.request.params == {"serviceFqn": FQN, "offerId": OFFER, "since": 0}
     assert rig.names() == ["ice:polling:started"]
-    rig.session.start_polling(rig.now)  # idempotent
+    rig.exchange.handle(StartPolling(now=rig.now))  # idempotent
     assert rig.drain() == []
 
 
 def test_no_role_filter_on_polled_candidates() -> None:
     """B2: items carry no role (or any role); the server already picked the other side's."""
     rig = Rig(offer_id=OFFER)
-    rig.session.remote_description_set()
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(RemoteDescriptionSet(now=rig.now, pc_id=PC))
+    rig.exchange.handle(StartPolling(now=rig.now))
     poll = rig.only_poll(rig.drain())
     rig.answer(poll, found((1, 10), (2, 11)))
     rig.answer(rig.only_poll(rig.advance(500)), found((3, 12), role="answerer"))
@@ -219,10 +243,10 @@ def test_no_role_filter_on_polled_candidates() -> None:
 
 def test_remote_candidates_wait_for_the_remote_description() -> None:
     rig = Rig(offer_id=OFFER)
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(StartPolling(now=rig.now))
     rig.answer(rig.only_poll(rig.drain()), found((1, 10), (2, 11)))
     assert rig.added() == []
-    rig.session.remote_description_set()
+    rig.exchange.handle(RemoteDescriptionSet(now=rig.now, pc_id=PC))
     rig.drain()
     assert rig.added() == [cand(1)["candidate"], cand(2)["candidate"]]
 
@@ -230,8 +254,8 @@ def test_remote_candidates_wait_for_the_remote_description() -> None:
 @pytest.mark.parametrize("strict", [True, False], ids=["strict", "non-strict"])
 def test_candidates_are_added_once_however_often_they_come_back(strict: bool) -> None:
     rig = Rig(strict=strict, offer_id=OFFER)
-    rig.session.remote_description_set()
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(RemoteDescriptionSet(now=rig.now, pc_id=PC))
+    rig.exchange.handle(StartPolling(now=rig.now))
     rig.answer(rig.only_poll(rig.drain()), found((1, 10), (2, 11)))
     rig.answer(rig.only_poll(rig.advance(500)), found((1, 10), (2, 11), (3, 12), (3, 12)))
     assert rig.added() == [cand(n)["candidate"] for n in (1, 2, 3)]
@@ -240,7 +264,7 @@ def test_candidates_are_added_once_however_often_they_come_back(strict: bool) ->
 def test_strict_cursor_advances_only_with_server_created_at_and_never_backwards() -> None:
     rig = Rig(strict=True, offer_id=OFFER)
     rig.now = T0 + 999_999  # a client clock far ahead of the server's: irrelevant (B4)
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(StartPolling(now=rig.now))
     sinces: list[int] = []
     replies = [found((1, 100), (2, 105)), found((3, 103)), found(), found((4, 200))]
     for reply in replies:
@@ -249,14 +273,14 @@ def test_strict_cursor_advances_only_with_server_created_at_and_never_backwards(
         rig.answer(poll, reply)
     sinces.append(rig.only_poll(rig.advance(500)).request.params["since"])
     assert sinces == [0, 105, 105, 105, 200]
-    assert rig.session.cursor == 200
+    assert rig.exchange.cursor == 200
 
 
 def test_strict_cursor_ignores_a_created_at_far_in_the_future() -> None:
     """One bogus row (createdAt 2**53 - 1) would hide every candidate still to come."""
     rig = Rig(strict=True, offer_id=OFFER)
-    rig.session.remote_description_set()
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(RemoteDescriptionSet(now=rig.now, pc_id=PC))
+    rig.exchange.handle(StartPolling(now=rig.now))
     rig.answer(rig.only_poll(rig.drain()), found((1, rig.now - 5), (2, 2**53 - 1)))
     poll = rig.only_poll(rig.advance(500))
     assert poll.request.params["since"] == rig.now - 500 - 5
@@ -266,49 +290,46 @@ def test_strict_cursor_ignores_a_created_at_far_in_the_future() -> None:
 
 def test_non_strict_cursor_stays_at_zero() -> None:
     rig = Rig(strict=False, offer_id=OFFER)
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(StartPolling(now=rig.now))
     rig.answer(rig.only_poll(rig.drain()), found((1, 100), (2, 105)))
     poll = rig.only_poll(rig.advance(500))
     assert poll.request.params["since"] == 0
-    assert rig.session.cursor == 0
+    assert rig.exchange.cursor == 0
 
 
 @pytest.mark.parametrize("strict", [True, False], ids=["strict", "non-strict"])
 def test_the_cursor_belongs_to_this_stream_alone(strict: bool) -> None:
     """B20: upload replies (which carry server data too) never move the ICE cursor, and
-    two sessions on one outbox (the pool's connections) keep separate cursors."""
+    two exchanges on one outbox (the pool's connections) keep separate cursors."""
     outbox = Outbox()
     config = ConnectionConfig(strict_ice_timestamps=strict)
     a, b = (
-        SignalingSession(
-            outbox=outbox, config=config, connection_id=i, pc_id=10 + i, service_fqn=FQN
-        )
+        IceExchange(outbox=outbox, config=config, connection_id=i, pc_id=10 + i, service_fqn=FQN)
         for i in (1, 2)
     )
-    a.enable_uploads("a" * 16)
-    b.enable_uploads("b" * 16)
-    a.start_polling(T0)
-    b.start_polling(T0)
-    a.add_local(cand(9), T0)
+    a.handle(EnableUploads(offer_id="a" * 16))
+    b.handle(EnableUploads(offer_id="b" * 16))
+    a.handle(StartPolling(now=T0))
+    b.handle(StartPolling(now=T0))
+    a.handle(LocalCandidate(now=T0, pc_id=PC, candidate=cand(9)))
     calls = {}
     while (action := outbox.next_action()) is not None:
         assert isinstance(action, SendRpc)
         calls[(action.request.params["offerId"][0], action.request.method)] = action.call_id
-    a.handle_result(
-        calls[("a", Method.ADD_ICE_CANDIDATES)],
-        RpcOk(result={"count": 1, "offerId": "a" * 16, "createdAt": 10**9}),
-        T0,
-        T0,
-    )
-    a.handle_result(calls[("a", Method.GET_ICE_CANDIDATES)], found((1, 300)), T0, T0)
-    b.handle_result(calls[("b", Method.GET_ICE_CANDIDATES)], found((1, 50)), T0, T0)
+    upload_reply = RpcOk(result={"count": 1, "offerId": "a" * 16, "createdAt": 10**9})
+    for exchange, call_id, outcome in (
+        (a, calls[("a", Method.ADD_ICE_CANDIDATES)], upload_reply),
+        (a, calls[("a", Method.GET_ICE_CANDIDATES)], found((1, 300))),
+        (b, calls[("b", Method.GET_ICE_CANDIDATES)], found((1, 50))),
+    ):
+        exchange.handle(RpcResult(now=T0, call_id=call_id, outcome=outcome, unix_ms=T0))
     assert (a.cursor, b.cursor) == ((300, 50) if strict else (0, 0))
 
 
 def test_one_poll_in_flight_and_the_next_one_only_after_the_reply() -> None:
     """B6: a slow reply never overlaps the next poll."""
     rig = Rig(offer_id=OFFER)
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(StartPolling(now=rig.now))
     poll = rig.only_poll(rig.drain())
     for _ in range(5):  # the server is slow: intervals pass without a reply
         assert rig.advance(1000) == []
@@ -318,27 +339,27 @@ def test_one_poll_in_flight_and_the_next_one_only_after_the_reply() -> None:
 
 
 def test_polling_stops_when_ice_connects_and_a_late_reply_is_ignored() -> None:
-    """B12: stop_polling is what the connection calls on ICE connected/completed."""
+    """B12: `StopPolling` is what the connection sends on ICE connected/completed."""
     rig = Rig(offer_id=OFFER)
-    rig.session.remote_description_set()
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(RemoteDescriptionSet(now=rig.now, pc_id=PC))
+    rig.exchange.handle(StartPolling(now=rig.now))
     poll = rig.only_poll(rig.drain())
-    rig.session.stop_polling()
+    rig.exchange.handle(StopPolling())
     assert rig.drain() == []
     assert rig.names() == ["ice:polling:started", "ice:polling:stopped"]
-    assert rig.session.owns(poll.call_id)  # expected, so accepted and dropped
+    assert rig.exchange.owns(poll.call_id)  # expected, so accepted and dropped
     assert rig.answer(poll, found((1, 10))) == []
-    assert not rig.session.owns(poll.call_id)
-    assert rig.session.get_timer() is None
+    assert not rig.exchange.owns(poll.call_id)
+    assert rig.exchange.get_timer() is None
     assert rig.advance(60_000) == []
 
 
 def test_polling_stops_after_the_polling_timeout() -> None:
     rig = Rig(offer_id=OFFER)
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(StartPolling(now=rig.now))
     start = rig.now
     polls = 0
-    while rig.session.polling:
+    while rig.exchange.polling:
         for poll in rig.rpcs(Method.GET_ICE_CANDIDATES, rig.drain()):
             polls += 1
             rig.answer(poll, found())
@@ -354,17 +375,17 @@ def test_polling_stops_after_the_polling_timeout() -> None:
 
 def test_offer_not_found_stops_polling() -> None:
     rig = Rig(offer_id=OFFER)
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(StartPolling(now=rig.now))
     rig.answer(rig.only_poll(rig.drain()), RpcFailed(error="Offer not found"))
-    assert not rig.session.polling
+    assert not rig.exchange.polling
     assert rig.names()[-2:] == ["signaling:error", "ice:polling:stopped"]
     assert rig.advance(60_000) == []
 
 
 def test_malformed_items_are_reported_and_skipped() -> None:
     rig = Rig(offer_id=OFFER)
-    rig.session.remote_description_set()
-    rig.session.start_polling(rig.now)
+    rig.exchange.handle(RemoteDescriptionSet(now=rig.now, pc_id=PC))
+    rig.exchange.handle(StartPolling(now=rig.now))
     bad = RpcOk(
         result={
             "candidates": [
@@ -382,23 +403,25 @@ def test_malformed_items_are_reported_and_skipped() -> None:
 
 def test_nothing_happens_after_close() -> None:
     rig = Rig(offer_id=OFFER)
-    rig.session.enable_uploads(OFFER)
-    rig.session.start_polling(rig.now)
-    rig.session.add_local(cand(1), rig.now)
+    rig.exchange.handle(EnableUploads(offer_id=OFFER))
+    rig.exchange.handle(StartPolling(now=rig.now))
+    rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(1)))
     actions = rig.drain()
-    rig.session.close()
+    rig.exchange.handle(EndExchange())
     rig.drain()
-    rig.session.add_local(cand(2), rig.now)
-    rig.session.enable_uploads(OFFER)
-    rig.session.reupload()
-    rig.session.start_polling(rig.now)
-    rig.session.remote_description_set()
+    rig.exchange.handle(LocalCandidate(now=rig.now, pc_id=PC, candidate=cand(2)))
+    rig.exchange.handle(EnableUploads(offer_id=OFFER))
+    rig.exchange.handle(ReuploadCandidates())
+    rig.exchange.handle(StartPolling(now=rig.now))
+    rig.exchange.handle(RemoteDescriptionSet(now=rig.now, pc_id=PC))
     for call in actions:
         assert isinstance(call, SendRpc)
-        if rig.session.owns(call.call_id):
-            rig.session.handle_result(call.call_id, found((1, 1)), rig.now, rig.now)
+        if rig.exchange.owns(call.call_id):
+            rig.exchange.handle(
+                RpcResult(now=rig.now, call_id=call.call_id, outcome=found((1, 1)), unix_ms=rig.now)
+            )
     assert rig.drain() == []
-    assert rig.session.get_timer() is None
+    assert rig.exchange.get_timer() is None
     assert rig.advance(60_000) == []
 
 
@@ -414,7 +437,7 @@ def serve(server: FakeSignalingServer, username: str, request: RpcRequest, now: 
 @pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
 def test_colliding_created_at_is_still_delivered_in_non_strict_mode(strict: bool) -> None:
     """B5 with the upstream (0.5.4) ``createdAt = request time + index`` rule: a later
-    upload gets a createdAt equal to or below one already seen.  The non-strict session
+    upload gets a createdAt equal to or below one already seen.  The non-strict exchange
     (the default) still delivers it; the strict cursor would skip it, which is why strict
     mode is only for servers that keep createdAt increasing."""
     server = FakeSignalingServer(mode="upstream")
@@ -433,9 +456,9 @@ def test_colliding_created_at_is_still_delivered_in_non_strict_mode(strict: bool
         params = {"serviceFqn": FQN, "offerId": offer_id, "candidates": [cand(n) for n in numbers]}
         serve(server, "alice", RpcRequest(method=Method.ADD_ICE_CANDIDATES, params=params), now)
 
-    rig = Rig(strict=strict, offer_id=offer_id)  # bob's session polls alice's candidates
-    rig.session.remote_description_set()
-    rig.session.start_polling(rig.now)
+    rig = Rig(strict=strict, offer_id=offer_id)  # bob's exchange polls alice's candidates
+    rig.exchange.handle(RemoteDescriptionSet(now=rig.now, pc_id=PC))
+    rig.exchange.handle(StartPolling(now=rig.now))
 
     def poll_once() -> None:
         actions = rig.drain() if not rig.rpcs(Method.GET_ICE_CANDIDATES) else rig.advance(500)
@@ -451,10 +474,10 @@ def test_colliding_created_at_is_still_delivered_in_non_strict_mode(strict: bool
     delivered = set(rig.added())
     late = {cand(4)["candidate"], cand(5)["candidate"]}
     if strict:
-        assert rig.session.cursor == T0 + 1002
+        assert rig.exchange.cursor == T0 + 1002
         assert not late & delivered  # lost: the reason strict is off by default
     else:
-        assert rig.session.cursor == 0
+        assert rig.exchange.cursor == 0
         assert late <= delivered
         assert len(rig.added()) == 5  # and each exactly once
 
@@ -462,8 +485,8 @@ def test_colliding_created_at_is_still_delivered_in_non_strict_mode(strict: bool
 # -- properties ------------------------------------------------------------------------
 
 
-class SessionMachine(RuleBasedStateMachine):
-    """One session fed arbitrary owner calls, local candidates, replies and time.
+class ExchangeMachine(RuleBasedStateMachine):
+    """One exchange fed arbitrary owner calls, local candidates, replies and time.
 
     Invariants: never two polls (nor two uploads) in flight; the cursor never decreases
     (and stays 0 when not strict); no remote candidate is added twice, nor before the
@@ -496,7 +519,7 @@ class SessionMachine(RuleBasedStateMachine):
             self.offer_id_known()
 
     def step(self) -> None:
-        """Account for everything the session produced since the last step."""
+        """Account for everything the exchange produced since the last step."""
         self.rig.drain()
         for action in self.rig.actions[self.seen_actions :]:
             assert not self.closed, f"action after close: {action}"
@@ -507,7 +530,7 @@ class SessionMachine(RuleBasedStateMachine):
                 self.replies.append(action)
                 if action.request.method is Method.GET_ICE_CANDIDATES:
                     assert self.live_poll is None, "two polls in flight"
-                    assert action.request.params["since"] == self.rig.session.cursor
+                    assert action.request.params["since"] == self.rig.exchange.cursor
                     self.live_poll = action.call_id
                 else:
                     assert self.live_upload is None, "two uploads in flight"
@@ -521,40 +544,40 @@ class SessionMachine(RuleBasedStateMachine):
 
     @rule(n=st.integers(0, 12))
     def local_candidate(self, n: int) -> None:
-        self.rig.session.add_local(cand(n), self.rig.now)
+        self.rig.exchange.handle(LocalCandidate(now=self.rig.now, pc_id=PC, candidate=cand(n)))
         self.step()
 
     @rule()
     def offer_id_known(self) -> None:
-        self.rig.session.enable_uploads(OFFER)
-        self.rig.session.start_polling(self.rig.now)
+        self.rig.exchange.handle(EnableUploads(offer_id=OFFER))
+        self.rig.exchange.handle(StartPolling(now=self.rig.now))
         self.step()
 
     @rule()
     def republished(self) -> None:
-        self.rig.session.reupload()
+        self.rig.exchange.handle(ReuploadCandidates())
         self.uploaded_this_publication = []
         self.step()
 
     @rule()
     def remote_description_set(self) -> None:
         self.remote_ready = not self.closed
-        self.rig.session.remote_description_set()
+        self.rig.exchange.handle(RemoteDescriptionSet(now=self.rig.now, pc_id=PC))
         self.step()
 
     # Stopping and closing end most activity, so they fire on one draw in several: a
-    # run then mostly explores a live session.
+    # run then mostly explores a live exchange.
     @rule(draw=st.integers(0, 3))
     def ice_connected(self, draw: int) -> None:
         if draw == 3:  # not 0: hypothesis favours small values
-            self.rig.session.stop_polling()
+            self.rig.exchange.handle(StopPolling())
         self.step()
 
     @rule(draw=st.integers(0, 9))
     def close(self, draw: int) -> None:
         if draw != 9:
             return
-        self.rig.session.close()
+        self.rig.exchange.handle(EndExchange())
         self.step()
         self.closed = True
         self.live_upload = None
@@ -589,8 +612,12 @@ class SessionMachine(RuleBasedStateMachine):
                         self.uploaded_this_publication.remove(text)
             if call.call_id == self.live_upload:
                 self.live_upload = None
-        if self.rig.session.owns(call.call_id):
-            self.rig.session.handle_result(call.call_id, outcome, self.rig.now, self.rig.now)
+        if self.rig.exchange.owns(call.call_id):
+            self.rig.exchange.handle(
+                RpcResult(
+                    now=self.rig.now, call_id=call.call_id, outcome=outcome, unix_ms=self.rig.now
+                )
+            )
         self.step()
 
     @rule(data=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 10_000)), max_size=4))
@@ -607,7 +634,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def cursor_monotonic(self) -> None:
-        cursor = self.rig.session.cursor
+        cursor = self.rig.exchange.cursor
         assert cursor >= self.cursor
         if not self.rig.config.strict_ice_timestamps:
             assert cursor == 0
@@ -625,9 +652,9 @@ class SessionMachine(RuleBasedStateMachine):
     @invariant()
     def quiet_after_close(self) -> None:
         if self.closed:
-            assert self.rig.session.get_timer() is None
-            assert not self.rig.session.polling
+            assert self.rig.exchange.get_timer() is None
+            assert not self.rig.exchange.polling
 
 
-TestSessionMachine = SessionMachine.TestCase
-TestSessionMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+TestExchangeMachine = ExchangeMachine.TestCase
+TestExchangeMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
