@@ -1,0 +1,269 @@
+"""`Connection` itself: its inputs, its timers and its transition table.
+
+`TRANSITIONS` maps every accepted ``(State, InputKind)`` to its handler, wherever the
+handler lives (the layers of this package); `handle` looks the pair up, `handle_timer`
+runs the connection's deadlines and then those of its sub-machines (the ICE exchange and
+the delivery session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rondevu_core.buffer import Payload
+from rondevu_core.config import ConnectionConfig
+from rondevu_core.connection.reports import PeerReports
+from rondevu_core.connection.states import (
+    HANDSHAKE,
+    LIVE,
+    PC_ALIVE,
+    Call,
+    Deferred,
+    Role,
+    S,
+    State,
+    Timer,
+)
+from rondevu_core.errors import UsageError
+from rondevu_core.events import (
+    Closed,
+    ConnectionTimeout,
+    IceGatheringTimeout,
+    PermanentError,
+    SignalingError,
+)
+from rondevu_core.ice_exchange import (
+    EnableUploads,
+)
+from rondevu_core.inputs import (
+    COMMAND_KINDS,
+    Input,
+    InputKind,
+    PeerInput,
+    RpcResult,
+)
+from rondevu_core.outbox import Outbox
+from rondevu_core.rpc import RpcFailed
+from rondevu_core.rules.error_kinds import classify, is_permanent
+from rondevu_core.rules.fqn import ServiceFqn
+
+
+class Connection(PeerReports):
+    """One durable connection; see the module docstring.
+
+    Build answerers with `Connection.answerer`; offer pools build offerers with
+    `Connection.offerer`.  Drive with `handle`, `handle_timer`, `get_timer`, and drain
+    `next_action` / `next_event` (or the shared `Outbox`)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def answerer(
+        cls,
+        service: ServiceFqn,
+        *,
+        config: ConnectionConfig | None = None,
+        unit_random: Callable[[], float],
+        outbox: Outbox | None = None,
+    ) -> Connection:
+        """A connection that answers an offer of ``service``; start it with `Connect`.
+
+        With a username in ``service`` the offer is fetched directly from that user;
+        without one a random publisher is picked (§7.3) and then pinned, so
+        reconnections return to the same user.
+        """
+        return cls(
+            role=Role.ANSWERER,
+            service=service,
+            config=config or ConnectionConfig(),
+            unit_random=unit_random,
+            outbox=outbox,
+        )
+
+    @classmethod
+    def offerer(
+        cls,
+        service: ServiceFqn,
+        *,
+        config: ConnectionConfig,
+        unit_random: Callable[[], float],
+        outbox: Outbox,
+        session_epoch: Callable[[], str] | None = None,
+    ) -> Connection:
+        """A connection for one pool offer (used by `OfferPool`).
+
+        ``session_epoch`` names the offering process in the session attribute of the
+        offer; without it the offer does not propose the session layer."""
+        return cls(
+            role=Role.OFFERER,
+            service=service,
+            config=config,
+            unit_random=unit_random,
+            outbox=outbox,
+            session_epoch=session_epoch,
+        )
+
+    def handle(self, input: Input) -> None:
+        """Consume one input; what it causes waits in the output queues."""
+        kind = input.kind
+        if self.state is State.CLOSED:
+            if kind in COMMAND_KINDS and kind is not InputKind.CLOSE:
+                raise UsageError(f"{kind.value}: the connection is closed")
+            return
+        if isinstance(input, PeerInput) and input.pc_id != self._pc:
+            return
+        if isinstance(input, RpcResult) and not self._owns_call(input.call_id):
+            if input.call_id in self._stale:
+                self._stale.discard(input.call_id)
+                return
+            raise UsageError(f"unknown call id {input.call_id}")
+        handler = TRANSITIONS.get((self.state, kind))
+        if handler is None:
+            if kind in COMMAND_KINDS:
+                raise UsageError(f"{kind.value} is not allowed in state {self.state.value}")
+            self._violation(f"{kind.value} is not expected in state {self.state.value}")
+            return
+        handler(self, input)
+
+    def get_timer(self) -> int | None:
+        """The next deadline (monotonic ms, the clock of ``now``), or None if none."""
+        best = self._deadlines.next()
+        for machine in (self._exchange, self._delivery):
+            theirs = None if machine is None else machine.get_timer()
+            if theirs is not None and (best is None or theirs < best):
+                best = theirs
+        return best
+
+    def handle_timer(self, now: int) -> None:
+        """Run every deadline due at ``now``."""
+        if self.state is State.CLOSED:
+            return
+        for timer in self._deadlines.due(now):
+            if self._is_closed():
+                return
+            if not self._deadlines.is_due(timer, now):
+                continue  # an earlier handler of this round cancelled or moved it
+            self._deadlines.cancel(timer)
+            if timer is Timer.CONNECTION:
+                self._emit(ConnectionTimeout)
+                self._fail(now, "Connection timeout")
+            elif timer is Timer.HANDSHAKE:
+                bound = self.config.handshake_timeout_ms
+                self._fail(now, f"No ICE connection within {bound} ms of the answer")
+            elif timer is Timer.GATHERING:
+                self._emit(IceGatheringTimeout)
+            elif timer is Timer.RECONNECT:
+                if self._paused:
+                    self._deferred = Deferred.ATTEMPT
+                else:
+                    self._attempt(now)
+            elif timer is Timer.PROBE:
+                self._probe()
+            elif timer is Timer.RESUME:
+                self._report_unacked("the peer did not come back in time")
+                self._give_up()
+            else:
+                self._expire_buffer(now)
+        if self._exchange is not None and not self._is_closed():
+            self._exchange.handle_timer(now)
+        if self._delivery is not None and not self._is_closed():
+            self._delivery.handle_timer(now)
+            self._pump(now)
+
+    def _on_connect(self, event: Input) -> None:
+        if self.role is not Role.ANSWERER or self._started:
+            raise UsageError("connect: only once, on an answerer")
+        self._started = True
+        self._attempt(event.now)
+
+    def _on_close(self, event: Any) -> None:
+        # Only an open channel can hold messages on their way out.
+        self._teardown(self.config.close_linger_ms if self._channel_open else 0)
+        self._deadlines.clear()
+        unsent: tuple[Payload, ...] = ()
+        if self.config.preserve_buffer_on_close:
+            unacked = () if self._delivery is None else tuple(self._delivery.unacked())
+            unsent = tuple(u.data for u in unacked) + tuple(m.data for m in self._buffer.clear())
+            self._delivery = None
+            self._held = []
+        else:
+            self._report_unacked("closed before delivery was confirmed")
+        self._buffer.clear()
+        self._set_state(State.CLOSED, event.reason)
+        self._emit(Closed, reason=event.reason, unsent=unsent)
+
+    def _on_pause(self, event: Input) -> None:
+        self._paused = True
+
+    def _on_resume(self, event: Input) -> None:
+        self._paused = False
+        deferred, self._deferred = self._deferred, None
+        if deferred is Deferred.ATTEMPT:
+            self._attempt(event.now)
+        elif deferred is Deferred.SCHEDULE:
+            self._after_loss(event.now)
+
+    def _on_rpc_result(self, event: RpcResult) -> None:
+        purpose = self._calls.pop(event.call_id, None)
+        if purpose is None:
+            assert self._exchange is not None
+            self._exchange.handle(event)
+            return
+        outcome = event.outcome
+        if purpose is Call.PROBE:
+            self._on_probed(event.now, outcome)
+        elif (
+            isinstance(outcome, RpcFailed)
+            and purpose is Call.ANSWER
+            and self.state in (State.CONNECTED, State.DISCONNECTED, State.RECONNECTING)
+        ):
+            # The link came up on this answer, so the peer has it: only the reply was
+            # lost (a transport timeout).  Failing now would tear down a working link.
+            self._emit(SignalingError, operation=purpose.value, error=outcome.error)
+        elif isinstance(outcome, RpcFailed):
+            if is_permanent(outcome):
+                self._permanent = True
+                kind = classify(outcome.error).value
+                self._emit(PermanentError, operation=purpose.value, error=outcome.error, kind=kind)
+            self._fail(event.now, f"{purpose.value} failed: {outcome.error}")
+        elif purpose is Call.FETCH_OFFER:
+            self._on_offer_fetched(event.now, outcome.result)
+        else:
+            if self.state in HANDSHAKE:
+                self._arm_handshake(event.now)
+            if self._exchange is not None and self._offer_id is not None:
+                self._exchange.handle(EnableUploads(offer_id=self._offer_id))
+
+
+Handler = Callable[["Connection", Any], None]
+
+
+def _table() -> dict[tuple[State, InputKind], Handler]:
+    c = Connection
+    k = InputKind
+    rows: list[tuple[frozenset[State], InputKind, Handler]] = [
+        (frozenset({S.INITIALIZING}), k.CONNECT, c._on_connect),
+        (LIVE, k.SEND, c._on_send),
+        (LIVE, k.CLOSE, c._on_close),
+        (LIVE, k.PAUSE_RECONNECT, c._on_pause),
+        (LIVE, k.RESUME_RECONNECT, c._on_resume),
+        (frozenset({S.GATHERING}), k.LOCAL_DESCRIPTION, c._on_local_description),
+        (HANDSHAKE, k.REMOTE_DESCRIPTION_SET, c._on_remote_description_set),
+        (PC_ALIVE, k.LOCAL_CANDIDATE, c._on_local_candidate),
+        (PC_ALIVE, k.ICE_GATHERING_STATE, c._on_gathering_state),
+        (PC_ALIVE, k.ICE_CONNECTION_STATE, c._on_ice_state),
+        (PC_ALIVE, k.PEER_CONNECTION_STATE, c._on_pc_state),
+        (PC_ALIVE, k.CHANNEL_OPEN, c._on_channel_open),
+        (PC_ALIVE, k.CHANNEL_CLOSED, c._on_channel_closed),
+        (PC_ALIVE - {S.GATHERING}, k.CHANNEL_MESSAGE, c._on_channel_message),
+        (PC_ALIVE, k.CHANNEL_ERROR, c._on_channel_error),
+        (PC_ALIVE, k.PEER_ERROR, c._on_peer_error),
+        (PC_ALIVE, k.REMOTE_CANDIDATE_REJECTED, c._on_candidate_rejected),
+        (LIVE, k.RPC_RESULT, c._on_rpc_result),
+    ]
+    return {(state, kind): handler for states, kind, handler in rows for state in states}
+
+
+TRANSITIONS: dict[tuple[State, InputKind], Handler] = _table()
+"""Every accepted ``(state, input kind)`` and its handler; anything else is an error."""
