@@ -12,23 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rondevu_core.actions import (
-    CreateAnswer,
-    CreateDataChannel,
-    CreateOffer,
-    SetRemoteDescription,
-)
+from rondevu_core.actions import CreateAnswer, CreateDataChannel, CreateOffer, SetRemoteDescription
 from rondevu_core.connection.link import Link
-from rondevu_core.connection.states import (
-    Call,
-    Role,
-    State,
-    Timer,
-)
-from rondevu_core.delivery.negotiation import (
-    read_session_attribute,
-    remote_max_message_size,
-)
+from rondevu_core.connection.states import Call, Role, State, Timer
+from rondevu_core.delivery.negotiation import read_session_attribute, remote_max_message_size
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
     AnswerProcessed,
@@ -38,11 +25,7 @@ from rondevu_core.events import (
     ProtocolViolation,
     ReconnectAttempting,
 )
-from rondevu_core.ice_exchange import (
-    EnableUploads,
-    ReuploadCandidates,
-    StartPolling,
-)
+from rondevu_core.ice_exchange import EnableUploads, ReuploadCandidates, StartPolling
 from rondevu_core.rpc import Method, RpcFailed, RpcRequest, Urgency
 from rondevu_core.rules.replies import parse_fetched_offer
 

@@ -13,33 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rondevu_core.actions import (
-    Action,
-    CreatePeerConnection,
-    SendRpc,
-)
+from rondevu_core.actions import Action, CreatePeerConnection, SendRpc
 from rondevu_core.buffer import MessageBuffer, Payload
 from rondevu_core.config import ConnectionConfig
-from rondevu_core.connection.states import (
-    Call,
-    Deferred,
-    Role,
-    State,
-    Timer,
-)
-from rondevu_core.delivery.machine import (
-    DeliverySession,
-)
+from rondevu_core.connection.states import Call, Deferred, Role, State, Timer
+from rondevu_core.delivery.machine import DeliverySession
 from rondevu_core.errors import ProtocolError
-from rondevu_core.events import (
-    Connecting,
-    Event,
-    ProtocolViolation,
-    StateChanged,
-)
-from rondevu_core.ice_exchange import (
-    IceExchange,
-)
+from rondevu_core.events import Connecting, Event, ProtocolViolation, StateChanged
+from rondevu_core.ice_exchange import IceExchange
 from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.rpc import RpcRequest
 from rondevu_core.rules.backoff import Backoff
@@ -130,7 +111,7 @@ class ConnectionBase:
         self.answer_applied = False
         self.answerer_id: str | None = None
         """Offerer: the username that answered (from the first applied answer on)."""
-        # The session layer (see the module docstring).
+        # The session layer (see the package docstring).
         self._delivery: DeliverySession | None = None
         self._layered = False  # the current peer connection carries session frames
         self._epoch = session_epoch if config.session is not None else None

@@ -10,21 +10,10 @@ runs, so a link that recovers costs nothing.
 
 from __future__ import annotations
 
-from rondevu_core.actions import (
-    ClosePeerConnection,
-)
+from rondevu_core.actions import ClosePeerConnection
 from rondevu_core.connection.sending import Sending
-from rondevu_core.connection.states import (
-    Deferred,
-    Role,
-    State,
-    Timer,
-)
-from rondevu_core.delivery.machine import (
-    ChannelUp,
-    DeliverySession,
-    FrameReceived,
-)
+from rondevu_core.connection.states import Deferred, Role, State, Timer
+from rondevu_core.delivery.machine import ChannelUp, DeliverySession, FrameReceived
 from rondevu_core.events import (
     CleanupComplete,
     CleanupStarted,
@@ -37,10 +26,7 @@ from rondevu_core.events import (
     ReconnectScheduled,
     ReconnectSuccess,
 )
-from rondevu_core.ice_exchange import (
-    EndExchange,
-    StopPolling,
-)
+from rondevu_core.ice_exchange import EndExchange, StopPolling
 
 
 class Link(Sending):

@@ -9,20 +9,9 @@ turn), never an exception.
 from __future__ import annotations
 
 from rondevu_core.connection.attempts import Attempts
-from rondevu_core.connection.states import (
-    EARLY_FRAMES_MAX,
-    Call,
-    Role,
-    State,
-    Timer,
-)
-from rondevu_core.delivery.machine import (
-    FrameReceived,
-)
-from rondevu_core.delivery.negotiation import (
-    add_session_attribute,
-    looks_like_sdp,
-)
+from rondevu_core.connection.states import EARLY_FRAMES_MAX, Call, Role, State, Timer
+from rondevu_core.delivery.machine import FrameReceived
+from rondevu_core.delivery.negotiation import add_session_attribute, looks_like_sdp
 from rondevu_core.events import (
     ChannelClose,
     ChannelErrorEvent,
@@ -34,9 +23,7 @@ from rondevu_core.events import (
     Message,
     PeerConnectionState,
 )
-from rondevu_core.ice_exchange import (
-    StopPolling,
-)
+from rondevu_core.ice_exchange import StopPolling
 from rondevu_core.inputs import (
     ChannelError,
     ChannelMessage,

@@ -10,16 +10,10 @@ same peer (a restarted process) takes over what the old one had not delivered.
 
 from __future__ import annotations
 
-from rondevu_core.actions import (
-    SendData,
-)
+from rondevu_core.actions import SendData
 from rondevu_core.buffer import Payload
 from rondevu_core.connection.base import ConnectionBase
-from rondevu_core.connection.states import (
-    State,
-    Timer,
-    payload_size,
-)
+from rondevu_core.connection.states import State, Timer, payload_size
 from rondevu_core.delivery.machine import (
     Acknowledged,
     ChannelDown,
@@ -33,10 +27,7 @@ from rondevu_core.delivery.machine import (
     Transmit,
     WindowFullError,
 )
-from rondevu_core.delivery.negotiation import (
-    read_session_attribute,
-    remote_max_message_size,
-)
+from rondevu_core.delivery.negotiation import read_session_attribute, remote_max_message_size
 from rondevu_core.errors import UsageError
 from rondevu_core.events import (
     Message,
@@ -50,9 +41,7 @@ from rondevu_core.events import (
     ProtocolViolation,
     SessionReset,
 )
-from rondevu_core.inputs import (
-    SendMessage,
-)
+from rondevu_core.inputs import SendMessage
 
 
 class Sending(ConnectionBase):

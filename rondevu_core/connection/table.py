@@ -33,16 +33,8 @@ from rondevu_core.events import (
     PermanentError,
     SignalingError,
 )
-from rondevu_core.ice_exchange import (
-    EnableUploads,
-)
-from rondevu_core.inputs import (
-    COMMAND_KINDS,
-    Input,
-    InputKind,
-    PeerInput,
-    RpcResult,
-)
+from rondevu_core.ice_exchange import EnableUploads
+from rondevu_core.inputs import COMMAND_KINDS, Input, InputKind, PeerInput, RpcResult
 from rondevu_core.outbox import Outbox
 from rondevu_core.rpc import RpcFailed
 from rondevu_core.rules.error_kinds import classify, is_permanent
@@ -50,7 +42,7 @@ from rondevu_core.rules.fqn import ServiceFqn
 
 
 class Connection(PeerReports):
-    """One durable connection; see the module docstring.
+    """One durable connection; see the `rondevu_core.connection` docstring.
 
     Build answerers with `Connection.answerer`; offer pools build offerers with
     `Connection.offerer`.  Drive with `handle`, `handle_timer`, `get_timer`, and drain
