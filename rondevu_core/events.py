@@ -10,6 +10,10 @@ and the pool's ``offers:published`` / ``offers:publish:failed``.
 
 ``connection_id`` names the durable connection an event belongs to (an offer pool runs
 many); pool-level events carry 0.
+
+Size.  One flat module of some forty small classes, on purpose: it is the vocabulary
+the application matches on and looks up by name, and cutting it up would only scatter
+that list.
 """
 
 from __future__ import annotations

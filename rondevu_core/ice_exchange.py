@@ -41,6 +41,10 @@ Invariants: no action after `EndExchange`; at most one poll and one upload in fl
 remote candidate string is added at most once; a local candidate string is uploaded at
 most once per publication of the offer (`ReuploadCandidates` starts a new publication
 after a republish deleted the server's copy, §7.2).
+
+Size.  About 480 lines with the owner's commands: the upload and polling halves share
+the call bookkeeping (`owns`, abandoned calls) and the end of the exchange, so they
+stay one machine.
 """
 
 from __future__ import annotations

@@ -77,3 +77,18 @@ def test_guard_catches_offences(source: str) -> None:
 
 def test_guard_allows_pure_code() -> None:
     assert offences("import hashlib\nfrom dataclasses import dataclass\nx = 1") == []
+
+
+MODULE_LINES_WITHOUT_REASON = 400
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(CORE)))
+def test_a_long_core_module_says_why_at_its_top(path: Path) -> None:
+    """A core module past ~400 lines states at its top why it is one module (a
+    ``Size.`` paragraph in its docstring); otherwise it should be split by
+    responsibility, as the connection and the pool are."""
+    source = path.read_text()
+    if source.count("\n") <= MODULE_LINES_WITHOUT_REASON:
+        return
+    docstring = ast.get_docstring(ast.parse(source)) or ""
+    assert "\nSize.  " in docstring, f"{path.name}: {source.count(chr(10))} lines, no reason"

@@ -24,6 +24,11 @@ The machine follows `rondevu_core.machine.Machine`: ``handle(input)``, ``get_tim
 ``handle_timer(now)``, ``next_action()`` (frames to transmit) and ``next_event()``
 (messages delivered, acknowledgements, a silent peer, a rejected frame).  It never reads
 a clock; it holds no reference to a channel, only whether one is up.
+
+Size.  About 500 lines with its vocabulary: the sending and receiving halves share the
+current channel, the heartbeat and the acknowledgement schedule, so they stay one
+machine, and its inputs, actions and events are defined here so the layer's contract
+reads in one place.
 """
 
 from __future__ import annotations
