@@ -12,6 +12,7 @@ from typing import Any
 
 from rondevu_core.connection import Connection
 from rondevu_core.inputs import (
+    ChannelAnnounced,
     ChannelClosed,
     ChannelError,
     ChannelMessage,
@@ -69,6 +70,8 @@ OUTCOMES: list[Any] = [
     RpcFailed(error="boom", transport=True),
 ]
 STATES = ["new", "checking", "connected", "completed", "disconnected", "failed", "closed", "x"]
+CHANNELS = [0, 0, 0, 1]
+"""Channel names for channel reports: mostly the first one, which the connection takes."""
 
 
 def arbitrary_input(
@@ -104,10 +107,18 @@ def arbitrary_input(
         k.PEER_CONNECTION_STATE: lambda: PeerConnectionStateChanged(
             now=now, pc_id=pc_id, state=choose(STATES)
         ),
-        k.CHANNEL_OPEN: lambda: ChannelOpen(now=now, pc_id=pc_id),
-        k.CHANNEL_CLOSED: lambda: ChannelClosed(now=now, pc_id=pc_id),
-        k.CHANNEL_MESSAGE: lambda: ChannelMessage(now=now, pc_id=pc_id, data="hello"),
-        k.CHANNEL_ERROR: lambda: ChannelError(now=now, pc_id=pc_id, error="e"),
+        # Mostly the connection's channel (0), sometimes one the peer opened for itself.
+        k.CHANNEL_ANNOUNCED: lambda: ChannelAnnounced(
+            now=now, pc_id=pc_id, channel=choose(CHANNELS), label="c", local=choose([True, False])
+        ),
+        k.CHANNEL_OPEN: lambda: ChannelOpen(now=now, pc_id=pc_id, channel=choose(CHANNELS)),
+        k.CHANNEL_CLOSED: lambda: ChannelClosed(now=now, pc_id=pc_id, channel=choose(CHANNELS)),
+        k.CHANNEL_MESSAGE: lambda: ChannelMessage(
+            now=now, pc_id=pc_id, channel=choose(CHANNELS), data="hello"
+        ),
+        k.CHANNEL_ERROR: lambda: ChannelError(
+            now=now, pc_id=pc_id, channel=choose(CHANNELS), error="e"
+        ),
         k.PEER_ERROR: lambda: PeerError(now=now, pc_id=pc_id, operation="op", error="e"),
         k.REMOTE_CANDIDATE_REJECTED: lambda: RemoteCandidateRejected(
             now=now, pc_id=pc_id, reason="bad candidate"

@@ -137,6 +137,8 @@ class SendData(PeerAction):
     """Send one message on the data channel (only ever while it is open)."""
 
     data: Payload
+    channel: int = 0
+    """The channel, by the name the driver gave it in its reports (`ChannelInput`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,8 +34,10 @@ from rondevu_core.rpc import RpcOutcome
 __all__ = [
     "COMMAND_KINDS",
     "PEER_KINDS",
+    "ChannelAnnounced",
     "ChannelClosed",
     "ChannelError",
+    "ChannelInput",
     "ChannelMessage",
     "ChannelOpen",
     "Close",
@@ -76,6 +78,7 @@ class InputKind(Enum):
     ICE_GATHERING_STATE = "ice_gathering_state"
     ICE_CONNECTION_STATE = "ice_connection_state"
     PEER_CONNECTION_STATE = "peer_connection_state"
+    CHANNEL_ANNOUNCED = "channel_announced"
     CHANNEL_OPEN = "channel_open"
     CHANNEL_CLOSED = "channel_closed"
     CHANNEL_MESSAGE = "channel_message"
@@ -231,21 +234,43 @@ class PeerConnectionStateChanged(PeerInput):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelOpen(PeerInput):
+class ChannelInput(PeerInput):
+    """Base of every report about one data channel of a peer connection."""
+
+    channel: int = 0
+    """The driver's name for the channel (any integer, unique within its peer
+    connection).  The connection speaks on one channel per peer connection - the first
+    one reported (announced, or opened) - and ignores reports about any other: a peer
+    may open channels of its own."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelAnnounced(ChannelInput):
+    """A data channel exists: created by `CreateDataChannel` (``local``) or announced by
+    the remote peer (``ondatachannel``).  Optional: a driver that reports only
+    `ChannelOpen` works the same, the first channel reported is the connection's."""
+
+    kind: ClassVar[InputKind] = InputKind.CHANNEL_ANNOUNCED
+    label: str
+    local: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelOpen(ChannelInput):
     """The data channel is open (offerer: the one it created; answerer: ``ondatachannel``)."""
 
     kind: ClassVar[InputKind] = InputKind.CHANNEL_OPEN
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelClosed(PeerInput):
+class ChannelClosed(ChannelInput):
     """The data channel closed."""
 
     kind: ClassVar[InputKind] = InputKind.CHANNEL_CLOSED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelMessage(PeerInput):
+class ChannelMessage(ChannelInput):
     """A message arrived on the data channel."""
 
     kind: ClassVar[InputKind] = InputKind.CHANNEL_MESSAGE
@@ -253,7 +278,7 @@ class ChannelMessage(PeerInput):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelError(PeerInput):
+class ChannelError(ChannelInput):
     """The data channel reported an error (not fatal by itself)."""
 
     kind: ClassVar[InputKind] = InputKind.CHANNEL_ERROR

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from rondevu_core.actions import ClosePeerConnection
+from rondevu_core.actions import ClosePeerConnection, SendData
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.connection import Connection, State
-from rondevu_core.events import Closed
+from rondevu_core.events import Closed, Message
 from rondevu_core.inputs import (
+    ChannelAnnounced,
     ChannelClosed,
+    ChannelMessage,
     ChannelOpen,
     Close,
     Connect,
@@ -143,3 +145,46 @@ def test_only_an_application_close_of_an_open_channel_lingers() -> None:
     d, pc = _connected_answerer(ConnectionConfig(close_linger_ms=1500))
     (close,) = _closes(d.feed(ChannelClosed(now=d.now, pc_id=pc)))
     assert close.linger_ms == 0
+
+
+def state_of(d: Driver) -> State:
+    """The connection's state, read through a call so mypy does not narrow it."""
+    assert isinstance(d.machine, Connection)
+    return d.machine.state
+
+
+def test_the_answerer_speaks_on_the_first_channel_the_peer_announced_only() -> None:
+    """Which data channel is ours is the core's choice, not the driver's: the answerer
+    takes the first channel the remote peer announces; reports about another channel
+    (a peer opening one of its own) change nothing, and sends name our channel."""
+    d, pc = answering(ConnectionConfig(session=None))
+    d.feed(LocalDescriptionReady(now=d.now, pc_id=pc, sdp=SDP, complete=True))
+    d.feed(ChannelAnnounced(now=d.now, pc_id=pc, channel=7, label="rondevu", local=False))
+    d.feed(ChannelAnnounced(now=d.now, pc_id=pc, channel=8, label="theirs", local=False))
+    d.feed(IceConnectionStateChanged(now=d.now, pc_id=pc, state="connected"))
+    d.feed(ChannelOpen(now=d.now, pc_id=pc, channel=8))
+    assert state_of(d) is not State.CONNECTED  # not our channel
+    d.feed(ChannelOpen(now=d.now, pc_id=pc, channel=7))
+    assert state_of(d) is State.CONNECTED
+    d.feed(ChannelMessage(now=d.now, pc_id=pc, channel=8, data="not for us"))
+    d.feed(ChannelMessage(now=d.now, pc_id=pc, channel=7, data="for us"))
+    assert [e.data for e in d.events if isinstance(e, Message)] == ["for us"]
+    d.feed(ChannelClosed(now=d.now, pc_id=pc, channel=8))
+    assert state_of(d) is State.CONNECTED
+    sent = d.feed(SendMessage(now=d.now, data="reply"))
+    assert [(a.channel, a.data) for a in sent if isinstance(a, SendData)] == [(7, "reply")]
+    assert d.named("protocol:error") == []
+
+
+def test_an_announcement_from_the_wrong_side_does_not_choose_the_channel() -> None:
+    """The answerer's channel comes from the offerer: a channel it created itself (a
+    driver announcing ``local`` channels) is not the connection's."""
+    d, pc = answering(ConnectionConfig(session=None))
+    d.feed(LocalDescriptionReady(now=d.now, pc_id=pc, sdp=SDP, complete=True))
+    d.feed(ChannelAnnounced(now=d.now, pc_id=pc, channel=0, label="mine", local=True))
+    d.feed(ChannelAnnounced(now=d.now, pc_id=pc, channel=1, label="rondevu", local=False))
+    d.feed(IceConnectionStateChanged(now=d.now, pc_id=pc, state="connected"))
+    d.feed(ChannelOpen(now=d.now, pc_id=pc, channel=0))
+    assert state_of(d) is not State.CONNECTED
+    d.feed(ChannelOpen(now=d.now, pc_id=pc, channel=1))
+    assert state_of(d) is State.CONNECTED

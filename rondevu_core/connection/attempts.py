@@ -174,6 +174,7 @@ class Attempts(Link):
             self._exchange.connection_id = self.connection_id
         self._offer_id, fresh._offer_id = fresh._offer_id, None
         self._local_sdp = fresh._local_sdp
+        self._channel, fresh._channel = fresh._channel, None
         self._stale.update(fresh._stale)
         self._ice_ok = self._channel_open = False
         self.answer_applied = False

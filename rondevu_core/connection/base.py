@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rondevu_core.actions import Action, CreatePeerConnection, SendRpc
+from rondevu_core.actions import Action, CreatePeerConnection, SendData, SendRpc
 from rondevu_core.buffer import MessageBuffer, Payload
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.connection.states import Call, Deferred, Role, State, Timer
@@ -21,6 +21,7 @@ from rondevu_core.delivery.machine import DeliverySession
 from rondevu_core.errors import ProtocolError
 from rondevu_core.events import Connecting, Event, ProtocolViolation, StateChanged
 from rondevu_core.ice_exchange import IceExchange
+from rondevu_core.inputs import ChannelAnnounced, ChannelInput
 from rondevu_core.outbox import Deadlines, Outbox
 from rondevu_core.rpc import RpcRequest
 from rondevu_core.rules.backoff import Backoff
@@ -34,6 +35,7 @@ class ConnectionBase:
         "_backoff",
         "_buffer",
         "_calls",
+        "_channel",
         "_channel_open",
         "_closing_pc",
         "_deadlines",
@@ -98,6 +100,9 @@ class ConnectionBase:
         self._closing_pc = False
         self._exchange: IceExchange | None = None
         self._ice_ok = False
+        self._channel: int | None = None
+        """The driver's name of the data channel this connection speaks on (see
+        `ChannelInput`), once reported."""
         self._channel_open = False
         self._local_sdp: str | None = None
         self._offer_id: str | None = None
@@ -230,6 +235,7 @@ class ConnectionBase:
         pc = self._outbox.new_id()
         self._pc = pc
         self._ice_ok = False
+        self._channel = None
         self._channel_open = False
         self._local_sdp = None
         self._outbox.act(
@@ -255,6 +261,23 @@ class ConnectionBase:
         connection timeout."""
         if self.config.handshake_timeout_ms > 0:
             self._deadlines.set(Timer.HANDSHAKE, now + self.config.handshake_timeout_ms)
+
+    def _adopts(self, report: ChannelInput) -> bool:
+        """Whether ``report`` concerns this connection's data channel, choosing it if
+        none is yet: the offerer speaks on the channel it created, the answerer on the
+        first one the remote peer announced; a driver that announces nothing makes the
+        first channel it reports the connection's.  Other channels are the peer's own."""
+        if self._channel is None:
+            if isinstance(report, ChannelAnnounced) and report.local != (self.role is Role.OFFERER):
+                return False
+            self._channel = report.channel
+        return report.channel == self._channel
+
+    def _send_data(self, data: Payload) -> None:
+        """Queue ``data`` on the current peer connection's channel (open, so known)."""
+        assert self._pc is not None
+        assert self._channel is not None
+        self._outbox.act(SendData(pc_id=self._pc, data=data, channel=self._channel))
 
     def _fail(self, now: int, error: str) -> None:
         """End the current attempt (or established link) with ``error``: `Link._fail`.

@@ -93,6 +93,7 @@ class Link(Sending):
             self._outbox.act(ClosePeerConnection(pc_id=self._pc, linger_ms=linger_ms))
             self._pc = None
         self._ice_ok = False
+        self._channel = None
         self._channel_open = False
         self._early_frames = []
         self._channel_down(0)

@@ -25,6 +25,7 @@ from rondevu_core.events import (
 )
 from rondevu_core.ice_exchange import StopPolling
 from rondevu_core.inputs import (
+    ChannelAnnounced,
     ChannelError,
     ChannelMessage,
     IceConnectionStateChanged,
@@ -122,6 +123,9 @@ class PeerReports(Attempts):
             self._fail(event.now, "Peer connection closed")
         elif event.state == "disconnected" and self.state is State.CONNECTED:
             self._soft_drop(event.now, "Peer connection disconnected")
+
+    def _on_channel_announced(self, event: ChannelAnnounced) -> None:
+        pass  # `handle` has chosen the channel (`_adopts`); it opens later
 
     def _on_channel_open(self, event: Input) -> None:
         if self._channel_open:

@@ -10,7 +10,6 @@ same peer (a restarted process) takes over what the old one had not delivered.
 
 from __future__ import annotations
 
-from rondevu_core.actions import SendData
 from rondevu_core.buffer import Payload
 from rondevu_core.connection.base import ConnectionBase
 from rondevu_core.connection.states import State, Timer, payload_size
@@ -62,7 +61,7 @@ class Sending(ConnectionBase):
                     f"send: a message of {payload_size(data)} bytes is larger than the peer "
                     f"accepts ({self._plain_limit} bytes); only the session layer chunks"
                 )
-            self._outbox.act(SendData(pc_id=self._pc, data=data))
+            self._send_data(data)
             self._emit(MessageSent, data=data, buffered=False)
             return
         if self._terminal:
@@ -126,7 +125,7 @@ class Sending(ConnectionBase):
                 self._delivery.handle(SendPayload(now=now, data=message.data))
                 self._pump(now)
             else:
-                self._outbox.act(SendData(pc_id=pc, data=message.data))
+                self._send_data(message.data)
             self._emit(MessageReplayed, data=message.data, buffered_at=message.buffered_at)
 
     def _arm_buffer_timer(self) -> None:
@@ -151,7 +150,7 @@ class Sending(ConnectionBase):
             while (action := delivery.next_action()) is not None:
                 assert isinstance(action, Transmit)
                 if self._pc is not None:
-                    self._outbox.act(SendData(pc_id=self._pc, data=action.data))
+                    self._send_data(action.data)
             while (event := delivery.next_event()) is not None:
                 if isinstance(event, Delivered):
                     self._emit(Message, data=event.data)

@@ -34,7 +34,7 @@ from rondevu_core.events import (
     SignalingError,
 )
 from rondevu_core.ice_exchange import EnableUploads
-from rondevu_core.inputs import COMMAND_KINDS, Input, InputKind, PeerInput, RpcResult
+from rondevu_core.inputs import COMMAND_KINDS, ChannelInput, Input, InputKind, PeerInput, RpcResult
 from rondevu_core.outbox import Outbox
 from rondevu_core.rpc import RpcFailed
 from rondevu_core.rules.error_kinds import classify, is_permanent
@@ -104,6 +104,8 @@ class Connection(PeerReports):
                 raise UsageError(f"{kind.value}: the connection is closed")
             return
         if isinstance(input, PeerInput) and input.pc_id != self._pc:
+            return
+        if isinstance(input, ChannelInput) and not self._adopts(input):
             return
         if isinstance(input, RpcResult) and not self._owns_call(input.call_id):
             if input.call_id in self._stale:
@@ -246,6 +248,7 @@ def _table() -> dict[tuple[State, InputKind], Handler]:
         (PC_ALIVE, k.ICE_GATHERING_STATE, c._on_gathering_state),
         (PC_ALIVE, k.ICE_CONNECTION_STATE, c._on_ice_state),
         (PC_ALIVE, k.PEER_CONNECTION_STATE, c._on_pc_state),
+        (PC_ALIVE, k.CHANNEL_ANNOUNCED, c._on_channel_announced),
         (PC_ALIVE, k.CHANNEL_OPEN, c._on_channel_open),
         (PC_ALIVE, k.CHANNEL_CLOSED, c._on_channel_closed),
         (PC_ALIVE - {S.GATHERING}, k.CHANNEL_MESSAGE, c._on_channel_message),
