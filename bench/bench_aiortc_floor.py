@@ -1,7 +1,7 @@
 """The floor for connection set-up: two aiortc peers, SDP exchanged in memory.
 
 What is timed, per run: from constructing both peers to a data channel open on *both*
-sides (offerer: ``DataChannelOpened``; answerer: announced and open), with the offer and
+sides (offerer: ``ChannelOpen``; answerer: announced and open), with the offer and
 answer handed over in memory, no signaling server and no ICE servers, all candidates on
 127.0.0.1.  That is the cost of aiortc itself (gathering, ICE checks, DTLS, SCTP, DCEP);
 anything the Rondevu client adds on top (RPCs, polling) is measured against it by the
@@ -20,7 +20,8 @@ import asyncio
 import statistics
 import time
 
-from rondevu_aiortc import AiortcPeer, DataChannelOpened, PeerEvent
+from rondevu_aiortc import AiortcPeer
+from rondevu_core.inputs import ChannelOpen, PeerInput
 from rondevu_core.rules.ice import NO_ICE_SERVERS
 
 
@@ -29,15 +30,15 @@ async def driver_run() -> float:
     done = asyncio.Event()
     pending = [2]
 
-    def on_event(event: PeerEvent) -> None:
-        if isinstance(event, DataChannelOpened):
+    def on_input(event: PeerInput) -> None:
+        if isinstance(event, ChannelOpen):
             pending[0] -= 1
             if pending[0] == 0:
                 done.set()
 
     start = time.perf_counter()
-    a = AiortcPeer(ice=NO_ICE_SERVERS, on_event=on_event, host_addresses=["127.0.0.1"])
-    b = AiortcPeer(ice=NO_ICE_SERVERS, on_event=on_event, host_addresses=["127.0.0.1"])
+    a = AiortcPeer(ice=NO_ICE_SERVERS, on_input=on_input, host_addresses=["127.0.0.1"])
+    b = AiortcPeer(ice=NO_ICE_SERVERS, on_input=on_input, host_addresses=["127.0.0.1"])
     try:
         a.create_data_channel("default")
         answer = await b.accept_offer(await a.create_offer())

@@ -41,8 +41,9 @@ import anyio.lowlevel
 
 from bench.bench_aiortc_floor import driver_run as aiortc_floor_run
 from rondevu import ConnectionConfig, DurableConnection, InProcessTransport, Rondevu
-from rondevu_aiortc import AiortcPeer, DataChannelMessage, DataChannelOpened, PeerEvent
+from rondevu_aiortc import AiortcPeer
 from rondevu_core.delivery import SessionConfig
+from rondevu_core.inputs import ChannelMessage, ChannelOpen, PeerInput
 from rondevu_core.rules.ice import NO_ICE_SERVERS
 from rondevu_core.rules.signing import KeyPair
 from rondevu_server.config import ServerConfig
@@ -111,18 +112,18 @@ async def raw_throughput(size: int, total: int) -> float:
     done = asyncio.Event()
     count = total // size
 
-    def on_event(event: PeerEvent) -> None:
-        if isinstance(event, DataChannelMessage):
+    def on_input(event: PeerInput) -> None:
+        if isinstance(event, ChannelMessage):
             received[0] += 1
             if received[0] == count:
                 done.set()
 
-    def on_sender_event(event: PeerEvent) -> None:
-        if isinstance(event, DataChannelOpened):
+    def on_sender_input(event: PeerInput) -> None:
+        if isinstance(event, ChannelOpen):
             opened.set()
 
-    a = AiortcPeer(ice=NO_ICE_SERVERS, on_event=on_sender_event, host_addresses=["127.0.0.1"])
-    b = AiortcPeer(ice=NO_ICE_SERVERS, on_event=on_event, host_addresses=["127.0.0.1"])
+    a = AiortcPeer(ice=NO_ICE_SERVERS, on_input=on_sender_input, host_addresses=["127.0.0.1"])
+    b = AiortcPeer(ice=NO_ICE_SERVERS, on_input=on_input, host_addresses=["127.0.0.1"])
     try:
         a.create_data_channel("bench")
         answer = await b.accept_offer(await a.create_offer())

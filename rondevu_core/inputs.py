@@ -253,6 +253,13 @@ class ChannelAnnounced(ChannelInput):
     kind: ClassVar[InputKind] = InputKind.CHANNEL_ANNOUNCED
     label: str
     local: bool
+    """True when this side created the channel, False when the remote peer announced it."""
+    ordered: bool = True
+    max_retransmits: int | None = None
+    """Partial reliability by retransmit count; None when fully reliable or time-bounded."""
+    max_packet_life_time: int | None = None
+    """Partial reliability by lifetime in ms; None when fully reliable or count-bounded."""
+    protocol: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

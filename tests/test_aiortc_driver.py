@@ -18,23 +18,22 @@ import anyio
 import pytest
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
-from rondevu_aiortc import (
-    AiortcPeer,
-    ConnectionStateChanged,
-    DataChannelAnnounced,
-    DataChannelClosed,
-    DataChannelError,
-    DataChannelMessage,
-    DataChannelOpened,
+from rondevu_aiortc import AiortcPeer, PeerClosedError, PeerStateError, rtc_configuration
+from rondevu_aiortc._hosts import check_host_candidates
+from rondevu_core.inputs import (
+    ChannelAnnounced,
+    ChannelClosed,
+    ChannelError,
+    ChannelMessage,
+    ChannelOpen,
     IceGatheringStateChanged,
     LocalDescriptionReady,
-    PeerClosedError,
-    PeerEvent,
-    PeerStateError,
-    RemoteInputRejected,
-    rtc_configuration,
+    PeerConnectionStateChanged,
+    PeerError,
+    PeerInput,
+    RemoteCandidateRejected,
+    RemoteDescriptionSet,
 )
-from rondevu_aiortc._hosts import check_host_candidates
 from rondevu_core.rules.ice import (
     ICE_PRESETS,
     NO_ICE_SERVERS,
@@ -47,17 +46,17 @@ from rondevu_core.rules.sdp import candidates_from_sdp, strip_candidates
 
 LOOPBACK = ["127.0.0.1"]
 TIMEOUT = 10.0
-E = TypeVar("E", bound=PeerEvent)
+E = TypeVar("E", bound=PeerInput)
 
 
 class Recorder:
-    """An ``on_event`` callback that keeps every event and lets a test wait for one."""
+    """An ``on_input`` callback that keeps every report and lets a test wait for one."""
 
     def __init__(self) -> None:
-        self.events: list[PeerEvent] = []
+        self.events: list[PeerInput] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, event: PeerEvent) -> None:
+    def __call__(self, event: PeerInput) -> None:
         self.events.append(event)
         self._changed.set()
 
@@ -76,7 +75,7 @@ class Recorder:
 
 
 def loopback_peer(recorder: Recorder) -> AiortcPeer:
-    return AiortcPeer(ice=NO_ICE_SERVERS, on_event=recorder, host_addresses=LOOPBACK)
+    return AiortcPeer(ice=NO_ICE_SERVERS, on_input=recorder, host_addresses=LOOPBACK)
 
 
 async def connect(
@@ -120,28 +119,58 @@ async def test_data_channel_opens_and_carries_str_and_bytes(pair: Pair) -> None:
     assert (info.channel, info.label, info.ordered, info.local) == (0, "default", True, True)
     await connect(a, b)
 
-    await a_events.wait(DataChannelOpened)
-    announced = await b_events.wait(DataChannelAnnounced)
-    assert (announced.info.label, announced.info.local) == ("default", False)
-    await b_events.wait(DataChannelOpened, lambda e: e.channel == announced.info.channel)
+    assert a_events.of(ChannelAnnounced) == [info]  # a local channel is reported too
+    await a_events.wait(ChannelOpen)
+    announced = await b_events.wait(ChannelAnnounced)
+    assert (announced.label, announced.local) == ("default", False)
+    await b_events.wait(ChannelOpen, lambda e: e.channel == announced.channel)
 
     sent: list[str | bytes] = ["hello", b"\x00\xffbinary", "", b"", "1", b"1", "ünï"]
     for data in sent:
         a.send(0, data)
-        b.send(announced.info.channel, data)
+        b.send(announced.channel, data)
     for events in (a_events, b_events):
-        await events.wait(DataChannelMessage, lambda e: e.data == "ünï")
-        received = [e.data for e in events.of(DataChannelMessage)]
+        await events.wait(ChannelMessage, lambda e: e.data == "ünï")
+        received = [e.data for e in events.of(ChannelMessage)]
         assert received == sent
         assert [type(d) for d in received] == [type(d) for d in sent]
 
-    await a_events.wait(ConnectionStateChanged, lambda e: e.state == "connected")
-    await b_events.wait(ConnectionStateChanged, lambda e: e.state == "connected")
+    await a_events.wait(PeerConnectionStateChanged, lambda e: e.state == "connected")
+    await b_events.wait(PeerConnectionStateChanged, lambda e: e.state == "connected")
     for events in (a_events, b_events):
         assert [e.state for e in events.of(IceGatheringStateChanged)] == ["gathering", "complete"]
-    assert [e.type for e in a_events.of(LocalDescriptionReady)] == ["offer"]
-    assert [e.type for e in b_events.of(LocalDescriptionReady)] == ["answer"]
-    assert all(e.candidates_embedded for e in a_events.of(LocalDescriptionReady))
+    for events in (a_events, b_events):
+        (ready,) = events.of(LocalDescriptionReady)
+        assert ready.complete  # aiortc's SDP holds every candidate
+        assert ready.pc_id == 0  # the default; the runtime passes the core's pc id
+    assert len(b_events.of(RemoteDescriptionSet)) == 1
+    assert len(a_events.of(RemoteDescriptionSet)) == 1
+
+
+@pytest.mark.anyio
+async def test_reports_are_core_inputs_stamped_with_the_peer_id_and_clock() -> None:
+    """The driver speaks the core's vocabulary: each report carries the ``pc_id`` it was
+    given and ``now`` from the injected clock, so a runtime feeds it on unchanged."""
+    a_events, b_events = Recorder(), Recorder()
+    ticks = iter(range(1000, 100_000))
+    a = AiortcPeer(
+        ice=NO_ICE_SERVERS,
+        on_input=a_events,
+        pc_id=41,
+        clock=lambda: next(ticks),
+        host_addresses=LOOPBACK,
+    )
+    b = AiortcPeer(ice=NO_ICE_SERVERS, on_input=b_events, pc_id=42, host_addresses=LOOPBACK)
+    async with a, b:
+        a.create_data_channel("default")
+        await connect(a, b)
+        await a_events.wait(ChannelOpen)
+        await b_events.wait(ChannelOpen)
+    assert {e.pc_id for e in a_events.events} == {41}
+    assert {e.pc_id for e in b_events.events} == {42}
+    stamps = [e.now for e in a_events.events]
+    assert stamps == sorted(stamps)
+    assert stamps[0] >= 1000
 
 
 @pytest.mark.anyio
@@ -170,10 +199,10 @@ async def test_trickled_candidates_are_the_only_route(pair: Pair) -> None:
     a, a_events, b, b_events = pair
     a.create_data_channel("default")
     await connect(a, b, trickle=True)
-    await a_events.wait(DataChannelOpened)
-    announced = await b_events.wait(DataChannelAnnounced)
-    b.send(announced.info.channel, "over trickle")
-    assert (await a_events.wait(DataChannelMessage)).data == "over trickle"
+    await a_events.wait(ChannelOpen)
+    announced = await b_events.wait(ChannelAnnounced)
+    b.send(announced.channel, "over trickle")
+    assert (await a_events.wait(ChannelMessage)).data == "over trickle"
 
 
 @pytest.mark.anyio
@@ -185,8 +214,8 @@ async def test_channel_options_are_reported_on_both_sides(pair: Pair) -> None:
     assert (timed.ordered, timed.max_retransmits, timed.max_packet_life_time) == (True, None, 500)
     assert (lossy.channel, timed.channel, timed.protocol) == (0, 1, "chat")
     await connect(a, b)
-    await b_events.wait(DataChannelOpened, lambda e: e.channel == 1)  # both announced
-    remote = {e.info.label: e.info for e in b_events.of(DataChannelAnnounced)}
+    await b_events.wait(ChannelOpen, lambda e: e.channel == 1)  # both announced
+    remote = {e.label: e for e in b_events.of(ChannelAnnounced) if not e.local}
     assert (remote["lossy"].ordered, remote["lossy"].max_retransmits) == (False, 0)
     assert remote["lossy"].max_packet_life_time is None
     assert (remote["timed"].ordered, remote["timed"].max_packet_life_time) == (True, 500)
@@ -200,18 +229,18 @@ async def test_close_is_idempotent_and_leaves_no_task() -> None:
     a, b = loopback_peer(a_events), loopback_peer(b_events)
     a.create_data_channel("default")
     await connect(a, b)
-    await a_events.wait(DataChannelOpened)
-    await b_events.wait(DataChannelOpened)
+    await a_events.wait(ChannelOpen)
+    await b_events.wait(ChannelOpen)
 
     await a.close()
     await a.close()
     assert a.closed
     assert a.connection_state == "closed"
-    await a_events.wait(DataChannelClosed)
-    await a_events.wait(ConnectionStateChanged, lambda e: e.state == "closed")
+    await a_events.wait(ChannelClosed)
+    await a_events.wait(PeerConnectionStateChanged, lambda e: e.state == "closed")
     # The remote side hears of a clean close at once (DTLS close_notify), not after 30 s.
-    await b_events.wait(DataChannelClosed)
-    await b_events.wait(ConnectionStateChanged, lambda e: e.state == "closed")
+    await b_events.wait(ChannelClosed)
+    await b_events.wait(PeerConnectionStateChanged, lambda e: e.state == "closed")
     await asyncio.gather(b.close(), b.close())
 
     assert asyncio.all_tasks() - before == set()
@@ -235,15 +264,15 @@ async def test_remote_misbehaviour_is_reported_not_raised(pair: Pair) -> None:
     ]
     for bad in bad_offers:
         assert await b.accept_offer(bad) is None
-    rejected = b_events.of(RemoteInputRejected)
-    assert [e.kind for e in rejected] == ["offer"] * len(bad_offers)
-    assert rejected[0].reason == "ValueError: ICE username fragment or password is missing"
+    rejected = b_events.of(PeerError)
+    assert [e.operation for e in rejected] == ["remote offer"] * len(bad_offers)
+    assert rejected[0].error == "ValueError: ICE username fragment or password is missing"
     assert b_events.of(LocalDescriptionReady) == []
 
     # The rejected offers left b able to take the real one.
     assert await b.accept_offer(offer) is not None
     assert not await a.set_remote_answer("garbage")
-    assert (await a_events.wait(RemoteInputRejected)).kind == "answer"
+    assert (await a_events.wait(PeerError)).operation == "remote answer"
 
     good = a.local_candidates()[0].to_json()
     bad_candidates: list[dict[str, object]] = [
@@ -255,7 +284,7 @@ async def test_remote_misbehaviour_is_reported_not_raised(pair: Pair) -> None:
     ]
     for candidate in bad_candidates:
         assert not await b.add_remote_candidate(candidate)
-    reasons = [e.reason for e in b_events.of(RemoteInputRejected) if e.kind == "candidate"]
+    reasons = [e.reason for e in b_events.of(RemoteCandidateRejected)]
     assert len(reasons) == len(bad_candidates)
     assert "unknown sdpMid" in reasons[2]
     assert "not an IP" in reasons[3]
@@ -285,19 +314,19 @@ async def test_local_misuse_raises(pair: Pair) -> None:
 async def test_callback_failure_becomes_a_channel_error() -> None:
     failing, b_events = Recorder(), Recorder()
 
-    def on_event(event: PeerEvent) -> None:
+    def on_input(event: PeerInput) -> None:
         failing(event)
-        if isinstance(event, DataChannelMessage) and event.data == "boom":
+        if isinstance(event, ChannelMessage) and event.data == "boom":
             raise RuntimeError("handler bug")
 
-    a = AiortcPeer(ice=NO_ICE_SERVERS, on_event=on_event, host_addresses=LOOPBACK)
+    a = AiortcPeer(ice=NO_ICE_SERVERS, on_input=on_input, host_addresses=LOOPBACK)
     async with a, loopback_peer(b_events) as b:
         a.create_data_channel("default")
         await connect(a, b)
-        announced = await b_events.wait(DataChannelAnnounced)
-        await failing.wait(DataChannelOpened)
-        b.send(announced.info.channel, "boom")
-        error = await failing.wait(DataChannelError)
+        announced = await b_events.wait(ChannelAnnounced)
+        await failing.wait(ChannelOpen)
+        b.send(announced.channel, "boom")
+        error = await failing.wait(ChannelError)
         assert (error.channel, error.error) == (0, "RuntimeError: handler bug")
 
 
@@ -309,13 +338,13 @@ def test_option_validation() -> None:
         transport_policy=IceTransportPolicy.RELAY,
     )
     with pytest.raises(ValueError, match="relay transport policy"):
-        AiortcPeer(ice=relay, on_event=Recorder(), host_addresses=LOOPBACK)
+        AiortcPeer(ice=relay, on_input=Recorder(), host_addresses=LOOPBACK)
     with pytest.raises(ValueError, match="not a string"):
-        AiortcPeer(ice=NO_ICE_SERVERS, on_event=Recorder(), host_addresses="127.0.0.1")
+        AiortcPeer(ice=NO_ICE_SERVERS, on_input=Recorder(), host_addresses="127.0.0.1")
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
-        AiortcPeer(ice=NO_ICE_SERVERS, on_event=Recorder(), host_addresses=["localhost"])
+        AiortcPeer(ice=NO_ICE_SERVERS, on_input=Recorder(), host_addresses=["localhost"])
     with pytest.raises(ValueError, match="empty"):
-        AiortcPeer(ice=NO_ICE_SERVERS, on_event=Recorder(), host_addresses=[])
+        AiortcPeer(ice=NO_ICE_SERVERS, on_input=Recorder(), host_addresses=[])
 
 
 def test_configuration_conversion() -> None:
@@ -359,7 +388,7 @@ async def test_relay_policy_gathers_no_direct_candidates() -> None:
             transport_policy=IceTransportPolicy.RELAY,
         )
         events = Recorder()
-        async with AiortcPeer(ice=relay, on_event=events) as peer:
+        async with AiortcPeer(ice=relay, on_input=events) as peer:
             peer.create_data_channel("default")
             sdp = await peer.create_offer()
         assert candidates_from_sdp(sdp) == ()
@@ -377,7 +406,7 @@ async def test_host_restriction_stays_with_its_peer() -> None:
     original = aioice.ice.get_host_addresses
     async with (
         loopback_peer(Recorder()) as restricted,
-        AiortcPeer(ice=NO_ICE_SERVERS, on_event=Recorder()) as plain,
+        AiortcPeer(ice=NO_ICE_SERVERS, on_input=Recorder()) as plain,
     ):
         restricted.create_data_channel("default")
         plain.create_data_channel("default")

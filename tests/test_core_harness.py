@@ -354,7 +354,7 @@ def test_every_documented_event_is_emitted_somewhere() -> None:
             seen.add(e.name)
     expected = {cls.name for cls in ALL_EVENTS}
     # Events that need a misbehaving peer/server, a failing publish, a gathering stall or
-    # a second answer are provoked by name in test_core_events.py and test_core_session.py.
+    # a second answer are provoked by name in test_core_events.py and test_core_ice_exchange.py.
     elsewhere = {
         "protocol:error",
         "signaling:error",

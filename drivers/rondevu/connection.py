@@ -168,8 +168,9 @@ class DurableConnection:
     @property
     def data_channel(self) -> Any:
         """The current aiortc ``RTCDataChannel``, or None (same caveats as above)."""
-        peer = self._current_peer()
-        return None if peer is None else peer.raw_data_channel
+        peer, core = self._current_peer(), self._core()
+        channel = None if core is None else core.channel
+        return None if peer is None or channel is None else peer.raw_channel(channel)
 
     @property
     def session_id(self) -> str | None:

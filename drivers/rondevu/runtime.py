@@ -10,8 +10,9 @@ A `MachineRunner` owns one top-level machine (a `rondevu_core.connection.Connect
    operations strictly in order on one worker task.
 2. **Keeps one timer** at the machine's ``get_timer()`` deadline and calls
    ``handle_timer(now)`` when it is due (the aioquic model).
-3. **Feeds back** what happened - RPC outcomes, peer events translated to core inputs -
-   with ``now`` from its clock, and hands every machine event to ``on_event``.
+3. **Feeds back** what happened - RPC outcomes, and the peer's reports, which the aiortc
+   driver already gives as core inputs stamped with this runner's clock - and hands
+   every machine event to ``on_event``.
 
 It makes no protocol decision: when to call, what to retry, what counts as failure are
 all the machine's.  Everything runs on the event loop thread, so feeding an input is a
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
@@ -36,11 +36,10 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-import rondevu_aiortc as peer_events
 from rondevu.drive import DriveLoop
 from rondevu.errors import ClientClosedError
 from rondevu.rpc_client import wall_clock_ms
-from rondevu_aiortc import AiortcPeer, PeerStateError
+from rondevu_aiortc import AiortcPeer, PeerStateError, monotonic_ms
 from rondevu_core import actions, inputs
 from rondevu_core.events import Event
 from rondevu_core.machine import Machine as CoreMachine
@@ -52,11 +51,6 @@ logger = logging.getLogger("rondevu.runtime")
 
 _CLOSE_MARGIN = 1.0
 """Seconds a closing worker may take beyond its linger for the actions queued before it."""
-
-
-def monotonic_ms() -> int:
-    """The runtime's default clock: monotonic milliseconds."""
-    return time.monotonic_ns() // 1_000_000
 
 
 Machine = CoreMachine[inputs.Input, actions.Action, Event]
@@ -73,13 +67,12 @@ class RpcCaller(Protocol):
 
 
 class _Peer:
-    """One peer connection, its ordered operation queue and its primary channel."""
+    """One peer connection and its ordered operation queue."""
 
-    __slots__ = ("channel", "finished", "inbox", "linger", "outbox", "peer")
+    __slots__ = ("finished", "inbox", "linger", "outbox", "peer")
 
     def __init__(self, peer: AiortcPeer) -> None:
         self.peer = peer
-        self.channel: int | None = None
         self.linger = 0.0
         """Seconds its queued close may wait for sent messages to leave (see aclose)."""
         self.finished = anyio.Event()
@@ -95,7 +88,7 @@ class _Peer:
 
 
 class PeerHost:
-    """Executes peer-connection actions on aiortc and reports back as core inputs.
+    """Executes peer-connection actions on aiortc, whose reports go to the machine as is.
 
     Each peer connection gets a worker task that performs its actions one after the
     other, because their order matters (a remote description before its candidates, a
@@ -152,10 +145,13 @@ class PeerHost:
         assert self._group is not None, "PeerHost.bind() first"
         pc_id = action.pc_id
 
-        def on_event(event: peer_events.PeerEvent) -> None:
-            self._report(pc_id, event)
-
-        peer = AiortcPeer(ice=action.ice, on_event=on_event, host_addresses=self._host_addresses)
+        peer = AiortcPeer(
+            ice=action.ice,
+            on_input=self._feed,
+            pc_id=pc_id,
+            clock=self._clock,
+            host_addresses=self._host_addresses,
+        )
         slot = _Peer(peer)
         self._peers[pc_id] = slot
         self._group.start_soon(self._work, pc_id, slot)
@@ -177,30 +173,25 @@ class PeerHost:
         try:
             match action:
                 case actions.CreateDataChannel(label=label, options=options):
-                    info = peer.create_data_channel(
+                    peer.create_data_channel(
                         label,
                         ordered=options.ordered,
                         max_retransmits=options.max_retransmits,
                         max_packet_life_time=options.max_packet_life_time,
                         protocol=options.protocol,
                     )
-                    slot.channel = info.channel
                 case actions.CreateOffer():
                     await peer.create_offer()
                 case actions.CreateAnswer():
                     await peer.create_answer()
                 case actions.SetRemoteDescription(type="offer", sdp=sdp):
-                    if await peer.set_remote_offer(sdp):
-                        self._feed(inputs.RemoteDescriptionSet(now=self._clock(), pc_id=pc_id))
+                    await peer.set_remote_offer(sdp)  # reports how it went
                 case actions.SetRemoteDescription(sdp=sdp):
-                    if await peer.set_remote_answer(sdp):
-                        self._feed(inputs.RemoteDescriptionSet(now=self._clock(), pc_id=pc_id))
+                    await peer.set_remote_answer(sdp)
                 case actions.AddRemoteCandidate(candidate=candidate):
                     await peer.add_remote_candidate(candidate)
-                case actions.SendData(data=data):
-                    if slot.channel is None:
-                        raise PeerStateError("no data channel yet")
-                    peer.send(slot.channel, data)
+                case actions.SendData(data=data, channel=channel):
+                    peer.send(channel, data)
                 case actions.ClosePeerConnection(linger_ms=linger_ms):
                     # Shielded: aiortc's close, once begun, must finish; cancelled midway
                     # it leaves the peer connection "closing" for ever and every later
@@ -222,46 +213,6 @@ class PeerHost:
                         now=self._clock(), pc_id=pc_id, operation=operation, error=str(exc)
                     )
                 )
-
-    def _report(self, pc_id: int, event: peer_events.PeerEvent) -> None:
-        """Translate one aiortc event into the core's input vocabulary."""
-        slot = self._peers.get(pc_id)
-        now = self._clock()
-        match event:
-            case peer_events.LocalDescriptionReady(sdp=sdp, candidates_embedded=complete):
-                self._feed(
-                    inputs.LocalDescriptionReady(now=now, pc_id=pc_id, sdp=sdp, complete=complete)
-                )
-            case peer_events.IceGatheringStateChanged(state=state):
-                self._feed(inputs.IceGatheringStateChanged(now=now, pc_id=pc_id, state=state))
-            case peer_events.IceConnectionStateChanged(state=state):
-                self._feed(inputs.IceConnectionStateChanged(now=now, pc_id=pc_id, state=state))
-            case peer_events.ConnectionStateChanged(state=state):
-                self._feed(inputs.PeerConnectionStateChanged(now=now, pc_id=pc_id, state=state))
-            case peer_events.DataChannelAnnounced(info=info):
-                # The answerer's channel arrives from the offerer; the first one is ours.
-                if slot is not None and slot.channel is None:
-                    slot.channel = info.channel
-            case peer_events.DataChannelOpened(channel=channel):
-                if slot is not None and channel == slot.channel:
-                    self._feed(inputs.ChannelOpen(now=now, pc_id=pc_id))
-            case peer_events.DataChannelClosed(channel=channel):
-                if slot is not None and channel == slot.channel:
-                    self._feed(inputs.ChannelClosed(now=now, pc_id=pc_id))
-            case peer_events.DataChannelMessage(channel=channel, data=data):
-                if slot is not None and channel == slot.channel:
-                    self._feed(inputs.ChannelMessage(now=now, pc_id=pc_id, data=data))
-            case peer_events.DataChannelError(channel=channel, error=reason):
-                if slot is not None and channel == slot.channel:
-                    self._feed(inputs.ChannelError(now=now, pc_id=pc_id, error=reason))
-            case peer_events.RemoteInputRejected(kind="candidate", reason=reason):
-                self._feed(inputs.RemoteCandidateRejected(now=now, pc_id=pc_id, reason=reason))
-            case peer_events.RemoteInputRejected(kind=kind, reason=reason):
-                self._feed(
-                    inputs.PeerError(now=now, pc_id=pc_id, operation=f"remote {kind}", error=reason)
-                )
-            case _:
-                logger.debug("pc %d: unhandled peer event %r", pc_id, event)
 
     async def aclose(self) -> None:
         """Close every peer connection still open (shutdown path).

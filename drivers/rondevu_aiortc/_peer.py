@@ -1,22 +1,27 @@
 """`AiortcPeer`: one aiortc RTCPeerConnection behind a small set of operations.
 
 Role: a thin I/O layer.  Each method performs one peer-connection operation the core
-asks for; everything that happens is reported as a `PeerEvent` through the ``on_event``
-callback, in the order aiortc produces it.  The peer makes no protocol decision: it does
-not retry, time out, buffer or reorder anything.
+asks for; everything that happens is reported as the core's own peer input
+(`rondevu_core.inputs.PeerInput`: `LocalDescriptionReady`, `ChannelOpen`, ...), stamped
+with the peer's ``pc_id`` and the injected monotonic ``clock``, through the ``on_input``
+callback, in the order aiortc produces it.  There is no vocabulary of its own to
+translate.  The peer makes no protocol decision: it does not retry, time out, buffer,
+reorder or choose between data channels (each report names its channel; the core
+decides which one it speaks on).
 
 Error families (STYLE.md point 4):
 - local misuse (an operation after `close`, an answer with no offer pending, a candidate
   before any remote description, sending on a channel that is not open) raises
   `PeerStateError` / `PeerClosedError` at the caller;
 - remote misbehaviour (a malformed or unacceptable offer, answer or candidate) is
-  reported as `RemoteInputRejected` and the operation returns None/False.
+  reported - `RemoteCandidateRejected` for a candidate, `PeerError` (operation ``remote
+  offer`` / ``remote answer``) for a description - and the operation returns None/False.
 
-Invariants: ``on_event`` is called synchronously from aiortc's callbacks and must neither
+Invariants: ``on_input`` is called synchronously from aiortc's callbacks and must neither
 block nor raise; after `close` returns, the peer connection, its sockets and its tasks
-are gone and ``on_event`` is not called again; `close` is idempotent.
+are gone and ``on_input`` is not called again; `close` is idempotent.
 
-aiortc facts this layer passes through rather than hides (see `ConnectionStateChanged`):
+aiortc facts this layer passes through rather than hides (`PeerConnectionStateChanged`):
 no ``connected``/``disconnected`` ICE states, and a vanished peer is reported only after
 about 30 s of failed consent checks, as a jump to ``closed``.
 """
@@ -27,6 +32,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal
@@ -35,20 +41,6 @@ from aiortc import RTCDataChannel, RTCIceCandidate, RTCPeerConnection, RTCSessio
 from aiortc.exceptions import InvalidStateError
 
 from rondevu_aiortc._config import rtc_configuration
-from rondevu_aiortc._events import (
-    ConnectionStateChanged,
-    DataChannelAnnounced,
-    DataChannelClosed,
-    DataChannelError,
-    DataChannelInfo,
-    DataChannelMessage,
-    DataChannelOpened,
-    IceConnectionStateChanged,
-    IceGatheringStateChanged,
-    LocalDescriptionReady,
-    PeerEvent,
-    RemoteInputRejected,
-)
 from rondevu_aiortc._hosts import (
     check_host_candidates,
     normalise_host_addresses,
@@ -56,17 +48,38 @@ from rondevu_aiortc._hosts import (
 )
 from rondevu_core.buffer import Payload
 from rondevu_core.errors import ProtocolError, RondevuError
+from rondevu_core.inputs import (
+    ChannelAnnounced,
+    ChannelClosed,
+    ChannelError,
+    ChannelMessage,
+    ChannelOpen,
+    IceConnectionStateChanged,
+    IceGatheringStateChanged,
+    LocalDescriptionReady,
+    PeerConnectionStateChanged,
+    PeerError,
+    PeerInput,
+    RemoteCandidateRejected,
+    RemoteDescriptionSet,
+)
 from rondevu_core.rules.ice import IceConfiguration, IceTransportPolicy
 from rondevu_core.rules.sdp import WireCandidate, candidates_from_sdp, parse_wire_candidate
 
-__all__ = ["AiortcPeer", "EventCallback", "PeerClosedError", "PeerStateError"]
+__all__ = ["AiortcPeer", "InputCallback", "PeerClosedError", "PeerStateError", "monotonic_ms"]
 
 _DRAIN_CHECK_SECONDS = 0.005
 
 logger = logging.getLogger("rondevu_aiortc")
 
-EventCallback = Callable[[PeerEvent], None]
-"""Receives every `PeerEvent`; called synchronously, must not block or raise."""
+InputCallback = Callable[[PeerInput], None]
+"""Receives every report, as a core `PeerInput`; called synchronously, must not block or
+raise."""
+
+
+def monotonic_ms() -> int:
+    """The default clock of the reports' ``now``: monotonic milliseconds."""
+    return time.monotonic_ns() // 1_000_000
 
 
 class PeerStateError(RondevuError):
@@ -93,20 +106,26 @@ class AiortcPeer:
     aioice cannot do by itself (see ``rondevu_aiortc._hosts``).  It restricts host
     candidates only: configured STUN/TURN servers are still contacted (from those
     addresses), and it cannot be combined with the relay transport policy, which gathers
-    no host candidates.  Construct inside a running asyncio event loop.
+    no host candidates.  ``pc_id`` is the id every report carries (the core's
+    `CreatePeerConnection.pc_id`); ``clock`` gives each report its ``now``.  Construct
+    inside a running asyncio event loop.
     """
 
     def __init__(
         self,
         *,
         ice: IceConfiguration,
-        on_event: EventCallback,
+        on_input: InputCallback,
+        pc_id: int = 0,
+        clock: Callable[[], int] = monotonic_ms,
         host_addresses: Sequence[str] | None = None,
     ) -> None:
         self._hosts = None if host_addresses is None else normalise_host_addresses(host_addresses)
         if self._hosts is not None and ice.transport_policy is IceTransportPolicy.RELAY:
             raise ValueError("host_addresses cannot be combined with the relay transport policy")
-        self._on_event = on_event
+        self._on_input = on_input
+        self._pc_id = pc_id
+        self._clock = clock
         self._pc = RTCPeerConnection(rtc_configuration(ice))
         self._channels: dict[int, RTCDataChannel] = {}
         self._closed = False
@@ -144,6 +163,10 @@ class AiortcPeer:
         """The first data channel (created or announced), or None."""
         return self._channels.get(0)
 
+    def raw_channel(self, channel: int) -> RTCDataChannel | None:
+        """The aiortc data channel the reports call ``channel``, or None."""
+        return self._channels.get(channel)
+
     def local_candidates(self) -> tuple[WireCandidate, ...]:
         """The local candidates in wire shape (§9), extracted from the local SDP.
 
@@ -163,12 +186,13 @@ class AiortcPeer:
         max_retransmits: int | None = None,
         max_packet_life_time: int | None = None,
         protocol: str = "",
-    ) -> DataChannelInfo:
+    ) -> ChannelAnnounced:
         """Create a data channel (before `create_offer`, so the offer negotiates SCTP).
 
         ``max_retransmits`` and ``max_packet_life_time`` (ms) select partial reliability;
-        at most one may be set (`ValueError`).  Returns the channel's info as aiortc
-        reports it; `DataChannelOpened` follows once the remote peer has acknowledged it.
+        at most one may be set (`ValueError`).  Reports the channel as `ChannelAnnounced`
+        (``local``, with its options as aiortc took them) and returns that report;
+        `ChannelOpen` follows once the remote peer has acknowledged it.
         """
         self._check_open()
         if max_retransmits is not None and max_packet_life_time is not None:
@@ -186,13 +210,14 @@ class AiortcPeer:
         """Create the offer and set it as local description; return its SDP.
 
         Gathering completes inside this call, so the SDP embeds every local candidate.
-        Emits `LocalDescriptionReady` (type ``offer``).
+        Reports `LocalDescriptionReady` (``complete``: aiortc's SDP holds every candidate).
         """
         self._check_open()
         return await self._set_local("offer")
 
     async def set_remote_offer(self, sdp: str) -> bool:
-        """Apply a remote offer; False (and `RemoteInputRejected`, kind ``offer``) if bad.
+        """Apply a remote offer and report `RemoteDescriptionSet`; False (and `PeerError`,
+        operation ``remote offer``) if it is bad.
 
         The first half of `accept_offer`, for drivers that report the remote description
         before asking for the answer (the core's `SetRemoteDescription` then
@@ -204,8 +229,8 @@ class AiortcPeer:
     async def create_answer(self) -> str:
         """Create the answer to the applied remote offer and set it; return its SDP.
 
-        Gathering completes inside this call, as for `create_offer`.  Emits
-        `LocalDescriptionReady` (type ``answer``).
+        Gathering completes inside this call, as for `create_offer`.  Reports
+        `LocalDescriptionReady`.
         """
         self._check_open()
         return await self._set_local("answer")
@@ -213,8 +238,9 @@ class AiortcPeer:
     async def accept_offer(self, sdp: str) -> str | None:
         """Apply a remote offer, then create and set the answer; return the answer SDP.
 
-        A remote offer aiortc cannot apply is reported as `RemoteInputRejected`
-        (kind ``offer``) and None is returned.  Emits `LocalDescriptionReady` (``answer``).
+        A remote offer aiortc cannot apply is reported as `PeerError` (operation ``remote
+        offer``) and None is returned.  Reports `RemoteDescriptionSet`, then
+        `LocalDescriptionReady`.
         """
         self._check_open()
         if not await self._set_remote("offer", sdp):
@@ -222,7 +248,8 @@ class AiortcPeer:
         return await self._set_local("answer")
 
     async def set_remote_answer(self, sdp: str) -> bool:
-        """Apply the remote answer to our offer; False (and `RemoteInputRejected`) if bad.
+        """Apply the remote answer to our offer and report `RemoteDescriptionSet`; False
+        (and `PeerError`, operation ``remote answer``) if it is bad.
 
         Raises `PeerStateError` when no local offer is pending (for example a second
         answer: the core must latch on the first one, B6).
@@ -238,7 +265,7 @@ class AiortcPeer:
         candidate, an address that is neither an IP literal nor an mDNS ``.local`` name
         (or any ``.local`` name when ``host_addresses`` is set, since resolving it would
         query the LAN), or an ``sdpMid`` this connection does not have is reported as
-        `RemoteInputRejected` (kind ``candidate``) and False is returned.  Raises
+        `RemoteCandidateRejected` and False is returned.  Raises
         `PeerStateError` before a remote description is set: the core must hold early
         candidates, as aiortc would silently drop them.
         """
@@ -252,7 +279,9 @@ class AiortcPeer:
             wire = parse_wire_candidate(candidate)
             rtc_candidate = None if wire.is_end_of_candidates else self._rtc_candidate(wire)
         except ProtocolError as exc:
-            self._emit(RemoteInputRejected(kind="candidate", reason=str(exc)))
+            self._emit(
+                RemoteCandidateRejected(now=self._clock(), pc_id=self._pc_id, reason=str(exc))
+            )
             return False
         await self._pc.addIceCandidate(rtc_candidate)
         return True
@@ -323,8 +352,8 @@ class AiortcPeer:
         if self._closed:
             raise PeerClosedError("the peer connection is closed")
 
-    def _emit(self, event: PeerEvent) -> None:
-        self._on_event(event)
+    def _emit(self, report: PeerInput) -> None:
+        self._on_input(report)
 
     async def _set_local(self, kind: Literal["offer", "answer"]) -> str:
         pc = self._pc
@@ -344,7 +373,9 @@ class AiortcPeer:
             except RuntimeError:
                 await self.close()
                 raise
-        self._emit(LocalDescriptionReady(type=kind, sdp=sdp))
+        self._emit(
+            LocalDescriptionReady(now=self._clock(), pc_id=self._pc_id, sdp=sdp, complete=True)
+        )
         return sdp
 
     async def _set_remote(self, kind: Literal["offer", "answer"], sdp: str) -> bool:
@@ -355,8 +386,16 @@ class AiortcPeer:
         except Exception as exc:
             # aiortc's SDP parser signals bad input with ValueError, AssertionError,
             # IndexError, KeyError...: all of it is the remote peer's doing here.
-            self._emit(RemoteInputRejected(kind=kind, reason=_reason(exc)))
+            self._emit(
+                PeerError(
+                    now=self._clock(),
+                    pc_id=self._pc_id,
+                    operation=f"remote {kind}",
+                    error=_reason(exc),
+                )
+            )
             return False
+        self._emit(RemoteDescriptionSet(now=self._clock(), pc_id=self._pc_id))
         return True
 
     def _state_error(self, exc: InvalidStateError) -> PeerStateError:
@@ -393,46 +432,64 @@ class AiortcPeer:
             tcpType=parsed.tcptype,
         )
 
-    def _adopt(self, dc: RTCDataChannel, *, local: bool) -> DataChannelInfo:
+    def _adopt(self, dc: RTCDataChannel, *, local: bool) -> ChannelAnnounced:
+        # Channels are named by a small integer (0, 1, ... in order of local creation or
+        # remote announcement): labels need not be unique, and SCTP stream ids are known
+        # only once the association is up.
         number = len(self._channels)
         self._channels[number] = dc
-        info = DataChannelInfo(
+        pc_id, clock = self._pc_id, self._clock
+        announced = ChannelAnnounced(
+            now=clock(),
+            pc_id=pc_id,
             channel=number,
             label=str(dc.label),
+            local=local,
             ordered=bool(dc.ordered),
             max_retransmits=dc.maxRetransmits,
             max_packet_life_time=dc.maxPacketLifeTime,
             protocol=str(dc.protocol),
-            local=local,
         )
-        dc.on("open", lambda: self._emit(DataChannelOpened(channel=number)))
-        dc.on("close", lambda: self._emit(DataChannelClosed(channel=number)))
-        dc.on("message", lambda data: self._emit(DataChannelMessage(channel=number, data=data)))
+        dc.on("open", lambda: self._emit(ChannelOpen(now=clock(), pc_id=pc_id, channel=number)))
+        dc.on("close", lambda: self._emit(ChannelClosed(now=clock(), pc_id=pc_id, channel=number)))
+        dc.on(
+            "message",
+            lambda data: self._emit(
+                ChannelMessage(now=clock(), pc_id=pc_id, channel=number, data=data)
+            ),
+        )
         dc.on("error", lambda exc: self._report_channel_error(number, exc))
-        return info
+        self._emit(announced)
+        return announced
 
     def _report_channel_error(self, channel: int, exc: BaseException) -> None:
         try:
-            self._emit(DataChannelError(channel=channel, error=_reason(exc)))
+            self._emit(
+                ChannelError(
+                    now=self._clock(), pc_id=self._pc_id, channel=channel, error=_reason(exc)
+                )
+            )
         except Exception:
             # The callback failed while hearing about its own failure; re-raising would
             # make the emitter report it again, forever.
-            logger.exception("on_event raised while reporting a data channel error")
+            logger.exception("on_input raised while reporting a data channel error")
 
     def _on_remote_channel(self, dc: RTCDataChannel) -> None:
-        info = self._adopt(dc, local=False)
-        self._emit(DataChannelAnnounced(info=info))
+        announced = self._adopt(dc, local=False)
         if dc.readyState == "open":  # aiortc announces remote channels already open
-            self._emit(DataChannelOpened(channel=info.channel))
+            self._emit(ChannelOpen(now=self._clock(), pc_id=self._pc_id, channel=announced.channel))
 
     def _on_gathering_state(self) -> None:
-        self._emit(IceGatheringStateChanged(state=str(self._pc.iceGatheringState)))
+        state = str(self._pc.iceGatheringState)
+        self._emit(IceGatheringStateChanged(now=self._clock(), pc_id=self._pc_id, state=state))
 
     def _on_ice_state(self) -> None:
-        self._emit(IceConnectionStateChanged(state=str(self._pc.iceConnectionState)))
+        state = str(self._pc.iceConnectionState)
+        self._emit(IceConnectionStateChanged(now=self._clock(), pc_id=self._pc_id, state=state))
 
     def _on_connection_state(self) -> None:
-        self._emit(ConnectionStateChanged(state=str(self._pc.connectionState)))
+        state = str(self._pc.connectionState)
+        self._emit(PeerConnectionStateChanged(now=self._clock(), pc_id=self._pc_id, state=state))
 
 
 def _is_address(host: str) -> bool:

@@ -155,6 +155,12 @@ class ConnectionBase:
         return self._pc
 
     @property
+    def channel(self) -> int | None:
+        """The data channel this connection speaks on, by the driver's name for it
+        (`ChannelInput.channel`), once one was reported on the current peer connection."""
+        return self._channel
+
+    @property
     def offer_id(self) -> str | None:
         """The offer this attempt is built on, once known."""
         return self._offer_id
