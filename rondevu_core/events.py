@@ -29,9 +29,6 @@ __all__ = [
     "ALL_EVENTS",
     "AnswerDuplicate",
     "AnswerProcessed",
-    "ChannelClose",
-    "ChannelErrorEvent",
-    "ChannelOpened",
     "CleanupComplete",
     "CleanupStarted",
     "Closed",
@@ -39,6 +36,9 @@ __all__ = [
     "Connecting",
     "ConnectionOpened",
     "ConnectionTimeout",
+    "DataChannelClose",
+    "DataChannelError",
+    "DataChannelOpen",
     "Disconnected",
     "Event",
     "Failed",
@@ -399,21 +399,21 @@ class IcePollingStopped(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelOpened(Event):
+class DataChannelOpen(Event):
     """``datachannel:open``."""
 
     name: ClassVar[str] = "datachannel:open"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelClose(Event):
+class DataChannelClose(Event):
     """``datachannel:close``."""
 
     name: ClassVar[str] = "datachannel:close"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelErrorEvent(Event):
+class DataChannelError(Event):
     """``datachannel:error``."""
 
     name: ClassVar[str] = "datachannel:error"
@@ -546,9 +546,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     IceGatheringTimeout,
     IcePollingStarted,
     IcePollingStopped,
-    ChannelOpened,
-    ChannelClose,
-    ChannelErrorEvent,
+    DataChannelOpen,
+    DataChannelClose,
+    DataChannelError,
     AnswerProcessed,
     AnswerDuplicate,
     OfferCreated,

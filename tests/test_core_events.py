@@ -15,7 +15,7 @@ from rondevu_core.connection import Connection, State
 from rondevu_core.events import (
     AnswerDuplicate,
     AnswerProcessed,
-    ChannelErrorEvent,
+    DataChannelError,
     Event,
     IceCandidateRejected,
     IceGatheringTimeout,
@@ -230,7 +230,7 @@ def test_data_channel_error_is_reported_and_is_not_fatal() -> None:
     assert conn.state is State.CONNECTED
     d.feed(ChannelError(now=d.now, pc_id=pc, error="SCTP: message too large"))
     (error,) = d.named("datachannel:error")
-    assert isinstance(error, ChannelErrorEvent)
+    assert isinstance(error, DataChannelError)
     assert error.error == "SCTP: message too large"
     assert conn.state is State.CONNECTED
     # A report about a peer connection that is not the current one is stale: no event.

@@ -13,9 +13,9 @@ from rondevu_core.connection.states import EARLY_FRAMES_MAX, Call, Role, State, 
 from rondevu_core.delivery.machine import FrameReceived
 from rondevu_core.delivery.negotiation import add_session_attribute, looks_like_sdp
 from rondevu_core.events import (
-    ChannelClose,
-    ChannelErrorEvent,
-    ChannelOpened,
+    DataChannelClose,
+    DataChannelError,
+    DataChannelOpen,
     IceCandidateLocal,
     IceCandidateRejected,
     IceConnectionState,
@@ -131,12 +131,12 @@ class PeerReports(Attempts):
         if self._channel_open:
             return  # a message reported before the open already counted as the open
         self._channel_open = True
-        self._emit(ChannelOpened)
+        self._emit(DataChannelOpen)
         self._maybe_connected(event.now)
 
     def _on_channel_closed(self, event: Input) -> None:
         self._channel_open = False
-        self._emit(ChannelClose)
+        self._emit(DataChannelClose)
         self._fail(event.now, "Data channel closed")
 
     def _on_channel_message(self, event: ChannelMessage) -> None:
@@ -158,7 +158,7 @@ class PeerReports(Attempts):
         self._emit(Message, data=event.data)
 
     def _on_channel_error(self, event: ChannelError) -> None:
-        self._emit(ChannelErrorEvent, error=event.error)
+        self._emit(DataChannelError, error=event.error)
 
     def _on_peer_error(self, event: PeerError) -> None:
         self._fail(event.now, f"{event.operation} failed: {event.error}")
