@@ -31,7 +31,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from fuzz._inputs import CANDIDATE, SDP, arbitrary_input, connection_pc
 from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
-from rondevu_core.connection import EDGES, Connection, State
+from rondevu_core.connection import EDGES, TRANSITIONS, Connection, State
+from rondevu_core.connection.states import LIVE, Timer
 from rondevu_core.errors import UsageError
 from rondevu_core.events import (
     AnswerProcessed,
@@ -138,6 +139,35 @@ def test_every_state_input_pair_is_handled(state: State, kind: InputKind) -> Non
         assert conn.get_timer() is None
 
 
+def test_every_live_state_has_a_row_for_every_timer() -> None:
+    """Timers are triggers of the table like inputs: a deadline that falls due in any
+    live state finds its row (a late one is harmless, never a missing key)."""
+    missing = [(s.value, t.value) for s in LIVE for t in Timer if (s, t) not in TRANSITIONS]
+    assert missing == []
+    assert not [key for key in TRANSITIONS if key[0] is State.CLOSED]
+
+
+def test_a_row_leads_nowhere_the_edges_do_not_go() -> None:
+    """Each row's ``leads_to`` is reachable from its state through `EDGES`: the table
+    and the edges say the same thing (a target the edges cannot reach is trimmed, and a
+    row that could only lead there would lead nowhere)."""
+    for (state, trigger), row in TRANSITIONS.items():
+        assert state not in row.leads_to, (state, trigger)
+        for target in row.leads_to:
+            assert any(a is state for a, _ in EDGES), (state, trigger, target)
+    # The rows that move the link at all do so from where it can move.
+    fails = TRANSITIONS[State.CONNECTED, InputKind.PEER_ERROR].leads_to
+    assert fails == {State.DISCONNECTED, State.FAILED, State.RECONNECTING}
+    assert TRANSITIONS[State.SIGNALING, InputKind.PEER_ERROR].leads_to == {
+        State.FAILED,
+        State.RECONNECTING,
+    }
+    assert TRANSITIONS[State.CHECKING, InputKind.CHANNEL_OPEN].leads_to == {
+        State.CONNECTING,
+        State.CONNECTED,
+    }
+
+
 HEALTHY: dict[Method, Any] = {
     Method.GET_SERVICE: {"offerId": "ab" * 32, "sdp": SDP, "username": "alice"},
     Method.ANSWER_OFFER: {"success": True, "offerId": "ab" * 32},
@@ -171,7 +201,14 @@ class ConnectionMachine(RuleBasedStateMachine):
         self.methods: dict[int, Method] = {}
         self.cancelled: set[int] = set()
         self.closed_before = False
+        # The states the step being drained may enter, from its row of the table.
+        self.allowed: frozenset[State] | None = None
         self.drain()
+
+    def expect(self, trigger: InputKind) -> None:
+        """The next step handles one input of ``trigger``'s kind in the current state."""
+        row = TRANSITIONS.get((self.conn.state, trigger))
+        self.allowed = frozenset() if row is None else row.leads_to
 
     @rule()
     def healthy_round(self) -> None:
@@ -182,6 +219,7 @@ class ConnectionMachine(RuleBasedStateMachine):
             if self.conn.state is State.CLOSED:
                 break
             result = HEALTHY.get(self.methods.get(call_id, Method.GET_USER), {})
+            self.expect(InputKind.RPC_RESULT)
             self.conn.handle(
                 RpcResult(
                     now=self.now, call_id=call_id, outcome=RpcOk(result=result), unix_ms=self.now
@@ -190,6 +228,7 @@ class ConnectionMachine(RuleBasedStateMachine):
             self.drain()
         pc = self.conn.pc_id
         if self.conn.state is State.GATHERING and pc is not None:
+            self.expect(InputKind.LOCAL_DESCRIPTION)
             self.conn.handle(LocalDescriptionReady(now=self.now, pc_id=pc, sdp=SDP, complete=True))
             self.drain()
         self.advance(self.config.ice_polling_interval_ms)
@@ -214,11 +253,14 @@ class ConnectionMachine(RuleBasedStateMachine):
         while (event := self.conn.next_event()) is not None:
             if isinstance(event, StateChanged):
                 assert (State(event.old), State(event.new)) in EDGES
+                if self.allowed is not None:  # the step's row says where it may lead
+                    assert State(event.new) in self.allowed, (event, self.allowed)
             if isinstance(event, ReconnectScheduled):
                 assert 0 <= event.delay <= self.config.reconnect_backoff_max_ms * 1.1 + 1
             if isinstance(event, MessageReplayed):
                 self.replayed.append(event.data)
         self.closed_before = self.conn.state is State.CLOSED
+        self.allowed = None
 
     @rule(kind=st.sampled_from(list(InputKind)), seed=st.integers(0, 2**16))
     def feed(self, kind: InputKind, seed: int) -> None:
@@ -231,6 +273,7 @@ class ConnectionMachine(RuleBasedStateMachine):
             event = SendMessage(now=self.now, data=f"m{len(self.sent)}")
         if isinstance(event, LocalCandidate) and self.attempts:
             self.attempts[-1][1] += 1
+        self.expect(kind)
         try:
             self.conn.handle(event)
             if isinstance(event, SendMessage):
@@ -244,6 +287,10 @@ class ConnectionMachine(RuleBasedStateMachine):
         self.now += ms
         at = self.conn.get_timer()
         if at is not None and at <= self.now:
+            # Several deadlines may fall due at once: any of their rows.
+            state = self.conn.state
+            rows = [TRANSITIONS.get((state, timer)) for timer in Timer]
+            self.allowed = frozenset().union(*(r.leads_to for r in rows if r is not None))
             self.conn.handle_timer(self.now)
         self.drain()
 

@@ -29,13 +29,17 @@ created by `rondevu_core.pool.OfferPool`, which publishes its offer and hands it
 answer; it never reconnects by itself (its peer comes back as a new answer to a new
 offer) and closes its peer connection on failure so the pool can replace it (B14).
 
-Transitions are data: `TRANSITIONS` maps every accepted ``(State, InputKind)`` to its
-handler.  A pair that is not in the table is a usage error for application commands
-(`UsageError` raised at the caller) and a protocol error for driver reports (a
-``protocol:error`` event; the state does not change).  Reports naming a peer connection
-other than the current one are stale (the driver raced our close) and are dropped; in
-CLOSED every report and RPC result is dropped.  `EDGES` lists every state change a
-handler may make; the tests hold the machine to it.
+Transitions are data: `TRANSITIONS` maps every accepted ``(State, trigger)`` - an
+input's `InputKind`, or one of the connection's timers falling due - to a `Transition`:
+its handler and the states it may lead to.  A pair that is not in the table is a usage
+error for application commands (`UsageError` raised at the caller) and a protocol error
+for driver reports (a ``protocol:error`` event; the state does not change).  Reports
+naming a peer connection other than the current one are stale (the driver raced our
+close) and are dropped; in CLOSED every report and RPC result is dropped.  `EDGES` lists
+every single state change; each row's ``leads_to`` is what its declaration and `EDGES`
+allow from its state, and the tests hold every step to both.  The offer pool's calls
+(`start_offer`, `offer_published`, `apply_answer`, `resume_with`) are the one way into
+an offerer outside the table; their state changes are in `EDGES` too.
 
 Failures.  ICE ``failed``, a peer-connection ``failed``, an unrequested ``closed`` (how
 aiortc reports a vanished peer), the data channel closing, a failed peer operation, a

@@ -16,7 +16,9 @@ __all__ = [
     "EDGES",
     "HANDSHAKE",
     "LIVE",
+    "LOSS",
     "PC_ALIVE",
+    "PROGRESS",
     "Call",
     "Deferred",
     "Role",
@@ -50,7 +52,11 @@ class Role(Enum):
 
 
 class Timer(Enum):
-    """The connection's own deadlines (its sub-machines keep theirs)."""
+    """The connection's own deadlines, each a trigger of the transition table.
+
+    ``SUBMACHINES`` is not a deadline of its own: it stands for whatever falls due in
+    the ICE exchange or the delivery session (polls, acknowledgements, the heartbeat),
+    which `Connection.handle_timer` runs after its own."""
 
     CONNECTION = "connection"
     HANDSHAKE = "handshake"
@@ -59,6 +65,7 @@ class Timer(Enum):
     BUFFER = "buffer"
     RESUME = "resume"
     PROBE = "probe"
+    SUBMACHINES = "submachines"
 
 
 class Call(Enum):
@@ -80,6 +87,10 @@ S = State
 HANDSHAKE = frozenset({S.GATHERING, S.SIGNALING, S.CHECKING, S.CONNECTING})
 PC_ALIVE = HANDSHAKE | {S.CONNECTED, S.DISCONNECTED, S.RECONNECTING}
 LIVE = frozenset(State) - {S.CLOSED}
+LOSS = frozenset({S.DISCONNECTED, S.FAILED, S.RECONNECTING})
+"""Where a failure leads: the link lost, then a reconnection scheduled, or given up."""
+PROGRESS = frozenset({S.CONNECTING, S.CONNECTED})
+"""Where one half of the link coming up leads (ICE connected, or the channel open)."""
 
 EARLY_FRAMES_MAX = 4096
 """Session frames kept while the link is not yet reported up; a peer that sends more

@@ -1,23 +1,29 @@
 """`Connection` itself: its inputs, its timers and its transition table.
 
-`TRANSITIONS` maps every accepted ``(State, InputKind)`` to its handler, wherever the
-handler lives (the layers of this package); `handle` looks the pair up, `handle_timer`
-runs the connection's deadlines and then those of its sub-machines (the ICE exchange and
-the delivery session).
+`TRANSITIONS` maps every accepted ``(State, trigger)`` - the trigger an input's
+`InputKind` or a `Timer` falling due - to a `Transition`: its handler, wherever it lives
+(the layers of this package), and every state the handler may lead to.  `handle` looks
+an input up; `handle_timer` looks up each of the connection's deadlines that is due,
+then the ``SUBMACHINES`` row (the ICE exchange's and the delivery session's deadlines).
+The tests hold every step to its row's ``leads_to``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rondevu_core.buffer import Payload
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.connection.reports import PeerReports
 from rondevu_core.connection.states import (
+    EDGES,
     HANDSHAKE,
     LIVE,
+    LOSS,
     PC_ALIVE,
+    PROGRESS,
     Call,
     Deferred,
     Role,
@@ -112,13 +118,13 @@ class Connection(PeerReports):
                 self._stale.discard(input.call_id)
                 return
             raise UsageError(f"unknown call id {input.call_id}")
-        handler = TRANSITIONS.get((self.state, kind))
-        if handler is None:
+        row = TRANSITIONS.get((self.state, kind))
+        if row is None:
             if kind in COMMAND_KINDS:
                 raise UsageError(f"{kind.value} is not allowed in state {self.state.value}")
             self._violation(f"{kind.value} is not expected in state {self.state.value}")
             return
-        handler(self, input)
+        row.handler(self, input)
 
     def get_timer(self) -> int | None:
         """The next deadline (monotonic ms, the clock of ``now``), or None if none."""
@@ -139,31 +145,45 @@ class Connection(PeerReports):
             if not self._deadlines.is_due(timer, now):
                 continue  # an earlier handler of this round cancelled or moved it
             self._deadlines.cancel(timer)
-            if timer is Timer.CONNECTION:
-                self._emit(ConnectionTimeout)
-                self._fail(now, "Connection timeout")
-            elif timer is Timer.HANDSHAKE:
-                bound = self.config.handshake_timeout_ms
-                self._fail(now, f"No ICE connection within {bound} ms of the answer")
-            elif timer is Timer.GATHERING:
-                self._emit(IceGatheringTimeout)
-            elif timer is Timer.RECONNECT:
-                if self._paused:
-                    self._deferred = Deferred.ATTEMPT
-                else:
-                    self._attempt(now)
-            elif timer is Timer.PROBE:
-                self._probe()
-            elif timer is Timer.RESUME:
-                self._report_unacked("the peer did not come back in time")
-                self._give_up()
-            else:
-                self._expire_buffer(now)
-        if self._exchange is not None and not self._is_closed():
+            TRANSITIONS[self.state, timer].handler(self, now)  # every live state has a row
+        if not self._is_closed():
+            TRANSITIONS[self.state, Timer.SUBMACHINES].handler(self, now)
+
+    # -- timer handlers: each takes ``now`` --------------------------------------------
+
+    def _on_connection_timeout(self, now: int) -> None:
+        self._emit(ConnectionTimeout)
+        self._fail(now, "Connection timeout")
+
+    def _on_handshake_timeout(self, now: int) -> None:
+        bound = self.config.handshake_timeout_ms
+        self._fail(now, f"No ICE connection within {bound} ms of the answer")
+
+    def _on_gathering_timeout(self, now: int) -> None:
+        self._emit(IceGatheringTimeout)  # trickling goes on
+
+    def _on_reconnect_due(self, now: int) -> None:
+        if self._paused:
+            self._deferred = Deferred.ATTEMPT
+        else:
+            self._attempt(now)
+
+    def _on_probe_due(self, now: int) -> None:
+        self._probe()
+
+    def _on_resume_timeout(self, now: int) -> None:
+        self._report_unacked("the peer did not come back in time")
+        self._give_up()
+
+    def _on_buffer_due(self, now: int) -> None:
+        self._expire_buffer(now)
+
+    def _on_submachines_due(self, now: int) -> None:
+        if self._exchange is not None:
             self._exchange.handle_timer(now)
-        if self._delivery is not None and not self._is_closed():
+        if self._delivery is not None:
             self._delivery.handle_timer(now)
-            self._pump(now)
+            self._pump(now)  # a silent peer (heartbeat timeout) fails the link
 
     def _on_connect(self, event: Input) -> None:
         if self.role is not Role.ANSWERER or self._started:
@@ -231,34 +251,90 @@ class Connection(PeerReports):
 
 
 Handler = Callable[["Connection", Any], None]
+"""Takes the input (or, for a timer, ``now``)."""
+
+Trigger = InputKind | Timer
+"""What a row of the table answers: an input of that kind, or that timer falling due."""
 
 
-def _table() -> dict[tuple[State, InputKind], Handler]:
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One row of `TRANSITIONS`."""
+
+    handler: Handler
+    leads_to: frozenset[State]
+    """Every state the connection may enter while the handler runs (empty: it stays):
+    what the row declares, as far as `EDGES` reach from this row's state."""
+
+
+NOWHERE: frozenset[State] = frozenset()
+
+
+def _table() -> dict[tuple[State, Trigger], Transition]:
     c = Connection
     k = InputKind
-    rows: list[tuple[frozenset[State], InputKind, Handler]] = [
-        (frozenset({S.INITIALIZING}), k.CONNECT, c._on_connect),
-        (LIVE, k.SEND, c._on_send),
-        (LIVE, k.CLOSE, c._on_close),
-        (LIVE, k.PAUSE_RECONNECT, c._on_pause),
-        (LIVE, k.RESUME_RECONNECT, c._on_resume),
-        (frozenset({S.GATHERING}), k.LOCAL_DESCRIPTION, c._on_local_description),
-        (HANDSHAKE, k.REMOTE_DESCRIPTION_SET, c._on_remote_description_set),
-        (PC_ALIVE, k.LOCAL_CANDIDATE, c._on_local_candidate),
-        (PC_ALIVE, k.ICE_GATHERING_STATE, c._on_gathering_state),
-        (PC_ALIVE, k.ICE_CONNECTION_STATE, c._on_ice_state),
-        (PC_ALIVE, k.PEER_CONNECTION_STATE, c._on_pc_state),
-        (PC_ALIVE, k.CHANNEL_ANNOUNCED, c._on_channel_announced),
-        (PC_ALIVE, k.CHANNEL_OPEN, c._on_channel_open),
-        (PC_ALIVE, k.CHANNEL_CLOSED, c._on_channel_closed),
-        (PC_ALIVE - {S.GATHERING}, k.CHANNEL_MESSAGE, c._on_channel_message),
-        (PC_ALIVE, k.CHANNEL_ERROR, c._on_channel_error),
-        (PC_ALIVE, k.PEER_ERROR, c._on_peer_error),
-        (PC_ALIVE, k.REMOTE_CANDIDATE_REJECTED, c._on_candidate_rejected),
-        (LIVE, k.RPC_RESULT, c._on_rpc_result),
+    t = Timer
+    closed = frozenset({S.CLOSED})
+    rows: list[tuple[frozenset[State], Trigger, Handler, frozenset[State]]] = [
+        # Application commands.
+        (frozenset({S.INITIALIZING}), k.CONNECT, c._on_connect, NOWHERE),
+        (LIVE, k.SEND, c._on_send, NOWHERE),
+        (LIVE, k.CLOSE, c._on_close, closed),
+        (LIVE, k.PAUSE_RECONNECT, c._on_pause, NOWHERE),
+        (LIVE, k.RESUME_RECONNECT, c._on_resume, LOSS | {S.INITIALIZING}),
+        # Peer reports.
+        (
+            frozenset({S.GATHERING}),
+            k.LOCAL_DESCRIPTION,
+            c._on_local_description,
+            PROGRESS | {S.SIGNALING},
+        ),
+        (HANDSHAKE, k.REMOTE_DESCRIPTION_SET, c._on_remote_description_set, NOWHERE),
+        (PC_ALIVE, k.LOCAL_CANDIDATE, c._on_local_candidate, NOWHERE),
+        (PC_ALIVE, k.ICE_GATHERING_STATE, c._on_gathering_state, NOWHERE),
+        (PC_ALIVE, k.ICE_CONNECTION_STATE, c._on_ice_state, PROGRESS | LOSS | {S.CHECKING}),
+        (PC_ALIVE, k.PEER_CONNECTION_STATE, c._on_pc_state, LOSS),
+        (PC_ALIVE, k.CHANNEL_ANNOUNCED, c._on_channel_announced, NOWHERE),
+        (PC_ALIVE, k.CHANNEL_OPEN, c._on_channel_open, PROGRESS),
+        (PC_ALIVE, k.CHANNEL_CLOSED, c._on_channel_closed, LOSS),
+        # A frame can end the session (a peer reset) or be the first sign of the open.
+        (PC_ALIVE - {S.GATHERING}, k.CHANNEL_MESSAGE, c._on_channel_message, PROGRESS | LOSS),
+        (PC_ALIVE, k.CHANNEL_ERROR, c._on_channel_error, NOWHERE),
+        (PC_ALIVE, k.PEER_ERROR, c._on_peer_error, LOSS),
+        (PC_ALIVE, k.REMOTE_CANDIDATE_REJECTED, c._on_candidate_rejected, NOWHERE),
+        # A fetched offer starts the handshake; a probe that found one starts an attempt.
+        (LIVE, k.RPC_RESULT, c._on_rpc_result, LOSS | {S.INITIALIZING, S.GATHERING}),
+        # Deadlines.  A timer is armed only where it means something; the other rows
+        # exist so a late one is harmless (its handler checks the state it needs).
+        (LIVE, t.CONNECTION, c._on_connection_timeout, LOSS),
+        (LIVE, t.HANDSHAKE, c._on_handshake_timeout, LOSS),
+        (LIVE, t.GATHERING, c._on_gathering_timeout, NOWHERE),
+        (LIVE, t.RECONNECT, c._on_reconnect_due, frozenset({S.INITIALIZING})),
+        (LIVE, t.PROBE, c._on_probe_due, NOWHERE),
+        (LIVE, t.RESUME, c._on_resume_timeout, frozenset({S.FAILED})),
+        (LIVE, t.BUFFER, c._on_buffer_due, NOWHERE),
+        (LIVE, t.SUBMACHINES, c._on_submachines_due, LOSS),
     ]
-    return {(state, kind): handler for states, kind, handler in rows for state in states}
+    return {
+        (state, trigger): Transition(handler, _reachable(state, leads_to))
+        for states, trigger, handler, leads_to in rows
+        for state in states
+    }
 
 
-TRANSITIONS: dict[tuple[State, InputKind], Handler] = _table()
-"""Every accepted ``(state, input kind)`` and its handler; anything else is an error."""
+def _reachable(start: State, through: frozenset[State]) -> frozenset[State]:
+    """The states of ``through`` that `EDGES` reach from ``start`` passing only through
+    ``through``: what a row declared for several states means for one of them."""
+    reached: set[State] = set()
+    frontier = [start]
+    while frontier:
+        here = frontier.pop()
+        for a, b in EDGES:
+            if a is here and b in through and b not in reached:
+                reached.add(b)
+                frontier.append(b)
+    return frozenset(reached - {start})
+
+
+TRANSITIONS: dict[tuple[State, Trigger], Transition] = _table()
+"""Every accepted ``(state, trigger)`` and its row; an input with no row is an error."""
