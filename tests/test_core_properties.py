@@ -57,7 +57,8 @@ from rondevu_core.inputs import (
     SendMessage,
     StartFilling,
 )
-from rondevu_core.pool import OfferPool, PoolState
+from rondevu_core.pool import POOL_TRANSITIONS, OfferPool, PoolState
+from rondevu_core.pool.states import Timer as PoolTimer
 from rondevu_core.rpc import Method, RpcOk, RpcOutcome, RpcRequest
 from rondevu_core.rules.offer_id import offer_id_for_sdp
 from tests.fakes.network import Sim
@@ -145,6 +146,14 @@ def test_every_live_state_has_a_row_for_every_timer() -> None:
     missing = [(s.value, t.value) for s in LIVE for t in Timer if (s, t) not in TRANSITIONS]
     assert missing == []
     assert not [key for key in TRANSITIONS if key[0] is State.CLOSED]
+
+
+def test_every_live_pool_state_has_a_row_for_every_pool_timer() -> None:
+    live = (PoolState.IDLE, PoolState.FILLING)
+    missing = [
+        (s.value, t.value) for s in live for t in PoolTimer if (s, t) not in POOL_TRANSITIONS
+    ]
+    assert missing == []
 
 
 def test_a_row_leads_nowhere_the_edges_do_not_go() -> None:

@@ -19,12 +19,16 @@ class PoolState(Enum):
 
 
 class Timer(Enum):
-    """The pool's own deadlines (its connections keep theirs)."""
+    """The pool's own deadlines, each a trigger of its transition table.
+
+    ``CONNECTIONS`` is not a deadline of its own: it stands for whatever falls due in
+    the pool's connections, which `OfferPool.handle_timer` runs after its own."""
 
     POLL = "poll"
     REFRESH = "refresh"
     PUBLISH_RETRY = "publish_retry"
     CHECK = "check"
+    CONNECTIONS = "connections"
 
 
 LOOK_INTERVAL_HELD_MS = 60_000

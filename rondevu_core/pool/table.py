@@ -1,8 +1,10 @@
 """`OfferPool` itself: its inputs, its timers and its transition table.
 
-`POOL_TRANSITIONS` maps every accepted ``(PoolState, InputKind)`` to its handler; peer
-reports are routed to a connection by ``pc_id``, RPC results by ``call_id`` and
-application commands by ``connection_id``.
+`POOL_TRANSITIONS` maps every accepted ``(PoolState, trigger)`` - an input's
+`InputKind`, or one of the pool's timers falling due - to its handler; peer reports are
+routed to a connection by ``pc_id``, RPC results by ``call_id`` and application
+commands by ``connection_id``.  The pool's own state changes are few (`StartFilling`,
+`StopFilling`, `Close`); its connections' are theirs (`rondevu_core.connection`).
 """
 
 from __future__ import annotations
@@ -55,16 +57,31 @@ class OfferPool(Answers):
         """Run every deadline due at ``now``."""
         if self.state is PoolState.CLOSED:
             return
-        for timer in self._deadlines.pop_due(now):
-            if timer is Timer.POLL:
-                self._poll(now)
-            elif timer is Timer.REFRESH:
-                self._refresh_due = True
-                self._maybe_publish(now)
-            elif timer is Timer.CHECK:
-                self._check(now)
-            else:
-                self._maybe_publish(now)
+        for timer in (*self._deadlines.pop_due(now), Timer.CONNECTIONS):
+            if self._closed():
+                return  # only `Close` closes a pool, but a handler must not outlive it
+            POOL_TRANSITIONS[self.state, timer](self, now)  # both live states have rows
+
+    def _closed(self) -> bool:
+        # A method, not an inline test: handlers change ``state`` behind mypy's narrowing.
+        return self.state is PoolState.CLOSED
+
+    # -- timer handlers: each takes ``now`` --------------------------------------------
+
+    def _on_poll_due(self, now: int) -> None:
+        self._poll(now)
+
+    def _on_refresh_due(self, now: int) -> None:
+        self._refresh_due = True  # the offers' lifetime runs out: publish them again
+        self._maybe_publish(now)
+
+    def _on_check_due(self, now: int) -> None:
+        self._check(now)
+
+    def _on_publish_retry_due(self, now: int) -> None:
+        self._maybe_publish(now)
+
+    def _on_connections_due(self, now: int) -> None:
         for conn in list(self._conns.values()):
             at = conn.get_timer()
             if at is not None and at <= now:
@@ -132,11 +149,11 @@ class OfferPool(Answers):
 Handler = Callable[["OfferPool", Any], None]
 
 
-def _table() -> dict[tuple[PoolState, InputKind], Handler]:
+def _table() -> dict[tuple[PoolState, InputKind | Timer], Handler]:
     p = OfferPool
     k = InputKind
     live = (PoolState.IDLE, PoolState.FILLING)
-    table: dict[tuple[PoolState, InputKind], Handler] = {
+    table: dict[tuple[PoolState, InputKind | Timer], Handler] = {
         (PoolState.IDLE, k.START_FILLING): p._on_start,
         (PoolState.FILLING, k.STOP_FILLING): p._on_stop,
     }
@@ -148,8 +165,16 @@ def _table() -> dict[tuple[PoolState, InputKind], Handler]:
         for kind in InputKind:
             if kind not in COMMAND_KINDS and kind is not k.RPC_RESULT:
                 table[state, kind] = p._on_peer
+        # Deadlines.  Stopping cancels the pool's own, so in IDLE only its connections'
+        # fall due; the rows exist in both states so a late one is harmless.
+        table[state, Timer.POLL] = p._on_poll_due
+        table[state, Timer.REFRESH] = p._on_refresh_due
+        table[state, Timer.CHECK] = p._on_check_due
+        table[state, Timer.PUBLISH_RETRY] = p._on_publish_retry_due
+        table[state, Timer.CONNECTIONS] = p._on_connections_due
     return table
 
 
-POOL_TRANSITIONS: dict[tuple[PoolState, InputKind], Handler] = _table()
-"""Every accepted ``(pool state, input kind)`` and its handler; anything else is an error."""
+POOL_TRANSITIONS: dict[tuple[PoolState, InputKind | Timer], Handler] = _table()
+"""Every accepted ``(pool state, trigger)`` and its handler; an input with no row is an
+error."""
