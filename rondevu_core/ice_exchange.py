@@ -54,11 +54,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from rondevu_core.actions import Action, AddRemoteCandidate, CancelRpc, SendRpc
+from rondevu_core.actions import AddRemoteCandidate, CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import (
-    Event,
     IceCandidateRemote,
     IcePollingStarted,
     IcePollingStopped,
@@ -71,7 +70,7 @@ from rondevu_core.inputs import (
     RemoteDescriptionSet,
     RpcResult,
 )
-from rondevu_core.outbox import Deadlines, Outbox
+from rondevu_core.outbox import Deadlines, DrainsOutbox, Outbox
 from rondevu_core.rpc import Method, RpcFailed, RpcOutcome, RpcRequest, Urgency
 from rondevu_core.rules.replies import parse_candidates
 from rondevu_core.rules.sdp import candidates_from_sdp, gathering_complete
@@ -150,7 +149,7 @@ class _Timer(Enum):
     POLL_TIMEOUT = "poll_timeout"
 
 
-class IceExchange:
+class IceExchange(DrainsOutbox):
     """ICE exchange for one peer connection; see the module docstring."""
 
     __slots__ = (
@@ -274,14 +273,6 @@ class IceExchange:
             elif self._polling and self._poll_call is None:
                 self._poll(now)
                 self._flush_uploads()  # retry uploads that failed meanwhile
-
-    def next_action(self) -> Action | None:
-        """The oldest action of the shared outbox (the owner's too), or None."""
-        return self._outbox.next_action()
-
-    def next_event(self) -> Event | None:
-        """The oldest event of the shared outbox (the owner's too), or None."""
-        return self._outbox.next_event()
 
     # -- local candidates ---------------------------------------------------------------
 

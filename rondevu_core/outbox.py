@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 from rondevu_core.actions import Action
 from rondevu_core.events import Event
 
-__all__ = ["Deadlines", "Outbox"]
+__all__ = ["Deadlines", "DrainsOutbox", "Outbox", "earliest"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -61,6 +61,28 @@ class Outbox:
     def pending_actions(self) -> int:
         """How many actions wait to be drained."""
         return len(self._actions)
+
+
+class DrainsOutbox:
+    """``next_action`` / ``next_event`` for a machine whose output waits in an `Outbox`
+    it holds as ``_outbox`` (shared with the machines layered on or under it)."""
+
+    __slots__ = ()
+    _outbox: Outbox
+
+    def next_action(self) -> Action | None:
+        """The oldest queued action of the outbox, or None."""
+        return self._outbox.next_action()
+
+    def next_event(self) -> Event | None:
+        """The oldest queued event of the outbox, or None."""
+        return self._outbox.next_event()
+
+
+def earliest(*deadlines: int | None) -> int | None:
+    """The earliest of ``deadlines`` that are set, or None: a machine's `get_timer`
+    over its own deadline and those of the machines it owns."""
+    return min((d for d in deadlines if d is not None), default=None)
 
 
 class Deadlines(Generic[K]):

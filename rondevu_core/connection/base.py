@@ -13,22 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rondevu_core.actions import Action, CreatePeerConnection, SendData, SendRpc
+from rondevu_core.actions import CreatePeerConnection, SendData, SendRpc
 from rondevu_core.buffer import MessageBuffer, Payload
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.connection.states import Call, Deferred, Role, State, Timer
 from rondevu_core.delivery.machine import DeliverySession
 from rondevu_core.errors import ProtocolError
-from rondevu_core.events import Connecting, Event, ProtocolViolation, StateChanged
+from rondevu_core.events import Connecting, ProtocolViolation, StateChanged
 from rondevu_core.ice_exchange import IceExchange
 from rondevu_core.inputs import ChannelAnnounced, ChannelInput
-from rondevu_core.outbox import Deadlines, Outbox
+from rondevu_core.outbox import Deadlines, DrainsOutbox, Outbox
 from rondevu_core.rpc import RpcRequest
 from rondevu_core.rules.backoff import Backoff
 from rondevu_core.rules.fqn import ServiceFqn
 
 
-class ConnectionBase:
+class ConnectionBase(DrainsOutbox):
     """What every layer of `Connection` builds on; see the module docstring."""
 
     __slots__ = (
@@ -135,14 +135,6 @@ class ConnectionBase:
     def _is_closed(self) -> bool:
         # A method, not an inline test: handlers change ``state`` behind mypy's narrowing.
         return self.state is State.CLOSED
-
-    def next_action(self) -> Action | None:
-        """The oldest queued action, or None."""
-        return self._outbox.next_action()
-
-    def next_event(self) -> Event | None:
-        """The oldest queued event, or None."""
-        return self._outbox.next_event()
 
     @property
     def outbox(self) -> Outbox:

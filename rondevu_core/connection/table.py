@@ -41,7 +41,7 @@ from rondevu_core.events import (
 )
 from rondevu_core.ice_exchange import EnableUploads
 from rondevu_core.inputs import COMMAND_KINDS, ChannelInput, Input, InputKind, PeerInput, RpcResult
-from rondevu_core.outbox import Outbox
+from rondevu_core.outbox import Outbox, earliest
 from rondevu_core.rpc import RpcFailed
 from rondevu_core.rules.error_kinds import classify, is_permanent
 from rondevu_core.rules.fqn import ServiceFqn
@@ -128,12 +128,11 @@ class Connection(PeerReports):
 
     def get_timer(self) -> int | None:
         """The next deadline (monotonic ms, the clock of ``now``), or None if none."""
-        best = self._deadlines.next()
-        for machine in (self._exchange, self._delivery):
-            theirs = None if machine is None else machine.get_timer()
-            if theirs is not None and (best is None or theirs < best):
-                best = theirs
-        return best
+        return earliest(
+            self._deadlines.next(),
+            None if self._exchange is None else self._exchange.get_timer(),
+            None if self._delivery is None else self._delivery.get_timer(),
+        )
 
     def handle_timer(self, now: int) -> None:
         """Run every deadline due at ``now``."""

@@ -12,20 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rondevu_core.actions import Action, CancelRpc, SendRpc
+from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import PoolConfig
 from rondevu_core.connection import Connection, State
 from rondevu_core.errors import UsageError
-from rondevu_core.events import Event
 from rondevu_core.inputs import Close
-from rondevu_core.outbox import Deadlines, Outbox
+from rondevu_core.outbox import Deadlines, DrainsOutbox, Outbox
 from rondevu_core.pool.states import PUBLISH_RETRY, RESUMING, PoolState, Timer
 from rondevu_core.rpc import Method, RpcRequest
 from rondevu_core.rules.backoff import Backoff
 from rondevu_core.rules.republish import PresenceRule
 
 
-class PoolBase:
+class PoolBase(DrainsOutbox):
     """What every layer of `OfferPool` builds on; see the module docstring."""
 
     __slots__ = (
@@ -104,14 +103,6 @@ class PoolBase:
         self._republish_reason: str | None = None
         self._server_trouble = False  # a poll got no answer since the last one that did
         self._epoch: str | None = None
-
-    def next_action(self) -> Action | None:
-        """The oldest queued action, or None."""
-        return self._outbox.next_action()
-
-    def next_event(self) -> Event | None:
-        """The oldest queued event, or None."""
-        return self._outbox.next_event()
 
     @property
     def outbox(self) -> Outbox:

@@ -15,6 +15,7 @@ from typing import Any
 from rondevu_core.errors import ProtocolError, UsageError
 from rondevu_core.events import ProtocolViolation
 from rondevu_core.inputs import COMMAND_KINDS, Close, Input, InputKind, PeerInput, RpcResult
+from rondevu_core.outbox import earliest
 from rondevu_core.pool.answers import Answers
 from rondevu_core.pool.states import PoolState, Timer
 
@@ -46,12 +47,7 @@ class OfferPool(Answers):
 
     def get_timer(self) -> int | None:
         """The earliest deadline of the pool and its connections (monotonic ms), or None."""
-        best = self._deadlines.next()
-        for conn in self._conns.values():
-            at = conn.get_timer()
-            if at is not None and (best is None or at < best):
-                best = at
-        return best
+        return earliest(self._deadlines.next(), *(c.get_timer() for c in self._conns.values()))
 
     def handle_timer(self, now: int) -> None:
         """Run every deadline due at ``now``."""
