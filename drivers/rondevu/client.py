@@ -651,7 +651,7 @@ class Rondevu:
         if event.connection_id == 0:
             first = not pool.first_publication.is_set()
             if first and isinstance(event, ev.OffersPublished | ev.PublishFailed):
-                pool.publish_error = getattr(event, "error", None)
+                pool.publish_error = event.error if isinstance(event, ev.PublishFailed) else None
                 pool.first_publication.set()
             self._emit(event.name, event)
             return
