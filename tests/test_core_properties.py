@@ -33,6 +33,7 @@ from rondevu_core.actions import CancelRpc, SendRpc
 from rondevu_core.config import ConnectionConfig, PoolConfig
 from rondevu_core.connection import EDGES, TRANSITIONS, Connection, State
 from rondevu_core.connection.states import LIVE, Timer
+from rondevu_core.connection.table import OFFERER_CALLS
 from rondevu_core.errors import UsageError
 from rondevu_core.events import (
     AnswerProcessed,
@@ -156,15 +157,16 @@ def test_every_live_pool_state_has_a_row_for_every_pool_timer() -> None:
     assert missing == []
 
 
-def test_a_row_leads_nowhere_the_edges_do_not_go() -> None:
-    """Each row's ``leads_to`` is reachable from its state through `EDGES`: the table
-    and the edges say the same thing (a target the edges cannot reach is trimmed, and a
-    row that could only lead there would lead nowhere)."""
+def test_each_row_says_where_it_leads_and_the_edges_are_the_rows() -> None:
+    """`EDGES` is derived: exactly the moves the rows (and the pool's calls) declare;
+    a row's ``leads_to`` is where its moves go from its state, one after another."""
+    declared = {m for row in TRANSITIONS.values() for m in row.moves}
+    assert declared | {m for moves in OFFERER_CALLS.values() for m in moves} == EDGES
     for (state, trigger), row in TRANSITIONS.items():
         assert state not in row.leads_to, (state, trigger)
-        for target in row.leads_to:
-            assert any(a is state for a, _ in EDGES), (state, trigger, target)
-    # The rows that move the link at all do so from where it can move.
+        assert row.leads_to <= {b for _, b in row.moves}, (state, trigger)
+    # A failure from an established link goes through DISCONNECTED; from a handshake
+    # it goes straight to FAILED; half a link coming up is CONNECTING first.
     fails = TRANSITIONS[State.CONNECTED, InputKind.PEER_ERROR].leads_to
     assert fails == {State.DISCONNECTED, State.FAILED, State.RECONNECTING}
     assert TRANSITIONS[State.SIGNALING, InputKind.PEER_ERROR].leads_to == {
@@ -175,6 +177,7 @@ def test_a_row_leads_nowhere_the_edges_do_not_go() -> None:
         State.CONNECTING,
         State.CONNECTED,
     }
+    assert TRANSITIONS[State.CONNECTED, Timer.RECONNECT].leads_to == frozenset()
 
 
 HEALTHY: dict[Method, Any] = {

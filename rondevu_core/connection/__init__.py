@@ -35,11 +35,12 @@ its handler and the states it may lead to.  A pair that is not in the table is a
 error for application commands (`UsageError` raised at the caller) and a protocol error
 for driver reports (a ``protocol:error`` event; the state does not change).  Reports
 naming a peer connection other than the current one are stale (the driver raced our
-close) and are dropped; in CLOSED every report and RPC result is dropped.  `EDGES` lists
-every single state change; each row's ``leads_to`` is what its declaration and `EDGES`
-allow from its state, and the tests hold every step to both.  The offer pool's calls
-(`start_offer`, `offer_published`, `apply_answer`, `resume_with`) are the one way into
-an offerer outside the table; their state changes are in `EDGES` too.
+close) and are dropped; in CLOSED every report and RPC result is dropped.  Each row
+declares the moves (state changes) its handler may make, from named sets such as
+``LOSS`` and ``PROGRESS``; its ``leads_to`` follows them from its state, and `EDGES`,
+every state change a connection makes, is their union with the moves of the offer
+pool's calls (`start_offer`, `offer_published`, `apply_answer`, `resume_with`: the one
+way into an offerer outside the table).  The tests hold every step to its row.
 
 Failures.  ICE ``failed``, a peer-connection ``failed``, an unrequested ``closed`` (how
 aiortc reports a vanished peer), the data channel closing, a failed peer operation, a
@@ -70,13 +71,13 @@ attribute at all) ends the old session with ``session:reset``.
 Modules
 -------
 One class in layers, each module using only those below it: `states` (states, roles,
-`EDGES`), `base` (every field, queries, output helpers), `sending` (buffer, session
+named moves), `base` (every field, queries, output helpers), `sending` (buffer, session
 layer, negotiation), `link` (connected, failure, teardown, reconnection policy),
 `attempts` (the answerer's attempts, the offerer's interface for the pool), `reports`
 (the driver's peer reports) and `table` (`Connection`: inputs, timers, `TRANSITIONS`).
 """
 
-from rondevu_core.connection.states import EDGES, Role, State
-from rondevu_core.connection.table import TRANSITIONS, Connection
+from rondevu_core.connection.states import Role, State
+from rondevu_core.connection.table import EDGES, TRANSITIONS, Connection
 
 __all__ = ["EDGES", "TRANSITIONS", "Connection", "Role", "State"]

@@ -2,7 +2,8 @@
 
 `TRANSITIONS` maps every accepted ``(State, trigger)`` - the trigger an input's
 `InputKind` or a `Timer` falling due - to a `Transition`: its handler, wherever it lives
-(the layers of this package), and every state the handler may lead to.  `handle` looks
+(the layers of this package), the moves it may make and the states they lead to; `EDGES`
+is the union of all moves.  `handle` looks
 an input up; `handle_timer` looks up each of the connection's deadlines that is due,
 then the ``SUBMACHINES`` row (the ICE exchange's and the delivery session's deadlines).
 The tests hold every step to its row's ``leads_to``.
@@ -18,14 +19,22 @@ from rondevu_core.buffer import Payload
 from rondevu_core.config import ConnectionConfig
 from rondevu_core.connection.reports import PeerReports
 from rondevu_core.connection.states import (
-    EDGES,
+    ATTEMPT,
+    CLOSING,
+    DESCRIBED,
+    FETCHED,
+    GIVE_UP,
     HANDSHAKE,
+    ICE_CHECKS,
     LIVE,
     LOSS,
     PC_ALIVE,
     PROGRESS,
+    RESUMED,
+    STAY,
     Call,
     Deferred,
+    Move,
     Role,
     S,
     State,
@@ -261,75 +270,67 @@ class Transition:
     """One row of `TRANSITIONS`."""
 
     handler: Handler
+    moves: frozenset[Move]
+    """The state changes the handler may make (as the row declares them)."""
     leads_to: frozenset[State]
-    """Every state the connection may enter while the handler runs (empty: it stays):
-    what the row declares, as far as `EDGES` reach from this row's state."""
-
-
-NOWHERE: frozenset[State] = frozenset()
+    """Every state the connection may enter while the handler runs, from this row's
+    state through ``moves`` (empty: it stays)."""
 
 
 def _table() -> dict[tuple[State, Trigger], Transition]:
     c = Connection
     k = InputKind
     t = Timer
-    closed = frozenset({S.CLOSED})
-    rows: list[tuple[frozenset[State], Trigger, Handler, frozenset[State]]] = [
+    rows: list[tuple[frozenset[State], Trigger, Handler, frozenset[Move]]] = [
         # Application commands.
-        (frozenset({S.INITIALIZING}), k.CONNECT, c._on_connect, NOWHERE),
-        (LIVE, k.SEND, c._on_send, NOWHERE),
-        (LIVE, k.CLOSE, c._on_close, closed),
-        (LIVE, k.PAUSE_RECONNECT, c._on_pause, NOWHERE),
-        (LIVE, k.RESUME_RECONNECT, c._on_resume, LOSS | {S.INITIALIZING}),
+        (frozenset({S.INITIALIZING}), k.CONNECT, c._on_connect, STAY),
+        (LIVE, k.SEND, c._on_send, STAY),
+        (LIVE, k.CLOSE, c._on_close, CLOSING),
+        (LIVE, k.PAUSE_RECONNECT, c._on_pause, STAY),
+        (LIVE, k.RESUME_RECONNECT, c._on_resume, LOSS | ATTEMPT),
         # Peer reports.
-        (
-            frozenset({S.GATHERING}),
-            k.LOCAL_DESCRIPTION,
-            c._on_local_description,
-            PROGRESS | {S.SIGNALING},
-        ),
-        (HANDSHAKE, k.REMOTE_DESCRIPTION_SET, c._on_remote_description_set, NOWHERE),
-        (PC_ALIVE, k.LOCAL_CANDIDATE, c._on_local_candidate, NOWHERE),
-        (PC_ALIVE, k.ICE_GATHERING_STATE, c._on_gathering_state, NOWHERE),
-        (PC_ALIVE, k.ICE_CONNECTION_STATE, c._on_ice_state, PROGRESS | LOSS | {S.CHECKING}),
+        (frozenset({S.GATHERING}), k.LOCAL_DESCRIPTION, c._on_local_description, DESCRIBED),
+        (HANDSHAKE, k.REMOTE_DESCRIPTION_SET, c._on_remote_description_set, STAY),
+        (PC_ALIVE, k.LOCAL_CANDIDATE, c._on_local_candidate, STAY),
+        (PC_ALIVE, k.ICE_GATHERING_STATE, c._on_gathering_state, STAY),
+        (PC_ALIVE, k.ICE_CONNECTION_STATE, c._on_ice_state, ICE_CHECKS | PROGRESS | LOSS),
         (PC_ALIVE, k.PEER_CONNECTION_STATE, c._on_pc_state, LOSS),
-        (PC_ALIVE, k.CHANNEL_ANNOUNCED, c._on_channel_announced, NOWHERE),
+        (PC_ALIVE, k.CHANNEL_ANNOUNCED, c._on_channel_announced, STAY),
         (PC_ALIVE, k.CHANNEL_OPEN, c._on_channel_open, PROGRESS),
         (PC_ALIVE, k.CHANNEL_CLOSED, c._on_channel_closed, LOSS),
-        # A frame can end the session (a peer reset) or be the first sign of the open.
+        # A frame can be the first sign of the open, or end the session.
         (PC_ALIVE - {S.GATHERING}, k.CHANNEL_MESSAGE, c._on_channel_message, PROGRESS | LOSS),
-        (PC_ALIVE, k.CHANNEL_ERROR, c._on_channel_error, NOWHERE),
+        (PC_ALIVE, k.CHANNEL_ERROR, c._on_channel_error, STAY),
         (PC_ALIVE, k.PEER_ERROR, c._on_peer_error, LOSS),
-        (PC_ALIVE, k.REMOTE_CANDIDATE_REJECTED, c._on_candidate_rejected, NOWHERE),
+        (PC_ALIVE, k.REMOTE_CANDIDATE_REJECTED, c._on_candidate_rejected, STAY),
         # A fetched offer starts the handshake; a probe that found one starts an attempt.
-        (LIVE, k.RPC_RESULT, c._on_rpc_result, LOSS | {S.INITIALIZING, S.GATHERING}),
+        (LIVE, k.RPC_RESULT, c._on_rpc_result, FETCHED | ATTEMPT | LOSS),
         # Deadlines.  A timer is armed only where it means something; the other rows
         # exist so a late one is harmless (its handler checks the state it needs).
         (LIVE, t.CONNECTION, c._on_connection_timeout, LOSS),
         (LIVE, t.HANDSHAKE, c._on_handshake_timeout, LOSS),
-        (LIVE, t.GATHERING, c._on_gathering_timeout, NOWHERE),
-        (LIVE, t.RECONNECT, c._on_reconnect_due, frozenset({S.INITIALIZING})),
-        (LIVE, t.PROBE, c._on_probe_due, NOWHERE),
-        (LIVE, t.RESUME, c._on_resume_timeout, frozenset({S.FAILED})),
-        (LIVE, t.BUFFER, c._on_buffer_due, NOWHERE),
+        (LIVE, t.GATHERING, c._on_gathering_timeout, STAY),
+        (LIVE, t.RECONNECT, c._on_reconnect_due, ATTEMPT),
+        (LIVE, t.PROBE, c._on_probe_due, STAY),
+        (LIVE, t.RESUME, c._on_resume_timeout, GIVE_UP),
+        (LIVE, t.BUFFER, c._on_buffer_due, STAY),
         (LIVE, t.SUBMACHINES, c._on_submachines_due, LOSS),
     ]
     return {
-        (state, trigger): Transition(handler, _reachable(state, leads_to))
-        for states, trigger, handler, leads_to in rows
+        (state, trigger): Transition(handler, moves, _reachable(state, moves))
+        for states, trigger, handler, moves in rows
         for state in states
     }
 
 
-def _reachable(start: State, through: frozenset[State]) -> frozenset[State]:
-    """The states of ``through`` that `EDGES` reach from ``start`` passing only through
-    ``through``: what a row declared for several states means for one of them."""
+def _reachable(start: State, moves: frozenset[Move]) -> frozenset[State]:
+    """Every state ``moves`` lead to from ``start``, one move after another."""
     reached: set[State] = set()
     frontier = [start]
     while frontier:
         here = frontier.pop()
-        for a, b in EDGES:
-            if a is here and b in through and b not in reached:
+        for a, b in moves:
+            if a is here and b not in reached:
                 reached.add(b)
                 frontier.append(b)
     return frozenset(reached - {start})
@@ -337,3 +338,16 @@ def _reachable(start: State, through: frozenset[State]) -> frozenset[State]:
 
 TRANSITIONS: dict[tuple[State, Trigger], Transition] = _table()
 """Every accepted ``(state, trigger)`` and its row; an input with no row is an error."""
+
+OFFERER_CALLS: dict[str, frozenset[Move]] = {
+    "start_offer": FETCHED,
+    "offer_published": DESCRIBED,
+    "apply_answer": STAY,
+    "resume_with": RESUMED | CLOSING,  # the fresh offer's own connection closes
+}
+"""The moves of the offer pool's calls into an offerer, the one way in outside the table."""
+
+EDGES: frozenset[Move] = frozenset().union(
+    *(row.moves for row in TRANSITIONS.values()), *OFFERER_CALLS.values()
+)
+"""Every state change a connection makes: derived from the rows (and the pool's calls)."""
