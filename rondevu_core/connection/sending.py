@@ -102,12 +102,11 @@ class Sending(ConnectionBase):
         self._emit(MessageSent, data=data, buffered=held)
 
     def _replay(self, now: int) -> None:
+        """The link is up: send what waited in the buffer, in order; report the rest."""
         fresh, expired = self._buffer.drain(now)
         self._deadlines.cancel(Timer.BUFFER)
         for message in expired:
             self._emit(MessageBufferExpired, data=message.data)
-        pc = self._pc
-        assert pc is not None
         for message in fresh:
             if self._delivery is None and self._too_big(message.data):
                 self._emit(
