@@ -10,7 +10,7 @@ connection of a fresh offer when its session's peer answered that one (`resume_w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rondevu_core.actions import CreateAnswer, CreateDataChannel, CreateOffer, SetRemoteDescription
 from rondevu_core.connection.link import Link
@@ -28,9 +28,6 @@ from rondevu_core.events import (
 from rondevu_core.ice_exchange import EnableUploads, ReuploadCandidates, StartPolling
 from rondevu_core.rpc import Method, RpcFailed, RpcRequest, Urgency
 from rondevu_core.rules.replies import parse_fetched_offer
-
-if TYPE_CHECKING:
-    from rondevu_core.connection.table import Connection
 
 
 class Attempts(Link):
@@ -153,7 +150,7 @@ class Attempts(Link):
         self._exchange.handle(StartPolling(now=now, remote_sdp=sdp))
         return True
 
-    def resume_with(self, fresh: Connection, now: int) -> None:
+    def resume_with(self, fresh: Attempts, now: int) -> None:
         """Offerer: the peer of this session answered ``fresh``'s offer: take over its
         peer connection and signaling, drop ours if any, and close ``fresh``.
 
