@@ -39,6 +39,26 @@ async def test_a_name_held_by_another_key_is_a_typed_error_and_is_not_retried(
 
 
 @pytest.mark.anyio
+async def test_a_connection_refused_for_its_name_ends_with_the_typed_error(
+    inprocess_server: RondevuServer,
+) -> None:
+    """The answering side too: a peer whose name is held by another key gets
+    `UsernameTakenError` from `wait_connected` at once, not a retried `Invalid
+    signature` and a generic failure."""
+    async with loopback_client(inprocess_server, "alice", 1) as alice:
+        alice.publish_service("chat:1.0.0")
+        await alice.start_filling()
+        async with loopback_client(inprocess_server, "alice", 3) as impostor:
+            conn = await impostor.connect_to_service("chat:1.0.0@alice")
+            scheduled: list[object] = []
+            conn.on("reconnect:scheduled", scheduled.append)
+            with anyio.fail_after(10), pytest.raises(UsernameTakenError) as raised:
+                await conn.wait_connected()
+            assert raised.value.username == "alice"
+            assert scheduled == []  # a permanent refusal is not retried
+
+
+@pytest.mark.anyio
 async def test_temporary_and_permanent_refusals_are_told_apart() -> None:
     assert not RpcError(Method.GET_SERVICE, "Service not found").permanent
     assert not RpcError(Method.PUBLISH_SERVICE, "Rate limit exceeded, slow down").permanent

@@ -491,6 +491,7 @@ class Rondevu:
             inbox_size=self.inbox_size,
             inbox_bytes=self.inbox_bytes,
             on_closed=self._forget_answerer,
+            explain_refusal=self.explain_refusal,
         )
         conn.peer_username = fqn.username  # None after discovery: `offer:fetched` tells
         holder.append(conn)

@@ -37,12 +37,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from rondevu.errors import UsernameTakenError
 from rondevu_core import events as ev
 from rondevu_core.buffer import Payload
 from rondevu_core.connection import Connection
 from rondevu_core.errors import RondevuError, UsageError
 from rondevu_core.inputs import Close, PauseReconnect, ResumeReconnect, SendMessage
 from rondevu_core.pool import OfferPool
+from rondevu_core.rpc import Method
 
 if TYPE_CHECKING:
     from rondevu.runtime import MachineRunner
@@ -104,6 +106,7 @@ class DurableConnection:
         inbox_size: int = DEFAULT_INBOX_SIZE,
         inbox_bytes: int = DEFAULT_INBOX_BYTES,
         on_closed: Callable[[DurableConnection], Awaitable[None]] | None = None,
+        explain_refusal: Callable[[Method, str], Awaitable[Exception]] | None = None,
     ) -> None:
         self._runner = runner
         self.connection_id = connection_id
@@ -130,6 +133,10 @@ class DurableConnection:
         self._room_changed = anyio.Event()
         self._closed_reason: str | None = None
         self._gave_up: str | None = None
+        # A refusal of our identity (``error:permanent``, kind ``identity``): the call
+        # and what the server said, for `explain_refusal` to turn into a typed error.
+        self._refusal: tuple[Method, str] | None = None
+        self._explain_refusal = explain_refusal
         self._on_closed = on_closed
 
     # -- state ------------------------------------------------------------------------
@@ -301,15 +308,27 @@ class DurableConnection:
         """Wait until ``connected``; `TimeoutError` after ``timeout`` seconds.
 
         Raises `ConnectionClosedError` if the connection closes first, and
-        `ConnectionFailedError` once it has given up reconnecting.
+        `ConnectionFailedError` once it has given up reconnecting - or, when the server
+        refused our identity and the name is held by another key, `UsernameTakenError`
+        (such a refusal is never retried).
         """
         with anyio.fail_after(timeout if timeout is not None else math.inf):
             while not self.is_connected:
                 if self.closed:
                     raise ConnectionClosedError(self._closed_reason or "connection closed")
                 if self._gave_up is not None:
-                    raise ConnectionFailedError(self._gave_up)
+                    raise await self._failure()
                 await self._state_changed.wait()
+
+    async def _failure(self) -> Exception:
+        """Why the connection gave up: `UsernameTakenError` when the server refused our
+        identity and the client confirmed the name is another key's, else
+        `ConnectionFailedError`."""
+        failed = ConnectionFailedError(self._gave_up or "connection failed")
+        if self._refusal is None or self._explain_refusal is None:
+            return failed
+        explained = await self._explain_refusal(*self._refusal)
+        return explained if isinstance(explained, UsernameTakenError) else failed
 
     # -- events -----------------------------------------------------------------------
 
@@ -429,6 +448,9 @@ class DurableConnection:
                     self._keep(data)
             case ev.AnswerProcessed(offer_id=offer_id, answerer_id=answerer):
                 self.offer_id, self.peer_username = offer_id, answerer
+            case ev.PermanentError(operation=operation, error=error, kind="identity"):
+                with contextlib.suppress(ValueError):  # our own call names, always known
+                    self._refusal = (Method(operation), error)
             case ev.Failed(error=error, final=True):
                 self._gave_up = error
                 self._notify_state()
