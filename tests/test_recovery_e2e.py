@@ -172,6 +172,29 @@ def test_a_publisher_killed_and_restarted_with_its_identity_is_reached_again(
     assert no_traceback(status.seen)
 
 
+def test_an_attempt_on_a_dead_offer_fails_at_the_handshake_bound_then_finds_the_new_one(
+    processes: Processes, tmp_path: Path
+) -> None:
+    """A killed publisher's offers stay on the server; a new peer answers one, and its
+    attempt ends at the handshake bound (``handshake_timeout_ms``, not the 30 s
+    connection timeout) with a line that says so; it keeps trying, and reaches the
+    publisher that comes back with the same identity."""
+    url, _ = start_serve(processes)
+    key = tmp_path / "alice.json"
+    publisher, _ = _publisher(processes, url, key)
+    publisher.kill()
+    publisher.wait(DEADLINE_S)
+    fqn = f"chat:1.0.0@{_username(key)}"
+    assert re.fullmatch(r"[0-9a-f]+", _lookup(url, fqn))  # the dead offer is still handed out
+    peer, status = _peer(processes, url, fqn)
+    status.wait_for(r"attempt failed: No ICE connection within \d+ ms of the answer", timeout=60)
+    status.wait_for(r"reconnecting in \d+ ms")
+    _publisher(processes, url, key)
+    status.wait_for(r"(connected to|reconnected)", timeout=120)
+    _echo(peer, "found the new one")
+    assert no_traceback(status.seen)
+
+
 def test_a_second_process_with_the_same_identity_that_exits_leaves_the_first_reachable(
     processes: Processes, tmp_path: Path
 ) -> None:
