@@ -17,8 +17,8 @@ Scenarios:
   its first publication), and the *connected* peer's own recovery, from the kill to the
   echo of a line it sent meanwhile (goal <= 5 s; it needs the link loss to be noticed:
   the session layer's silence detection, or without it aiortc's consent check, ~30 s).
-  Its line is sent once it reports ``reconnected``: sent into the dead link before the
-  loss is noticed, it would be lost (acknowledgements are the session layer's work).
+  Its line is sent once it reports ``reconnected``, so the row times the link; a line
+  sent into the dead link before that is kept by the session layer and sent again.
 - **second process, same identity, exits**: it replaces the first one's offers, then
   withdraws the service on SIGTERM; from its exit, a new peer must reach the first.
 - **attempt on a dead offer**: a killed publisher's offers stay on the server; a new
@@ -237,8 +237,9 @@ def _run(bench: Bench) -> None:
     _new_peer_echo(bench, "new peer after the kill").kill()
     _row("publisher killed+restarted: new client", time.monotonic() - killed, baseline, "<= 5 s")
     try:
-        # A line sent before the loss is noticed goes into the dead link and is lost
-        # (no acknowledgements yet: the session layer is another issue's work).
+        # The line goes out once the loss is noticed and the link is back: this row times
+        # the link's recovery.  (A line sent into the dead link before that is kept by
+        # the session layer and sent again to the new publisher, at least once.)
         err.wait_for("reconnected")
         _say(peer, "connected peer after the kill")
         out.wait_for("connected peer after the kill")
