@@ -139,16 +139,19 @@ def test_a_running_publisher_is_reachable_again_after_the_server_restarts(
 # -- the publisher leaves ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("stop", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["sigterm", "ctrl-c"]
+)
 def test_a_publisher_stopped_gracefully_withdraws_its_offers(
-    processes: Processes, tmp_path: Path
+    processes: Processes, tmp_path: Path, stop: signal.Signals, code: int
 ) -> None:
     url, _ = start_serve(processes)
     key = tmp_path / "alice.json"
     publisher, status = _publisher(processes, url, key)
     fqn = f"chat:1.0.0@{_username(key)}"
     assert len(_lookup(url, fqn)) == 64  # an offer id: the service is up
-    publisher.send_signal(signal.SIGTERM)
-    assert publisher.wait(DEADLINE_S) == 0
+    publisher.send_signal(stop)
+    assert publisher.wait(DEADLINE_S) == code
     # Gone at once: no peer can answer a dead offer of it any more.
     assert _lookup(url, fqn) == "Service not found"
     assert no_traceback(status.rest())
