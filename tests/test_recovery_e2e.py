@@ -207,7 +207,7 @@ def test_a_second_process_with_the_same_identity_that_exits_leaves_the_first_rea
     second, _ = _publisher(processes, url, key)  # replaces the first one's offers
     second.send_signal(signal.SIGTERM)  # and withdraws the service on its way out
     assert second.wait(DEADLINE_S) == 0
-    # With the server's long polling on, the first notices at its next look (60 s).
+    # Its publish and withdrawal end the first one's held poll, which then looks at once.
     first_status.wait_for(r"republished chat:1\.0\.0@", timeout=120)
     peer, status = _peer(processes, url, f"chat:1.0.0@{_username(key)}")
     status.wait_for(r"connected to chat:1\.0\.0@")
