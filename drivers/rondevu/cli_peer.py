@@ -20,6 +20,11 @@ line and nothing left waiting for stdin.  Bad input exits 2 before any network I
 
 Identity: ``--key-file`` holds the username and key pair (`rondevu.identity`), created
 when missing, so a restart comes back as the same name.
+
+Reconnection: ``connect`` retries without a limit by default, backing off up to 30 s
+between attempts; while such a wait runs it looks the service up every
+`RECONNECT_PROBE_MS` (a lone getService), so a publisher that comes back after a long
+outage is reached within about a second, not at the end of the wait.
 """
 
 from __future__ import annotations
@@ -79,6 +84,13 @@ _MAX_LINE_CHARS = 256 * 1024
 """A longer line is sent in pieces of this size (a data channel message has a limit)."""
 _CLOSE_ACK_WAIT = 2.0
 """Seconds `connect` waits at stdin's end for the peer to confirm the last lines."""
+
+
+RECONNECT_PROBE_MS = 500
+"""How often ``connect`` looks for its service while a reconnection waits out a long
+backoff (`ConnectionConfig.reconnect_probe_interval_ms`; the library's default is off).
+bench/bench_outage.py: 0.64 s from the publisher's return to the first message, against
+8.4 s without the probe, with the backoff at an 8 s cap."""
 
 
 # -- arguments -----------------------------------------------------------------------------
@@ -496,7 +508,9 @@ async def _connect(args: argparse.Namespace) -> int:
         await _check_server(client, args.api_url)
         status(f"connecting to {fqn} as {client.username}")
         config = dataclasses.replace(
-            client.connection_config, max_reconnect_attempts=args.reconnect_attempts
+            client.connection_config,
+            max_reconnect_attempts=args.reconnect_attempts,
+            reconnect_probe_interval_ms=RECONNECT_PROBE_MS,
         )
         conn = await client.connect_to_service(fqn, connection_config=config)
         last_error = _narrate(conn, fqn)
