@@ -90,7 +90,7 @@ RECONNECT_PROBE_MS = 500
 """How often ``connect`` looks for its service while a reconnection waits out a long
 backoff (`ConnectionConfig.reconnect_probe_interval_ms`; the library's default is off).
 bench/bench_outage.py: 0.64 s from the publisher's return to the first message, against
-8.4 s without the probe, with the backoff at an 8 s cap."""
+7.9 s without the probe, with the backoff at an 8 s cap."""
 
 
 # -- arguments -----------------------------------------------------------------------------
