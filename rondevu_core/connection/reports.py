@@ -145,12 +145,14 @@ class PeerReports(Attempts):
             # (its reports are not ordered across channel and transport).
             self._on_channel_open(event)
         if self._layered:
-            if self._delivery is not None and self._delivery.channel_up:
+            if self._delivery is not None:
+                # Also while its channel is not yet up again (a reconnection whose ICE
+                # report is late): the session takes frames at any time.
                 self._delivery.handle(FrameReceived(now=event.now, data=event.data))
                 self._pump(event.now)
             elif len(self._early_frames) < EARLY_FRAMES_MAX:
-                # The peer saw the link up before our side did (ICE not yet reported):
-                # these frames are the session's, never messages for the application.
+                # The first link: the peer saw it up before our side did, and the session
+                # starts with our `ChannelUp`.  These frames are its, never messages.
                 self._early_frames.append(event.data)
             else:
                 self._violation("too many frames before the link was up; frame dropped")

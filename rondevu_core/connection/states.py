@@ -145,8 +145,9 @@ STAY: frozenset[Move] = frozenset()
 """No state change."""
 
 EARLY_FRAMES_MAX = 4096
-"""Session frames kept while the link is not yet reported up; a peer that sends more
-before our side sees the link is misbehaving (each frame beyond is a `ProtocolViolation`)."""
+"""Session frames kept while the first link is not yet reported up (the session starts
+with it); a peer that sends more before our side sees the link is misbehaving (each
+frame beyond is a `ProtocolViolation`)."""
 
 
 def payload_size(data: Payload) -> int:
